@@ -1,0 +1,307 @@
+//! Builds the Kamailio binding: raw bindings from the host's headers, and the
+//! small C shim, both compiled with exactly the defines the installed server
+//! was built with. A layout built from other defines is a crash, so any doubt
+//! fails the build with a message that names what to set.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=wrapper");
+    for var in ["KAMAILIO_SRC", "KAMAILIO_BIN", "KAMAILIO_LIB_DIR"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    // The unit tests of the host-agnostic core need no host at all.
+    if env::var_os("CARGO_FEATURE_KAMAILIO").is_none() {
+        return;
+    }
+    let host = KamailioHost::discover();
+    host.check_module_strings();
+    host.generate_bindings();
+    host.compile_shim();
+    host.link_srdb1();
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("\nerror: {message}\n");
+    panic!("siptrace-rs build failed: {message}");
+}
+
+struct KamailioHost {
+    src: PathBuf,
+    defines: Vec<String>,
+    version_line: String,
+    flags_line: String,
+}
+
+impl KamailioHost {
+    fn discover() -> Self {
+        let src = match env::var_os("KAMAILIO_SRC") {
+            Some(dir) => PathBuf::from(dir),
+            None => fail(
+                "KAMAILIO_SRC is not set. Point it at the Kamailio source tree that \
+                 matches the installed server (scripts/setup-debian.sh unpacks Debian's \
+                 with `apt-get source kamailio` into .deps/).",
+            ),
+        };
+        let src = src.canonicalize().unwrap_or(src);
+        if !src.join("src/Makefile.defs").is_file() {
+            fail(&format!(
+                "KAMAILIO_SRC={} does not look like a Kamailio source tree \
+                 (src/Makefile.defs is missing)",
+                src.display()
+            ));
+        }
+        let mut defines = build_file_defines(&src.join("src"));
+        defines.push("-DMOD_NAME=\"siptrace\"".to_string());
+        let (version_line, flags_line) = installed_version();
+        KamailioHost { src, defines, version_line, flags_line }
+    }
+
+    fn include_dirs(&self) -> Vec<PathBuf> {
+        vec![self.src.join("src"), PathBuf::from("wrapper")]
+    }
+
+    fn cc_build(&self) -> cc::Build {
+        let mut build = cc::Build::new();
+        for dir in self.include_dirs() {
+            build.include(dir);
+        }
+        for define in &self.defines {
+            build.flag(define);
+        }
+        build.flag("-pthread").flag("-fPIC").warnings(false);
+        build
+    }
+
+    /// Kamailio refuses a module whose `module_version` or `module_flags`
+    /// string differs from its own. Expand the host's macros with our defines
+    /// and compare them with what the installed binary prints.
+    fn check_module_strings(&self) {
+        let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+        let probe = out_dir.join("module_strings.c");
+        std::fs::write(
+            &probe,
+            "#include \"core/ver_defs.h\"\n\
+             siptrace_version_is SER_FULL_VERSION ;\n\
+             siptrace_flags_are SER_COMPILE_FLAGS ;\n",
+        )
+        .unwrap();
+        let expanded = self.cc_build().file(&probe).expand();
+        let expanded = String::from_utf8_lossy(&expanded);
+        let version = expanded_string(&expanded, "siptrace_version_is");
+        let flags = expanded_string(&expanded, "siptrace_flags_are");
+
+        if version.trim() != self.version_line {
+            fail(&format!(
+                "module_version would be '{version}' but the installed kamailio reports \
+                 '{}'. KAMAILIO_SRC must be the source of the installed version \
+                 (set KAMAILIO_BIN if another kamailio binary is meant).",
+                self.version_line
+            ));
+        }
+        if flags.trim() != self.flags_line {
+            let ours: Vec<&str> = flags.split(", ").map(str::trim).collect();
+            let theirs: Vec<&str> = self.flags_line.split(", ").map(str::trim).collect();
+            let missing: Vec<&&str> = theirs.iter().filter(|f| !ours.contains(f)).collect();
+            let extra: Vec<&&str> = ours.iter().filter(|f| !theirs.contains(f)).collect();
+            fail(&format!(
+                "module_flags would differ from the installed kamailio's, and it would \
+                 refuse to load the module.\n  ours:   {flags}\n  kamailio -V: {}\n  \
+                 missing: {missing:?}  extra: {extra:?}\n\
+                 The defines come from `make printcdefs` in KAMAILIO_SRC/src; \
+                 TLS_PTHREAD_MUTEX_SHARED needs libssl-dev installed.",
+                self.flags_line
+            ));
+        }
+    }
+
+    fn generate_bindings(&self) {
+        let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+        let mut builder = bindgen::Builder::default()
+            .header("wrapper/wrapper.h")
+            .clang_args(self.include_dirs().iter().map(|d| format!("-I{}", d.display())))
+            .clang_args(&self.defines)
+            .allowlist_file(".*/src/core/.*")
+            .allowlist_file(".*/src/lib/srdb1/.*")
+            .allowlist_file(".*wrapper/.*")
+            .blocklist_item("FP_.*")
+            .derive_default(true)
+            .layout_tests(false)
+            .generate_comments(false)
+            .wrap_static_fns(true)
+            .wrap_static_fns_path(out_dir.join("static_fns"))
+            .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()));
+        for function in STATIC_INLINE_FNS {
+            builder = builder.allowlist_function(function);
+        }
+        let bindings = builder
+            .generate()
+            .unwrap_or_else(|e| fail(&format!("bindgen over wrapper/wrapper.h failed: {e}")));
+        bindings.write_to_file(out_dir.join("bindings.rs")).unwrap();
+    }
+
+    fn compile_shim(&self) {
+        let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+        let static_fns = out_dir.join("static_fns.c");
+        self.cc_build()
+            .file("wrapper/shim.c")
+            .file(&static_fns)
+            .include(env::current_dir().unwrap())
+            .compile("siptrace_shim");
+    }
+
+    /// The DB API (`db_bind_mod`, `db_check_table_version`) lives in
+    /// libsrdb1, which Kamailio ships beside its modules.
+    fn link_srdb1(&self) {
+        let dir = match env::var_os("KAMAILIO_LIB_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => LIB_DIR_CANDIDATES
+                .iter()
+                .map(PathBuf::from)
+                .find(|d| d.join("libsrdb1.so").exists())
+                .unwrap_or_else(|| {
+                    fail(
+                        "libsrdb1.so was not found in the usual places; set KAMAILIO_LIB_DIR \
+                         to the directory that holds Kamailio's libsrdb1.so",
+                    )
+                }),
+        };
+        // Only the module links it; the core's unit tests must not.
+        println!("cargo:rustc-cdylib-link-arg=-L{}", dir.display());
+        println!("cargo:rustc-cdylib-link-arg=-Wl,--no-as-needed,-lsrdb1");
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-rpath,{}", dir.display());
+    }
+}
+
+/// Static inline functions of the host API that Rust calls through
+/// bindgen-generated C wrappers.
+const STATIC_INLINE_FNS: &[&str] = &["get_send_socket", "su_getport", "ip_addr2a", "ip_addr2sbuf"];
+
+const LIB_DIR_CANDIDATES: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/kamailio",
+    "/usr/lib/aarch64-linux-gnu/kamailio",
+    "/usr/lib64/kamailio",
+    "/usr/lib/kamailio",
+    "/usr/local/lib64/kamailio",
+    "/usr/local/lib/kamailio",
+];
+
+/// The `-D` defines Kamailio's own build files give its modules: the
+/// `printcdefs` target, plus the pthread mutex option that Makefile.defs adds
+/// to CFLAGS when libssl is new enough.
+fn build_file_defines(src: &Path) -> Vec<String> {
+    let make = |args: &[&str]| -> String {
+        let out = Command::new("make")
+            .args(args)
+            .current_dir(src)
+            .output()
+            .unwrap_or_else(|e| fail(&format!("cannot run make in {}: {e}", src.display())));
+        if !out.status.success() {
+            fail(&format!(
+                "`make {}` failed in {}: {}",
+                args.join(" "),
+                src.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut defines: Vec<String> = split_shell_words(&make(&["-s", "printcdefs"]))
+        .into_iter()
+        .filter(|w| w.starts_with("-D"))
+        .collect();
+    let pmutex = make(&["-s", "printvar", "v=CC_PMUTEX_OPTS"]);
+    defines.extend(split_shell_words(&pmutex).into_iter().filter(|w| w.starts_with("-D")));
+    if defines.is_empty() {
+        fail(&format!("`make printcdefs` in {} printed no defines", src.display()));
+    }
+    defines
+}
+
+/// Splits make's output into words. The string defines are printed without
+/// shell quoting (`-DCOMPILER="gcc 12.2.0"`): the double quotes belong to the
+/// value and a space inside them does not split the word.
+fn split_shell_words(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    for c in text.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                word.push(c);
+            }
+            c if c.is_whitespace() && !quoted => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
+
+/// The "Version:" and "flags:" lines of the installed `kamailio -V`.
+fn installed_version() -> (String, String) {
+    let bin = env::var("KAMAILIO_BIN").unwrap_or_else(|_| {
+        ["/usr/sbin/kamailio", "/usr/local/sbin/kamailio"]
+            .iter()
+            .find(|p| Path::new(p).exists())
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "kamailio".to_string())
+    });
+    let out = Command::new(&bin).arg("-V").output().unwrap_or_else(|e| {
+        fail(&format!(
+            "cannot run `{bin} -V` ({e}); install Kamailio or set KAMAILIO_BIN to its binary"
+        ))
+    });
+    // Some builds print the version to stderr.
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |prefix: &str| -> String {
+        text.lines()
+            .find(|l| l.len() >= prefix.len() && l[..prefix.len()].eq_ignore_ascii_case(prefix))
+            .map(|l| l[prefix.len()..].trim().to_string())
+            .unwrap_or_else(|| fail(&format!("`{bin} -V` printed no '{prefix}' line")))
+    };
+    (field("Version:"), field("flags:"))
+}
+
+/// Concatenates the string literals that follow `marker` in preprocessed C,
+/// up to the next `;`.
+fn expanded_string(expanded: &str, marker: &str) -> String {
+    let start = expanded
+        .find(marker)
+        .unwrap_or_else(|| fail(&format!("preprocessor output lacks {marker}")))
+        + marker.len();
+    let rest = &expanded[start..];
+    let rest = &rest[..rest.find(';').unwrap_or(rest.len())];
+    let mut value = String::new();
+    let mut in_literal = false;
+    let mut escaped = false;
+    for c in rest.chars() {
+        if in_literal {
+            match (escaped, c) {
+                (false, '\\') => escaped = true,
+                (false, '"') => in_literal = false,
+                (_, c) => {
+                    value.push(c);
+                    escaped = false;
+                }
+            }
+        } else if c == '"' {
+            in_literal = true;
+        }
+    }
+    value
+}

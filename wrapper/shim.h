@@ -1,0 +1,25 @@
+/* What Rust cannot express itself: values of the host's macros. */
+#ifndef SIPTRACE_SHIM_H
+#define SIPTRACE_SHIM_H
+
+#include <stddef.h>
+
+/* The strings the MODULE_VERSION macro gives a module. Rust exports them as
+ * `module_version` and `module_flags`: C globals in a static library are not
+ * exported from a Rust cdylib. */
+extern const char siptrace_shim_module_version[];
+extern const char siptrace_shim_module_flags[];
+extern const unsigned int siptrace_shim_module_interface_ver;
+
+/* Logging through Kamailio's LOG machinery, always with a fixed "%.*s"
+ * format. `func` is NUL-terminated and names the caller. */
+void siptrace_shim_log(int level, const char *func, const char *text, int len);
+int siptrace_shim_log_enabled(int level);
+
+/* The pkg and shm allocator macros. */
+void *siptrace_shim_shm_malloc(size_t size);
+void siptrace_shim_shm_free(void *p);
+void *siptrace_shim_pkg_malloc(size_t size);
+void siptrace_shim_pkg_free(void *p);
+
+#endif

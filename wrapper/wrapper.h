@@ -1,0 +1,26 @@
+/* The parts of Kamailio's API that the Rust binding uses. bindgen reads this
+ * file with the installed server's defines; see build.rs. */
+#ifndef SIPTRACE_WRAPPER_H
+#define SIPTRACE_WRAPPER_H
+
+#include "core/sr_module.h"
+#include "core/mod_fix.h"
+#include "core/dprint.h"
+#include "core/mem/mem.h"
+#include "core/mem/shm_mem.h"
+#include "core/rpc.h"
+#include "core/rpc_lookup.h"
+#include "core/events.h"
+#include "core/onsend.h"
+#include "core/ip_addr.h"
+#include "core/forward.h"
+#include "core/route.h"
+#include "core/pvar.h"
+#include "core/counters.h"
+#include "core/socket_info.h"
+#include "core/parser/msg_parser.h"
+#include "lib/srdb1/db.h"
+
+#include "shim.h"
+
+#endif
