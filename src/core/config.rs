@@ -1,0 +1,463 @@
+//! The module parameters: names and types as Kamailio's siptrace exports
+//! them, their validation, and the settings they produce.
+//!
+//! A bad value is refused with an error that names the parameter and the
+//! value. So is a value that asks for behaviour this module does not have
+//! yet: silently ignoring it would trace differently from what the operator
+//! configured.
+
+use crate::core::dest::{DestError, DestUri};
+use crate::core::hep::HepSettings;
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamType {
+    Int,
+    Str,
+}
+
+/// Every parameter of Kamailio 5.6's siptrace, in its order.
+pub const PARAMS: &[(&str, ParamType)] = &[
+    ("auth_key", ParamType::Str),
+    ("db_url", ParamType::Str),
+    ("table", ParamType::Str),
+    ("date_column", ParamType::Str),
+    ("callid_column", ParamType::Str),
+    ("traced_user_column", ParamType::Str),
+    ("msg_column", ParamType::Str),
+    ("method_column", ParamType::Str),
+    ("status_column", ParamType::Str),
+    ("fromip_column", ParamType::Str),
+    ("toip_column", ParamType::Str),
+    ("fromtag_column", ParamType::Str),
+    ("totag_column", ParamType::Str),
+    ("direction_column", ParamType::Str),
+    ("time_us_column", ParamType::Str),
+    ("trace_flag", ParamType::Int),
+    ("trace_on", ParamType::Int),
+    ("traced_user_avp", ParamType::Str),
+    ("trace_table_avp", ParamType::Str),
+    ("duplicate_uri", ParamType::Str),
+    ("trace_to_database", ParamType::Int),
+    ("trace_local_ip", ParamType::Str),
+    ("trace_sl_acks", ParamType::Int),
+    ("xheaders_write", ParamType::Int),
+    ("xheaders_read", ParamType::Int),
+    ("hep_mode_on", ParamType::Int),
+    ("force_send_sock", ParamType::Str),
+    ("send_sock_addr", ParamType::Str),
+    ("send_sock_name", ParamType::Str),
+    ("hep_version", ParamType::Int),
+    ("hep_capture_id", ParamType::Int),
+    ("trace_delayed", ParamType::Int),
+    ("trace_db_mode", ParamType::Int),
+    ("trace_init_mode", ParamType::Int),
+    ("trace_mode", ParamType::Int),
+    ("evcb_msg", ParamType::Str),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamValue<'a> {
+    Int(i32),
+    Str(&'a str),
+}
+
+impl fmt::Display for ParamValue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParamValue::Int(n) => write!(f, "{n}"),
+            ParamValue::Str(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+/// Why a parameter value was refused. Its text names the parameter and
+/// the value, for the line the server prints before it refuses to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub param: String,
+    pub value: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "modparam '{}' has a bad value '{}': {}", self.param, self.value, self.reason)
+    }
+}
+
+impl ConfigError {
+    fn new(param: &str, value: impl fmt::Display, reason: impl Into<String>) -> Self {
+        ConfigError { param: param.to_string(), value: value.to_string(), reason: reason.into() }
+    }
+
+    fn not_implemented(param: &str, value: impl fmt::Display) -> Self {
+        ConfigError::new(
+            param,
+            value,
+            "this setting is not implemented yet by siptrace-rs; remove it, or keep \
+             Kamailio's C siptrace module for this configuration",
+        )
+    }
+}
+
+/// The `trace_mode` bits: which outputs trace every message the core
+/// receives or sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TraceMode(pub u8);
+
+impl TraceMode {
+    pub const HEP: u8 = 1;
+    pub const DB: u8 = 2;
+    pub const DUPLICATE: u8 = 4;
+
+    pub fn hep(self) -> bool {
+        self.0 & Self::HEP != 0
+    }
+    pub fn db(self) -> bool {
+        self.0 & Self::DB != 0
+    }
+    pub fn duplicate(self) -> bool {
+        self.0 & Self::DUPLICATE != 0
+    }
+    pub fn any(self) -> bool {
+        self.0 != 0
+    }
+}
+
+/// `trace_init_mode`: which hooks the module installs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InitMode {
+    /// Core send/receive events and script functions.
+    #[default]
+    All,
+    /// Only the core send/receive events.
+    CoreEvents,
+    /// Only what the script asks for.
+    Script,
+}
+
+impl InitMode {
+    pub fn core_events(self) -> bool {
+        matches!(self, InitMode::All | InitMode::CoreEvents)
+    }
+}
+
+/// Column names of the `sip_trace` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Columns {
+    pub msg: String,
+    pub callid: String,
+    pub method: String,
+    pub status: String,
+    pub fromip: String,
+    pub toip: String,
+    pub date: String,
+    pub direction: String,
+    pub fromtag: String,
+    pub traced_user: String,
+    pub time_us: String,
+    pub totag: String,
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Columns {
+            msg: "msg".into(),
+            callid: "callid".into(),
+            method: "method".into(),
+            status: "status".into(),
+            fromip: "fromip".into(),
+            toip: "toip".into(),
+            date: "time_stamp".into(),
+            direction: "direction".into(),
+            fromtag: "fromtag".into(),
+            traced_user: "traced_user".into(),
+            time_us: "time_us".into(),
+            totag: "totag".into(),
+        }
+    }
+}
+
+/// The `sip_trace` table version this module writes.
+pub const TABLE_VERSION: u32 = 4;
+
+/// The settings the parameters produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `None` keeps the host's default database URL.
+    pub db_url: Option<String>,
+    pub table: String,
+    pub columns: Columns,
+    pub trace_on: bool,
+    pub duplicate_uri: Option<DestUri>,
+    pub trace_to_database: bool,
+    pub hep_mode_on: bool,
+    pub hep: HepSettings,
+    pub init_mode: InitMode,
+    pub trace_mode: TraceMode,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            db_url: None,
+            table: "sip_trace".into(),
+            columns: Columns::default(),
+            trace_on: false,
+            duplicate_uri: None,
+            trace_to_database: true,
+            hep_mode_on: false,
+            hep: HepSettings { capture_id: 1, auth_key: None },
+            init_mode: InitMode::All,
+            trace_mode: TraceMode::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Applies one `modparam`. `name` is one of [`PARAMS`], with its type.
+    pub fn set(&mut self, name: &str, value: ParamValue<'_>) -> Result<(), ConfigError> {
+        let bad = |reason: &str| ConfigError::new(name, value, reason);
+        match (name, value) {
+            ("db_url", ParamValue::Str(s)) => self.db_url = Some(non_empty(name, s)?.to_string()),
+            ("table", ParamValue::Str(s)) => self.table = sql_identifier(name, s)?,
+            (column, ParamValue::Str(s)) if column.ends_with("_column") => {
+                let value = sql_identifier(name, s)?;
+                *self.column_mut(column).ok_or_else(|| bad("unknown column parameter"))? = value;
+            }
+            ("trace_on", ParamValue::Int(n)) => self.trace_on = n != 0,
+            ("trace_to_database", ParamValue::Int(n)) => self.trace_to_database = n != 0,
+            ("hep_mode_on", ParamValue::Int(n)) => self.hep_mode_on = n != 0,
+            ("duplicate_uri", ParamValue::Str(s)) => {
+                let uri = DestUri::parse(s).map_err(|DestError(e)| bad(&e))?;
+                self.duplicate_uri = Some(check_transport(name, s, uri)?);
+            }
+            ("hep_version", ParamValue::Int(n)) => match n {
+                3 => {}
+                1 | 2 => return Err(ConfigError::not_implemented(name, n)),
+                _ => return Err(bad("supported HEP versions are 1, 2 and 3")),
+            },
+            ("hep_capture_id", ParamValue::Int(n)) => {
+                self.hep.capture_id = u32::try_from(n).map_err(|_| bad("must not be negative"))?;
+            }
+            ("auth_key", ParamValue::Str(s)) => {
+                self.hep.auth_key = (!s.is_empty()).then(|| s.as_bytes().to_vec());
+            }
+            ("trace_init_mode", ParamValue::Int(n)) => {
+                self.init_mode = match n {
+                    0 => InitMode::All,
+                    1 => InitMode::CoreEvents,
+                    2 => InitMode::Script,
+                    _ => return Err(bad("must be 0 (all), 1 (core events) or 2 (script)")),
+                };
+            }
+            ("trace_mode", ParamValue::Int(n)) => {
+                if !(0..=7).contains(&n) {
+                    return Err(bad("must combine the bits 1 (HEP), 2 (database) and 4 (SIP duplicate)"));
+                }
+                self.trace_mode = TraceMode(n as u8);
+            }
+            // Values that ask for nothing beyond what the module does.
+            ("trace_db_mode" | "trace_delayed" | "xheaders_write" | "xheaders_read" | "trace_sl_acks", ParamValue::Int(0)) => {}
+            ("trace_db_mode", ParamValue::Int(n)) if !(0..=2).contains(&n) => {
+                return Err(bad("must be 0 (insert), 1 (delayed) or 2 (async)"));
+            }
+            (
+                "trace_flag" | "traced_user_avp" | "trace_table_avp" | "trace_local_ip" | "trace_sl_acks"
+                | "xheaders_write" | "xheaders_read" | "force_send_sock" | "send_sock_addr" | "send_sock_name"
+                | "trace_delayed" | "trace_db_mode" | "evcb_msg",
+                _,
+            ) => return Err(ConfigError::not_implemented(name, value)),
+            _ => return Err(bad("unknown parameter or wrong type")),
+        }
+        Ok(())
+    }
+
+    /// Checks that the parameters make sense together. Called once, when
+    /// all of them are set.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mode = self.trace_mode;
+        if (mode.hep() || mode.duplicate()) && self.duplicate_uri.is_none() {
+            return Err(ConfigError::new(
+                "trace_mode",
+                mode.0,
+                "tracing to HEP or as a SIP duplicate needs duplicate_uri, which is not set",
+            ));
+        }
+        if self.init_mode == InitMode::CoreEvents && !mode.any() {
+            return Err(ConfigError::new(
+                "trace_init_mode",
+                1,
+                "core event tracing needs trace_mode to select an output",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether rows go to the database: the script functions store them
+    /// when trace_to_database is on, the core events when trace_mode says so.
+    pub fn uses_database(&self) -> bool {
+        self.trace_to_database || self.trace_mode.db()
+    }
+
+    fn column_mut(&mut self, param: &str) -> Option<&mut String> {
+        let c = &mut self.columns;
+        Some(match param {
+            "msg_column" => &mut c.msg,
+            "callid_column" => &mut c.callid,
+            "method_column" => &mut c.method,
+            "status_column" => &mut c.status,
+            "fromip_column" => &mut c.fromip,
+            "toip_column" => &mut c.toip,
+            "date_column" => &mut c.date,
+            "direction_column" => &mut c.direction,
+            "fromtag_column" => &mut c.fromtag,
+            "traced_user_column" => &mut c.traced_user,
+            "time_us_column" => &mut c.time_us,
+            "totag_column" => &mut c.totag,
+            _ => return None,
+        })
+    }
+}
+
+/// Only UDP destinations are sent to so far.
+pub fn check_transport(param: &str, text: &str, uri: DestUri) -> Result<DestUri, ConfigError> {
+    if uri.transport != crate::core::endpoint::Transport::Udp {
+        return Err(ConfigError::new(
+            param,
+            text,
+            format!("transport '{}' is not implemented yet by siptrace-rs; only UDP is", uri.transport.name()),
+        ));
+    }
+    Ok(uri)
+}
+
+fn non_empty<'a>(param: &str, s: &'a str) -> Result<&'a str, ConfigError> {
+    if s.trim().is_empty() {
+        return Err(ConfigError::new(param, s, "must not be empty"));
+    }
+    Ok(s)
+}
+
+/// Table and column names go into SQL built by the DB drivers, so they are
+/// held to plain identifiers.
+fn sql_identifier(param: &str, s: &str) -> Result<String, ConfigError> {
+    let valid = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.')
+        && !s.as_bytes()[0].is_ascii_digit();
+    if !valid {
+        return Err(ConfigError::new(param, s, "must be a plain SQL identifier (letters, digits, '_')"));
+    }
+    Ok(s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::dest::Host;
+
+    fn set(c: &mut Config, name: &str, value: ParamValue<'_>) -> Result<(), ConfigError> {
+        let (_, ty) = PARAMS.iter().find(|(n, _)| *n == name).expect("known parameter");
+        assert_eq!(*ty, match value { ParamValue::Int(_) => ParamType::Int, ParamValue::Str(_) => ParamType::Str });
+        c.set(name, value)
+    }
+
+    #[test]
+    fn every_exported_parameter_is_handled() {
+        // Each parameter either takes its value or refuses with its own name;
+        // none falls through to "unknown".
+        for (name, ty) in PARAMS {
+            let value = match ty {
+                ParamType::Int => ParamValue::Int(1),
+                ParamType::Str => ParamValue::Str("x"),
+            };
+            if let Err(e) = Config::default().set(name, value) {
+                assert_eq!(e.param, *name);
+                assert!(!e.reason.contains("unknown parameter"), "{name}: {e}");
+            }
+        }
+        assert_eq!(PARAMS.len(), 36);
+    }
+
+    #[test]
+    fn working_parameters() {
+        let mut c = Config::default();
+        set(&mut c, "db_url", ParamValue::Str("sqlite:///tmp/x.db")).unwrap();
+        set(&mut c, "table", ParamValue::Str("trace_2026")).unwrap();
+        set(&mut c, "callid_column", ParamValue::Str("cid")).unwrap();
+        set(&mut c, "trace_on", ParamValue::Int(1)).unwrap();
+        set(&mut c, "trace_to_database", ParamValue::Int(0)).unwrap();
+        set(&mut c, "hep_mode_on", ParamValue::Int(1)).unwrap();
+        set(&mut c, "hep_version", ParamValue::Int(3)).unwrap();
+        set(&mut c, "hep_capture_id", ParamValue::Int(4242)).unwrap();
+        set(&mut c, "auth_key", ParamValue::Str("secret")).unwrap();
+        set(&mut c, "duplicate_uri", ParamValue::Str("sip:capture.example.net:9060")).unwrap();
+        set(&mut c, "trace_mode", ParamValue::Int(3)).unwrap();
+        set(&mut c, "trace_init_mode", ParamValue::Int(1)).unwrap();
+        set(&mut c, "trace_db_mode", ParamValue::Int(0)).unwrap();
+        set(&mut c, "trace_sl_acks", ParamValue::Int(0)).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.db_url.as_deref(), Some("sqlite:///tmp/x.db"));
+        assert_eq!(c.table, "trace_2026");
+        assert_eq!(c.columns.callid, "cid");
+        assert!(c.trace_on && !c.trace_to_database && c.hep_mode_on);
+        assert_eq!(c.hep, HepSettings { capture_id: 4242, auth_key: Some(b"secret".to_vec()) });
+        assert_eq!(c.duplicate_uri.as_ref().unwrap().host, Host::Name("capture.example.net".into()));
+        assert!(c.trace_mode.hep() && c.trace_mode.db() && !c.trace_mode.duplicate());
+        assert_eq!(c.init_mode, InitMode::CoreEvents);
+        assert!(c.uses_database());
+    }
+
+    #[test]
+    fn defaults_match_the_c_module() {
+        let c = Config::default();
+        assert!(!c.trace_on && c.trace_to_database && !c.hep_mode_on);
+        assert_eq!(c.hep.capture_id, 1);
+        assert_eq!(c.table, "sip_trace");
+        assert_eq!(c.columns.date, "time_stamp");
+        assert_eq!(c.init_mode, InitMode::All);
+        assert!(!c.trace_mode.any());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_the_parameter_and_value() {
+        let cases: &[(&str, ParamValue<'_>, &str)] = &[
+            ("hep_version", ParamValue::Int(7), "supported HEP versions"),
+            ("hep_version", ParamValue::Int(2), "not implemented yet"),
+            ("duplicate_uri", ParamValue::Str("!!garbage!!"), "expected a sip: URI"),
+            ("duplicate_uri", ParamValue::Str("sip:10.0.0.1:9060;transport=tcp"), "transport 'tcp'"),
+            ("hep_capture_id", ParamValue::Int(-1), "negative"),
+            ("trace_mode", ParamValue::Int(8), "bits"),
+            ("trace_init_mode", ParamValue::Int(3), "must be 0"),
+            ("trace_db_mode", ParamValue::Int(5), "must be 0"),
+            ("trace_db_mode", ParamValue::Int(2), "not implemented yet"),
+            ("table", ParamValue::Str("sip_trace; DROP TABLE x"), "identifier"),
+            ("db_url", ParamValue::Str(""), "empty"),
+            ("traced_user_avp", ParamValue::Str("$avp(u)"), "not implemented yet"),
+            ("trace_flag", ParamValue::Int(22), "not implemented yet"),
+            ("trace_sl_acks", ParamValue::Int(1), "not implemented yet"),
+            ("send_sock_name", ParamValue::Str("lan"), "not implemented yet"),
+            ("evcb_msg", ParamValue::Str("ksr_siptrace_msg"), "not implemented yet"),
+        ];
+        for (name, value, reason) in cases {
+            let e = set(&mut Config::default(), name, *value).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains(&format!("'{name}'")), "{text}");
+            assert!(text.contains(&format!("'{value}'")), "{text}");
+            assert!(text.contains(reason), "{text}");
+        }
+    }
+
+    #[test]
+    fn combinations_are_checked() {
+        let mut c = Config::default();
+        c.set("trace_mode", ParamValue::Int(1)).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("duplicate_uri"));
+        let mut c = Config::default();
+        c.set("trace_init_mode", ParamValue::Int(1)).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("trace_mode"));
+    }
+}

@@ -1,0 +1,133 @@
+//! Transport endpoints: where a traced message came from or went to.
+
+use std::fmt;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+
+/// The transport a SIP message used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+    Sctp,
+    Ws,
+    Wss,
+}
+
+impl Transport {
+    /// The lower-case name used in `proto:ip:port` strings and URIs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            Transport::Sctp => "sctp",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Transport> {
+        [Transport::Udp, Transport::Tcp, Transport::Tls, Transport::Sctp, Transport::Ws, Transport::Wss]
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(name))
+    }
+
+    /// The IP protocol number HEP carries in chunk 0x0002. Transports over
+    /// TLS or WebSocket get 22, as Kamailio's siptrace and sipcapture use.
+    pub fn hep_ip_proto(self) -> u8 {
+        match self {
+            Transport::Udp => 17,
+            Transport::Tcp => 6,
+            Transport::Sctp => 132,
+            Transport::Tls | Transport::Ws | Transport::Wss => 22,
+        }
+    }
+}
+
+/// A transport address: protocol, IP and port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+/// Longest `proto:ip:port` text: "sctp:[" + 45-char IPv6 + "]:65535".
+pub const ENDPOINT_TEXT_MAX: usize = 64;
+
+impl Endpoint {
+    pub fn new(transport: Transport, ip: IpAddr, port: u16) -> Self {
+        Endpoint { transport, addr: SocketAddr::new(ip, port) }
+    }
+
+    /// The `proto:ip:port` text of the `fromip`/`toip` columns, with IPv6
+    /// addresses in brackets, formatted without allocating.
+    pub fn text(&self) -> EndpointText {
+        let mut text = EndpointText { buf: [0; ENDPOINT_TEXT_MAX], len: 0 };
+        let mut cursor = std::io::Cursor::new(&mut text.buf[..]);
+        // Cannot fail: the longest form fits the buffer.
+        let _ = write!(cursor, "{}:{}", self.transport.name(), self.addr);
+        text.len = cursor.position() as u8;
+        text
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.transport.name(), self.addr)
+    }
+}
+
+/// A formatted endpoint held on the stack.
+#[derive(Clone, Copy)]
+pub struct EndpointText {
+    buf: [u8; ENDPOINT_TEXT_MAX],
+    len: u8,
+}
+
+impl EndpointText {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn text_matches_the_sip_trace_column_format() {
+        let v4 = Endpoint::new(Transport::Udp, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 5060);
+        assert_eq!(v4.text().as_bytes(), b"udp:127.0.0.1:5060");
+        assert_eq!(v4.to_string(), "udp:127.0.0.1:5060");
+        let v6 = Endpoint::new(Transport::Tls, IpAddr::V6(Ipv6Addr::LOCALHOST), 5061);
+        assert_eq!(v6.text().as_bytes(), b"tls:[::1]:5061");
+    }
+
+    #[test]
+    fn longest_text_fits() {
+        let ip: Ipv6Addr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255".parse().unwrap();
+        let e = Endpoint::new(Transport::Sctp, IpAddr::V6(ip), 65535);
+        assert_eq!(e.text().as_bytes(), e.to_string().as_bytes());
+        assert!(e.to_string().len() <= ENDPOINT_TEXT_MAX);
+    }
+
+    #[test]
+    fn transport_names_round_trip() {
+        for t in [Transport::Udp, Transport::Tcp, Transport::Tls, Transport::Sctp, Transport::Ws, Transport::Wss] {
+            assert_eq!(Transport::from_name(t.name()), Some(t));
+            assert_eq!(Transport::from_name(&t.name().to_uppercase()), Some(t));
+        }
+        assert_eq!(Transport::from_name("quic"), None);
+    }
+
+    #[test]
+    fn hep_protocol_numbers() {
+        assert_eq!(Transport::Udp.hep_ip_proto(), 17);
+        assert_eq!(Transport::Tcp.hep_ip_proto(), 6);
+        assert_eq!(Transport::Sctp.hep_ip_proto(), 132);
+        assert_eq!(Transport::Wss.hep_ip_proto(), 22);
+    }
+}

@@ -1,0 +1,383 @@
+//! HEP (Homer Encapsulation Protocol) version 3: the encoder the module
+//! sends with, and a decoder for tests and for checking captures.
+//!
+//! Every chunk uses vendor 0 and the order Kamailio's siptrace uses:
+//! family, IP protocol, addresses, ports, time, protocol type, capture id,
+//! correlation id, auth key, payload. Capture servers accept that set.
+
+use crate::core::endpoint::Endpoint;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// HEP protocol types (chunk 0x000b) the module sends.
+pub mod proto_type {
+    pub const SIP: u8 = 1;
+    pub const LOG: u8 = 100;
+}
+
+/// Generic chunk type ids.
+pub mod chunk {
+    pub const IP_FAMILY: u16 = 0x0001;
+    pub const IP_PROTO: u16 = 0x0002;
+    pub const SRC_IP4: u16 = 0x0003;
+    pub const DST_IP4: u16 = 0x0004;
+    pub const SRC_IP6: u16 = 0x0005;
+    pub const DST_IP6: u16 = 0x0006;
+    pub const SRC_PORT: u16 = 0x0007;
+    pub const DST_PORT: u16 = 0x0008;
+    pub const TIME_SEC: u16 = 0x0009;
+    pub const TIME_USEC: u16 = 0x000a;
+    pub const PROTO_TYPE: u16 = 0x000b;
+    pub const CAPTURE_ID: u16 = 0x000c;
+    pub const AUTH_KEY: u16 = 0x000e;
+    pub const PAYLOAD: u16 = 0x000f;
+    pub const CORRELATION_ID: u16 = 0x0011;
+}
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+const HEADER_LEN: usize = 6;
+const CHUNK_HEADER_LEN: usize = 6;
+/// The length field is 16 bits and counts the whole packet.
+pub const MAX_PACKET_LEN: usize = u16::MAX as usize;
+
+/// Settings that are the same for every packet of a module instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HepSettings {
+    pub capture_id: u32,
+    pub auth_key: Option<Vec<u8>>,
+}
+
+/// One packet to encode.
+#[derive(Debug, Clone, Copy)]
+pub struct HepPacket<'a> {
+    pub src: Endpoint,
+    pub dst: Endpoint,
+    pub time_sec: u32,
+    pub time_usec: u32,
+    pub proto_type: u8,
+    pub correlation_id: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncodeError {
+    /// The packet would exceed the 64 KiB that the length field can count.
+    Oversize { len: usize },
+    /// Source and destination are of different IP families; a packet has
+    /// a single family chunk.
+    MixedFamily,
+    /// Nothing to carry.
+    EmptyPayload,
+}
+
+impl std::fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EncodeError::Oversize { len } => {
+                write!(f, "HEP packet of {len} bytes exceeds the {MAX_PACKET_LEN}-byte limit")
+            }
+            EncodeError::MixedFamily => f.write_str("source and destination differ in IP family"),
+            EncodeError::EmptyPayload => f.write_str("empty payload"),
+        }
+    }
+}
+
+/// Encodes `packet` as HEPv3 into `out`, replacing its contents.
+pub fn encode_v3(packet: &HepPacket<'_>, settings: &HepSettings, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    if packet.payload.is_empty() {
+        return Err(EncodeError::EmptyPayload);
+    }
+    let (src_ip, dst_ip) = (packet.src.addr.ip(), packet.dst.addr.ip());
+    let family = match (src_ip, dst_ip) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => AF_INET,
+        (IpAddr::V6(_), IpAddr::V6(_)) => AF_INET6,
+        _ => return Err(EncodeError::MixedFamily),
+    };
+    let correlation = packet.correlation_id.filter(|c| !c.is_empty());
+    let auth_key = settings.auth_key.as_deref().filter(|k| !k.is_empty());
+    let len = encoded_len_v3(family == AF_INET6, correlation, auth_key, packet.payload);
+    if len > MAX_PACKET_LEN {
+        return Err(EncodeError::Oversize { len });
+    }
+
+    out.clear();
+    out.reserve(len);
+    out.extend_from_slice(b"HEP3");
+    out.extend_from_slice(&(len as u16).to_be_bytes());
+    put_chunk(out, chunk::IP_FAMILY, &[family]);
+    put_chunk(out, chunk::IP_PROTO, &[packet.src.transport.hep_ip_proto()]);
+    match (src_ip, dst_ip) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            put_chunk(out, chunk::SRC_IP4, &s.octets());
+            put_chunk(out, chunk::DST_IP4, &d.octets());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            put_chunk(out, chunk::SRC_IP6, &s.octets());
+            put_chunk(out, chunk::DST_IP6, &d.octets());
+        }
+        _ => unreachable!("families checked above"),
+    }
+    put_chunk(out, chunk::SRC_PORT, &packet.src.addr.port().to_be_bytes());
+    put_chunk(out, chunk::DST_PORT, &packet.dst.addr.port().to_be_bytes());
+    put_chunk(out, chunk::TIME_SEC, &packet.time_sec.to_be_bytes());
+    put_chunk(out, chunk::TIME_USEC, &packet.time_usec.to_be_bytes());
+    put_chunk(out, chunk::PROTO_TYPE, &[packet.proto_type]);
+    put_chunk(out, chunk::CAPTURE_ID, &settings.capture_id.to_be_bytes());
+    if let Some(correlation) = correlation {
+        put_chunk(out, chunk::CORRELATION_ID, correlation);
+    }
+    if let Some(key) = auth_key {
+        put_chunk(out, chunk::AUTH_KEY, key);
+    }
+    put_chunk(out, chunk::PAYLOAD, packet.payload);
+    debug_assert_eq!(out.len(), len);
+    Ok(())
+}
+
+fn encoded_len_v3(ipv6: bool, correlation: Option<&[u8]>, auth_key: Option<&[u8]>, payload: &[u8]) -> usize {
+    let data_len = |n: usize| CHUNK_HEADER_LEN + n;
+    let addr_len = if ipv6 { 16 } else { 4 };
+    HEADER_LEN
+        + data_len(1) * 2 // family, IP protocol
+        + data_len(addr_len) * 2
+        + data_len(2) * 2 // ports
+        + data_len(4) * 2 // seconds, microseconds
+        + data_len(1) // protocol type
+        + data_len(4) // capture id
+        + correlation.map_or(0, |c| data_len(c.len()))
+        + auth_key.map_or(0, |k| data_len(k.len()))
+        + data_len(payload.len())
+}
+
+fn put_chunk(out: &mut Vec<u8>, kind: u16, data: &[u8]) {
+    out.extend_from_slice(&0u16.to_be_bytes());
+    out.extend_from_slice(&kind.to_be_bytes());
+    out.extend_from_slice(&((CHUNK_HEADER_LEN + data.len()) as u16).to_be_bytes());
+    out.extend_from_slice(data);
+}
+
+/// One chunk of a decoded packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunk<'a> {
+    pub vendor: u16,
+    pub kind: u16,
+    pub data: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    NotHep3,
+    /// The header's length differs from the buffer's.
+    LengthMismatch { header: usize, actual: usize },
+    /// A chunk's length is below its own header size or runs past the end.
+    BadChunk { offset: usize },
+}
+
+/// Splits a HEPv3 packet into its chunks, checking every length.
+pub fn decode_v3(buf: &[u8]) -> Result<Vec<Chunk<'_>>, DecodeError> {
+    if buf.len() < HEADER_LEN || &buf[..4] != b"HEP3" {
+        return Err(DecodeError::NotHep3);
+    }
+    let header = u16::from_be_bytes([buf[4], buf[5]]) as usize;
+    if header != buf.len() {
+        return Err(DecodeError::LengthMismatch { header, actual: buf.len() });
+    }
+    let mut chunks = Vec::new();
+    let mut at = HEADER_LEN;
+    while at < buf.len() {
+        let head = buf.get(at..at + CHUNK_HEADER_LEN).ok_or(DecodeError::BadChunk { offset: at })?;
+        let vendor = u16::from_be_bytes([head[0], head[1]]);
+        let kind = u16::from_be_bytes([head[2], head[3]]);
+        let len = u16::from_be_bytes([head[4], head[5]]) as usize;
+        if len < CHUNK_HEADER_LEN || at + len > buf.len() {
+            return Err(DecodeError::BadChunk { offset: at });
+        }
+        chunks.push(Chunk { vendor, kind, data: &buf[at + CHUNK_HEADER_LEN..at + len] });
+        at += len;
+    }
+    Ok(chunks)
+}
+
+/// The generic fields of a decoded packet, for checks and tests.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Decoded<'a> {
+    pub family: Option<u8>,
+    pub ip_proto: Option<u8>,
+    pub src_ip: Option<IpAddr>,
+    pub dst_ip: Option<IpAddr>,
+    pub src_port: Option<u16>,
+    pub dst_port: Option<u16>,
+    pub time_sec: Option<u32>,
+    pub time_usec: Option<u32>,
+    pub proto_type: Option<u8>,
+    pub capture_id: Option<u32>,
+    pub auth_key: Option<&'a [u8]>,
+    pub correlation_id: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+}
+
+impl<'a> Decoded<'a> {
+    /// Reads the vendor-0 chunks it knows; others are skipped, as receivers do.
+    pub fn from_chunks(chunks: &[Chunk<'a>]) -> Decoded<'a> {
+        let mut d = Decoded::default();
+        for c in chunks.iter().filter(|c| c.vendor == 0) {
+            let data = c.data;
+            match c.kind {
+                chunk::IP_FAMILY => d.family = u8_of(data),
+                chunk::IP_PROTO => d.ip_proto = u8_of(data),
+                chunk::SRC_IP4 => d.src_ip = <[u8; 4]>::try_from(data).ok().map(|a| Ipv4Addr::from(a).into()),
+                chunk::DST_IP4 => d.dst_ip = <[u8; 4]>::try_from(data).ok().map(|a| Ipv4Addr::from(a).into()),
+                chunk::SRC_IP6 => d.src_ip = <[u8; 16]>::try_from(data).ok().map(|a| Ipv6Addr::from(a).into()),
+                chunk::DST_IP6 => d.dst_ip = <[u8; 16]>::try_from(data).ok().map(|a| Ipv6Addr::from(a).into()),
+                chunk::SRC_PORT => d.src_port = <[u8; 2]>::try_from(data).ok().map(u16::from_be_bytes),
+                chunk::DST_PORT => d.dst_port = <[u8; 2]>::try_from(data).ok().map(u16::from_be_bytes),
+                chunk::TIME_SEC => d.time_sec = <[u8; 4]>::try_from(data).ok().map(u32::from_be_bytes),
+                chunk::TIME_USEC => d.time_usec = <[u8; 4]>::try_from(data).ok().map(u32::from_be_bytes),
+                chunk::PROTO_TYPE => d.proto_type = u8_of(data),
+                chunk::CAPTURE_ID => d.capture_id = <[u8; 4]>::try_from(data).ok().map(u32::from_be_bytes),
+                chunk::AUTH_KEY => d.auth_key = Some(data),
+                chunk::CORRELATION_ID => d.correlation_id = Some(data),
+                chunk::PAYLOAD => d.payload = Some(data),
+                _ => {}
+            }
+        }
+        d
+    }
+}
+
+fn u8_of(data: &[u8]) -> Option<u8> {
+    match data {
+        [b] => Some(*b),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::endpoint::Transport;
+
+    fn endpoint(t: Transport, s: &str) -> Endpoint {
+        Endpoint { transport: t, addr: s.parse().unwrap() }
+    }
+
+    fn packet<'a>(payload: &'a [u8], correlation: Option<&'a [u8]>) -> HepPacket<'a> {
+        HepPacket {
+            src: endpoint(Transport::Udp, "10.1.2.3:5060"),
+            dst: endpoint(Transport::Udp, "10.9.8.7:5080"),
+            time_sec: 1_700_000_000,
+            time_usec: 123_456,
+            proto_type: proto_type::SIP,
+            correlation_id: correlation,
+            payload,
+        }
+    }
+
+    #[test]
+    fn ipv4_packet_has_the_exact_bytes_of_kamailios_layout() {
+        let settings = HepSettings { capture_id: 0x0102_0304, auth_key: Some(b"k".to_vec()) };
+        let mut out = Vec::new();
+        encode_v3(&packet(b"SIP", Some(b"cid")), &settings, &mut out).unwrap();
+        let expected: Vec<u8> = [
+            &b"HEP3"[..],
+            &[0, 118],
+            &[0, 0, 0, 1, 0, 7, 2],
+            &[0, 0, 0, 2, 0, 7, 17],
+            &[0, 0, 0, 3, 0, 10, 10, 1, 2, 3],
+            &[0, 0, 0, 4, 0, 10, 10, 9, 8, 7],
+            &[0, 0, 0, 7, 0, 8, 0x13, 0xc4],
+            &[0, 0, 0, 8, 0, 8, 0x13, 0xd8],
+            &[0, 0, 0, 9, 0, 10, 0x65, 0x53, 0xf1, 0x00],
+            &[0, 0, 0, 10, 0, 10, 0x00, 0x01, 0xe2, 0x40],
+            &[0, 0, 0, 11, 0, 7, 1],
+            &[0, 0, 0, 12, 0, 10, 1, 2, 3, 4],
+            &[0, 0, 0, 0x11, 0, 9, b'c', b'i', b'd'],
+            &[0, 0, 0, 0x0e, 0, 7, b'k'],
+            &[0, 0, 0, 0x0f, 0, 9, b'S', b'I', b'P'],
+        ]
+        .concat();
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn round_trip_ipv6_through_the_decoder() {
+        let mut p = packet(b"INVITE sip:x SIP/2.0\r\n\r\n", Some(b"call-1"));
+        p.src = endpoint(Transport::Tls, "[2001:db8::1]:5061");
+        p.dst = endpoint(Transport::Tls, "[2001:db8::2]:6000");
+        let settings = HepSettings { capture_id: 7, auth_key: None };
+        let mut out = Vec::new();
+        encode_v3(&p, &settings, &mut out).unwrap();
+        let chunks = decode_v3(&out).unwrap();
+        let kinds: Vec<u16> = chunks.iter().map(|c| c.kind).collect();
+        assert_eq!(kinds, [1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 0x11, 0x0f]);
+        assert!(chunks.iter().all(|c| c.vendor == 0 && !c.data.is_empty()));
+        let d = Decoded::from_chunks(&chunks);
+        assert_eq!(d.family, Some(10));
+        assert_eq!(d.ip_proto, Some(22));
+        assert_eq!(d.src_ip, Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(d.dst_ip, Some("2001:db8::2".parse().unwrap()));
+        assert_eq!((d.src_port, d.dst_port), (Some(5061), Some(6000)));
+        assert_eq!((d.time_sec, d.time_usec), (Some(1_700_000_000), Some(123_456)));
+        assert_eq!(d.proto_type, Some(1));
+        assert_eq!(d.capture_id, Some(7));
+        assert_eq!(d.correlation_id, Some(&b"call-1"[..]));
+        assert_eq!(d.auth_key, None);
+        assert_eq!(d.payload, Some(p.payload));
+    }
+
+    #[test]
+    fn empty_correlation_and_auth_key_are_left_out() {
+        let settings = HepSettings { capture_id: 1, auth_key: Some(Vec::new()) };
+        let mut out = Vec::new();
+        encode_v3(&packet(b"x", Some(b"")), &settings, &mut out).unwrap();
+        let kinds: Vec<u16> = decode_v3(&out).unwrap().iter().map(|c| c.kind).collect();
+        assert_eq!(kinds, [1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 0x0f]);
+    }
+
+    #[test]
+    fn size_limit_is_the_16_bit_length_field() {
+        let settings = HepSettings::default();
+        let overhead = encoded_len_v3(false, None, None, b"");
+        let mut out = Vec::new();
+        let fits = vec![b'a'; MAX_PACKET_LEN - overhead];
+        encode_v3(&packet(&fits, None), &settings, &mut out).unwrap();
+        assert_eq!(out.len(), MAX_PACKET_LEN);
+        assert_eq!(decode_v3(&out).unwrap().last().unwrap().data.len(), fits.len());
+        let too_big = vec![b'a'; MAX_PACKET_LEN - overhead + 1];
+        assert_eq!(
+            encode_v3(&packet(&too_big, None), &settings, &mut out),
+            Err(EncodeError::Oversize { len: MAX_PACKET_LEN + 1 })
+        );
+    }
+
+    #[test]
+    fn mixed_families_and_empty_payloads_are_refused() {
+        let mut p = packet(b"x", None);
+        p.dst = endpoint(Transport::Udp, "[::1]:5060");
+        let mut out = Vec::new();
+        assert_eq!(encode_v3(&p, &HepSettings::default(), &mut out), Err(EncodeError::MixedFamily));
+        assert_eq!(encode_v3(&packet(b"", None), &HepSettings::default(), &mut out), Err(EncodeError::EmptyPayload));
+    }
+
+    #[test]
+    fn decoder_rejects_damaged_packets() {
+        let mut out = Vec::new();
+        encode_v3(&packet(b"payload", None), &HepSettings::default(), &mut out).unwrap();
+        assert_eq!(decode_v3(b"HEP2\0\x06"), Err(DecodeError::NotHep3));
+        assert_eq!(decode_v3(&out[..out.len() - 1]), Err(DecodeError::LengthMismatch { header: out.len(), actual: out.len() - 1 }));
+        let mut short_chunk = out.clone();
+        short_chunk[6 + 5] = 3; // first chunk claims 3 bytes, less than its header
+        assert_eq!(decode_v3(&short_chunk), Err(DecodeError::BadChunk { offset: 6 }));
+        // A truncation inside a chunk is caught even when the header's
+        // length is fixed up to match; a cut on a chunk boundary decodes.
+        let mut boundaries = vec![HEADER_LEN];
+        for c in decode_v3(&out).unwrap() {
+            boundaries.push(boundaries.last().unwrap() + CHUNK_HEADER_LEN + c.data.len());
+        }
+        for cut in HEADER_LEN..out.len() {
+            let mut t = out[..cut].to_vec();
+            t[4..6].copy_from_slice(&(cut as u16).to_be_bytes());
+            assert_eq!(decode_v3(&t).is_ok(), boundaries.contains(&cut), "cut at {cut}");
+        }
+    }
+}

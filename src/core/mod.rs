@@ -1,0 +1,12 @@
+//! The host-agnostic core: everything that does not need a running server.
+//! It is plain Rust and is unit-tested without one.
+
+pub mod config;
+pub mod counters;
+pub mod dest;
+pub mod endpoint;
+pub mod hep;
+pub mod ratelimit;
+pub mod record;
+pub mod sip;
+pub mod udp;

@@ -1,0 +1,141 @@
+//! The trace record: one SIP message as it crossed the server, and what it
+//! becomes on each output (a HEP packet, a plain SIP copy, a table row).
+
+use crate::core::dest::Destination;
+use crate::core::endpoint::Endpoint;
+use crate::core::hep::{self, EncodeError, HepPacket, HepSettings};
+use crate::core::sip::SipFields;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    In,
+    Out,
+}
+
+impl Direction {
+    /// The `direction` column value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
+}
+
+/// Wall-clock time with microseconds, as HEP and the table carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp {
+    pub secs: u64,
+    pub usecs: u32,
+}
+
+impl Timestamp {
+    pub fn now() -> Timestamp {
+        let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        Timestamp { secs: d.as_secs(), usecs: d.subsec_micros() }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TraceRecord<'a> {
+    pub time: Timestamp,
+    pub direction: Direction,
+    pub src: Endpoint,
+    pub dst: Endpoint,
+    pub payload: &'a [u8],
+    /// The correlation id the script gave, if any.
+    pub correlation_id: Option<&'a [u8]>,
+}
+
+impl<'a> TraceRecord<'a> {
+    /// The HEP correlation id: the one the script gave, else the Call-ID,
+    /// so that Homer groups the record with its call.
+    pub fn hep_correlation(&self, fields: Option<&SipFields<'a>>) -> Option<&'a [u8]> {
+        self.correlation_id
+            .filter(|c| !c.is_empty())
+            .or_else(|| fields.map(|f| f.call_id))
+            .or_else(|| crate::core::sip::call_id(self.payload))
+    }
+
+    /// Encodes the record as a HEPv3 SIP packet into `out`.
+    pub fn encode_hep(
+        &self,
+        fields: Option<&SipFields<'a>>,
+        settings: &HepSettings,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        let packet = HepPacket {
+            src: self.src,
+            dst: self.dst,
+            // HEP time is 32-bit; it wraps in 2106.
+            time_sec: self.time.secs as u32,
+            time_usec: self.time.usecs,
+            proto_type: hep::proto_type::SIP,
+            correlation_id: self.hep_correlation(fields),
+            payload: self.payload,
+        };
+        hep::encode_v3(&packet, settings, out)
+    }
+}
+
+/// Where one record goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outputs {
+    pub db: bool,
+    pub hep: Option<Destination>,
+    pub duplicate: Option<Destination>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::endpoint::Transport;
+    use crate::core::hep::{decode_v3, Decoded};
+
+    const MSG: &[u8] = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: abc@host\r\nFrom: <sip:a@b>;tag=1\r\n\
+To: <sip:c@d>\r\nCSeq: 1 OPTIONS\r\n\r\n";
+
+    fn record(correlation_id: Option<&'static [u8]>) -> TraceRecord<'static> {
+        TraceRecord {
+            time: Timestamp { secs: 1_800_000_000, usecs: 5 },
+            direction: Direction::In,
+            src: Endpoint::new(Transport::Tcp, "192.0.2.1".parse().unwrap(), 40000),
+            dst: Endpoint::new(Transport::Tcp, "192.0.2.2".parse().unwrap(), 5060),
+            payload: MSG,
+            correlation_id,
+        }
+    }
+
+    #[test]
+    fn correlation_defaults_to_the_call_id() {
+        let fields = crate::core::sip::extract(MSG).unwrap();
+        assert_eq!(record(None).hep_correlation(Some(&fields)), Some(&b"abc@host"[..]));
+        assert_eq!(record(None).hep_correlation(None), Some(&b"abc@host"[..]));
+        assert_eq!(record(Some(b"")).hep_correlation(None), Some(&b"abc@host"[..]));
+        assert_eq!(record(Some(b"mine")).hep_correlation(Some(&fields)), Some(&b"mine"[..]));
+        let mut no_call_id = record(None);
+        no_call_id.payload = b"garbage";
+        assert_eq!(no_call_id.hep_correlation(None), None);
+    }
+
+    #[test]
+    fn hep_packet_carries_the_record() {
+        let mut out = Vec::new();
+        record(None).encode_hep(None, &HepSettings { capture_id: 9, auth_key: None }, &mut out).unwrap();
+        let chunks = decode_v3(&out).unwrap();
+        let d = Decoded::from_chunks(&chunks);
+        assert_eq!(d.ip_proto, Some(6));
+        assert_eq!(d.src_port, Some(40000));
+        assert_eq!(d.time_sec, Some(1_800_000_000));
+        assert_eq!(d.time_usec, Some(5));
+        assert_eq!(d.correlation_id, Some(&b"abc@host"[..]));
+        assert_eq!(d.payload, Some(MSG));
+    }
+
+    #[test]
+    fn directions() {
+        assert_eq!(Direction::In.as_str(), "in");
+        assert_eq!(Direction::Out.as_str(), "out");
+    }
+}
