@@ -124,18 +124,20 @@ impl KamailioHost {
             .header("wrapper/wrapper.h")
             .clang_args(self.include_dirs().iter().map(|d| format!("-I{}", d.display())))
             .clang_args(&self.defines)
-            .allowlist_file(".*/src/core/.*")
-            .allowlist_file(".*/src/lib/srdb1/.*")
-            .allowlist_file(".*wrapper/.*")
-            .blocklist_item("FP_.*")
             .derive_default(true)
             .layout_tests(false)
             .generate_comments(false)
             .wrap_static_fns(true)
             .wrap_static_fns_path(out_dir.join("static_fns"))
             .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()));
-        for function in STATIC_INLINE_FNS {
+        for function in API_FUNCTIONS {
             builder = builder.allowlist_function(function);
+        }
+        for ty in API_TYPES {
+            builder = builder.allowlist_type(ty);
+        }
+        for var in API_VARS {
+            builder = builder.allowlist_var(var);
         }
         let bindings = builder
             .generate()
@@ -176,9 +178,54 @@ impl KamailioHost {
     }
 }
 
-/// Static inline functions of the host API that Rust calls through
-/// bindgen-generated C wrappers.
-const STATIC_INLINE_FNS: &[&str] = &["get_send_socket", "su_getport", "ip_addr2a", "ip_addr2sbuf"];
+/// The part of Kamailio's API the binding uses. Keeping bindgen to it keeps
+/// the generated wrappers of static inline functions (get_send_socket) to
+/// what is called, so the module references no symbol it does not need.
+const API_FUNCTIONS: &[&str] = &[
+    "siptrace_shim_.*",
+    "sr_event_register_cb",
+    "fixup_spve_all",
+    "fixup_free_spve_all",
+    "get_str_fparam",
+    "route_lookup",
+    "register_stat",
+    "db_bind_mod",
+    "db_check_table_version",
+    "get_send_socket",
+];
+const API_TYPES: &[&str] = &[
+    "module_exports",
+    "cmd_export_t",
+    "param_export_t",
+    "rpc_export_t",
+    "rpc_t",
+    "sip_msg",
+    "sr_net_info_t",
+    "sr_event_param_t",
+    "onsend_info_t",
+    "fparam_t",
+    "sip_protos",
+    "db_func_t",
+    "db_key_t",
+    "db_val_t",
+    "db_type_t",
+    "db_cap",
+    "counter_val_t",
+    "stat_var",
+];
+const API_VARS: &[&str] = &[
+    "siptrace_shim_.*",
+    "p_onsend",
+    "event_rt",
+    "DEFAULT_DB_URL",
+    "MODULE_INTERFACE_VER",
+    "ANY_ROUTE",
+    "PARAM_(INT|STR)",
+    "STAT_(IS_FUNC|NO_RESET)",
+    "SREV_NET_DATA_(RECV|SENT)",
+    "PROC_(INIT|MAIN|TCP_MAIN)",
+    "L_(ERR|WARN|INFO|DBG)",
+];
 
 const LIB_DIR_CANDIDATES: &[&str] = &[
     "/usr/lib/x86_64-linux-gnu/kamailio",
@@ -209,10 +256,8 @@ fn build_file_defines(src: &Path) -> Vec<String> {
         }
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let mut defines: Vec<String> = split_shell_words(&make(&["-s", "printcdefs"]))
-        .into_iter()
-        .filter(|w| w.starts_with("-D"))
-        .collect();
+    let mut defines: Vec<String> =
+        split_shell_words(&make(&["-s", "printcdefs"])).into_iter().filter(|w| w.starts_with("-D")).collect();
     let pmutex = make(&["-s", "printvar", "v=CC_PMUTEX_OPTS"]);
     defines.extend(split_shell_words(&pmutex).into_iter().filter(|w| w.starts_with("-D")));
     if defines.is_empty() {
@@ -258,16 +303,10 @@ fn installed_version() -> (String, String) {
             .unwrap_or_else(|| "kamailio".to_string())
     });
     let out = Command::new(&bin).arg("-V").output().unwrap_or_else(|e| {
-        fail(&format!(
-            "cannot run `{bin} -V` ({e}); install Kamailio or set KAMAILIO_BIN to its binary"
-        ))
+        fail(&format!("cannot run `{bin} -V` ({e}); install Kamailio or set KAMAILIO_BIN to its binary"))
     });
     // Some builds print the version to stderr.
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let field = |prefix: &str| -> String {
         text.lines()
             .find(|l| l.len() >= prefix.len() && l[..prefix.len()].eq_ignore_ascii_case(prefix))
@@ -280,9 +319,7 @@ fn installed_version() -> (String, String) {
 /// Concatenates the string literals that follow `marker` in preprocessed C,
 /// up to the next `;`.
 fn expanded_string(expanded: &str, marker: &str) -> String {
-    let start = expanded
-        .find(marker)
-        .unwrap_or_else(|| fail(&format!("preprocessor output lacks {marker}")))
+    let start = expanded.find(marker).unwrap_or_else(|| fail(&format!("preprocessor output lacks {marker}")))
         + marker.len();
     let rest = &expanded[start..];
     let rest = &rest[..rest.find(';').unwrap_or(rest.len())];

@@ -8,6 +8,7 @@
 
 use crate::core::dest::{DestError, DestUri};
 use crate::core::hep::HepSettings;
+use std::ffi::CStr;
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,44 +17,45 @@ pub enum ParamType {
     Str,
 }
 
-/// Every parameter of Kamailio 5.6's siptrace, in its order.
-pub const PARAMS: &[(&str, ParamType)] = &[
-    ("auth_key", ParamType::Str),
-    ("db_url", ParamType::Str),
-    ("table", ParamType::Str),
-    ("date_column", ParamType::Str),
-    ("callid_column", ParamType::Str),
-    ("traced_user_column", ParamType::Str),
-    ("msg_column", ParamType::Str),
-    ("method_column", ParamType::Str),
-    ("status_column", ParamType::Str),
-    ("fromip_column", ParamType::Str),
-    ("toip_column", ParamType::Str),
-    ("fromtag_column", ParamType::Str),
-    ("totag_column", ParamType::Str),
-    ("direction_column", ParamType::Str),
-    ("time_us_column", ParamType::Str),
-    ("trace_flag", ParamType::Int),
-    ("trace_on", ParamType::Int),
-    ("traced_user_avp", ParamType::Str),
-    ("trace_table_avp", ParamType::Str),
-    ("duplicate_uri", ParamType::Str),
-    ("trace_to_database", ParamType::Int),
-    ("trace_local_ip", ParamType::Str),
-    ("trace_sl_acks", ParamType::Int),
-    ("xheaders_write", ParamType::Int),
-    ("xheaders_read", ParamType::Int),
-    ("hep_mode_on", ParamType::Int),
-    ("force_send_sock", ParamType::Str),
-    ("send_sock_addr", ParamType::Str),
-    ("send_sock_name", ParamType::Str),
-    ("hep_version", ParamType::Int),
-    ("hep_capture_id", ParamType::Int),
-    ("trace_delayed", ParamType::Int),
-    ("trace_db_mode", ParamType::Int),
-    ("trace_init_mode", ParamType::Int),
-    ("trace_mode", ParamType::Int),
-    ("evcb_msg", ParamType::Str),
+/// Every parameter of Kamailio 5.6's siptrace, in its order, plus
+/// `time_us_column`. The names are C strings because hosts export them.
+pub const PARAMS: &[(&CStr, ParamType)] = &[
+    (c"auth_key", ParamType::Str),
+    (c"db_url", ParamType::Str),
+    (c"table", ParamType::Str),
+    (c"date_column", ParamType::Str),
+    (c"callid_column", ParamType::Str),
+    (c"traced_user_column", ParamType::Str),
+    (c"msg_column", ParamType::Str),
+    (c"method_column", ParamType::Str),
+    (c"status_column", ParamType::Str),
+    (c"fromip_column", ParamType::Str),
+    (c"toip_column", ParamType::Str),
+    (c"fromtag_column", ParamType::Str),
+    (c"totag_column", ParamType::Str),
+    (c"direction_column", ParamType::Str),
+    (c"time_us_column", ParamType::Str),
+    (c"trace_flag", ParamType::Int),
+    (c"trace_on", ParamType::Int),
+    (c"traced_user_avp", ParamType::Str),
+    (c"trace_table_avp", ParamType::Str),
+    (c"duplicate_uri", ParamType::Str),
+    (c"trace_to_database", ParamType::Int),
+    (c"trace_local_ip", ParamType::Str),
+    (c"trace_sl_acks", ParamType::Int),
+    (c"xheaders_write", ParamType::Int),
+    (c"xheaders_read", ParamType::Int),
+    (c"hep_mode_on", ParamType::Int),
+    (c"force_send_sock", ParamType::Str),
+    (c"send_sock_addr", ParamType::Str),
+    (c"send_sock_name", ParamType::Str),
+    (c"hep_version", ParamType::Int),
+    (c"hep_capture_id", ParamType::Int),
+    (c"trace_delayed", ParamType::Int),
+    (c"trace_db_mode", ParamType::Int),
+    (c"trace_init_mode", ParamType::Int),
+    (c"trace_mode", ParamType::Int),
+    (c"evcb_msg", ParamType::Str),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +181,13 @@ impl Default for Columns {
     }
 }
 
+/// A URI parameter as written, and parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UriParam {
+    pub text: String,
+    pub uri: DestUri,
+}
+
 /// The `sip_trace` table version this module writes.
 pub const TABLE_VERSION: u32 = 4;
 
@@ -190,7 +199,7 @@ pub struct Config {
     pub table: String,
     pub columns: Columns,
     pub trace_on: bool,
-    pub duplicate_uri: Option<DestUri>,
+    pub duplicate_uri: Option<UriParam>,
     pub trace_to_database: bool,
     pub hep_mode_on: bool,
     pub hep: HepSettings,
@@ -230,8 +239,8 @@ impl Config {
             ("trace_to_database", ParamValue::Int(n)) => self.trace_to_database = n != 0,
             ("hep_mode_on", ParamValue::Int(n)) => self.hep_mode_on = n != 0,
             ("duplicate_uri", ParamValue::Str(s)) => {
-                let uri = DestUri::parse(s).map_err(|DestError(e)| bad(&e))?;
-                self.duplicate_uri = Some(check_transport(name, s, uri)?);
+                let uri = DestUri::parse_supported(s).map_err(|DestError(e)| bad(&e))?;
+                self.duplicate_uri = Some(UriParam { text: s.to_string(), uri });
             }
             ("hep_version", ParamValue::Int(n)) => match n {
                 3 => {}
@@ -259,14 +268,17 @@ impl Config {
                 self.trace_mode = TraceMode(n as u8);
             }
             // Values that ask for nothing beyond what the module does.
-            ("trace_db_mode" | "trace_delayed" | "xheaders_write" | "xheaders_read" | "trace_sl_acks", ParamValue::Int(0)) => {}
+            (
+                "trace_db_mode" | "trace_delayed" | "xheaders_write" | "xheaders_read" | "trace_sl_acks",
+                ParamValue::Int(0),
+            ) => {}
             ("trace_db_mode", ParamValue::Int(n)) if !(0..=2).contains(&n) => {
                 return Err(bad("must be 0 (insert), 1 (delayed) or 2 (async)"));
             }
             (
                 "trace_flag" | "traced_user_avp" | "trace_table_avp" | "trace_local_ip" | "trace_sl_acks"
-                | "xheaders_write" | "xheaders_read" | "force_send_sock" | "send_sock_addr" | "send_sock_name"
-                | "trace_delayed" | "trace_db_mode" | "evcb_msg",
+                | "xheaders_write" | "xheaders_read" | "force_send_sock" | "send_sock_addr"
+                | "send_sock_name" | "trace_delayed" | "trace_db_mode" | "evcb_msg",
                 _,
             ) => return Err(ConfigError::not_implemented(name, value)),
             _ => return Err(bad("unknown parameter or wrong type")),
@@ -321,16 +333,18 @@ impl Config {
     }
 }
 
-/// Only UDP destinations are sent to so far.
-pub fn check_transport(param: &str, text: &str, uri: DestUri) -> Result<DestUri, ConfigError> {
-    if uri.transport != crate::core::endpoint::Transport::Udp {
-        return Err(ConfigError::new(
-            param,
-            text,
-            format!("transport '{}' is not implemented yet by siptrace-rs; only UDP is", uri.transport.name()),
-        ));
+/// A database URL with its password masked, for log lines.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let Some(at) = url.rfind('@').filter(|&at| at > scheme_end) else {
+        return url.to_string();
+    };
+    match url[scheme_end..at].split_once(':') {
+        Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end], &url[at..]),
+        None => url.to_string(),
     }
-    Ok(uri)
 }
 
 fn non_empty<'a>(param: &str, s: &'a str) -> Result<&'a str, ConfigError> {
@@ -359,8 +373,14 @@ mod tests {
     use crate::core::dest::Host;
 
     fn set(c: &mut Config, name: &str, value: ParamValue<'_>) -> Result<(), ConfigError> {
-        let (_, ty) = PARAMS.iter().find(|(n, _)| *n == name).expect("known parameter");
-        assert_eq!(*ty, match value { ParamValue::Int(_) => ParamType::Int, ParamValue::Str(_) => ParamType::Str });
+        let (_, ty) = PARAMS.iter().find(|(n, _)| n.to_str() == Ok(name)).expect("known parameter");
+        assert_eq!(
+            *ty,
+            match value {
+                ParamValue::Int(_) => ParamType::Int,
+                ParamValue::Str(_) => ParamType::Str,
+            }
+        );
         c.set(name, value)
     }
 
@@ -369,12 +389,13 @@ mod tests {
         // Each parameter either takes its value or refuses with its own name;
         // none falls through to "unknown".
         for (name, ty) in PARAMS {
+            let name = name.to_str().unwrap();
             let value = match ty {
                 ParamType::Int => ParamValue::Int(1),
                 ParamType::Str => ParamValue::Str("x"),
             };
             if let Err(e) = Config::default().set(name, value) {
-                assert_eq!(e.param, *name);
+                assert_eq!(e.param, name);
                 assert!(!e.reason.contains("unknown parameter"), "{name}: {e}");
             }
         }
@@ -404,7 +425,9 @@ mod tests {
         assert_eq!(c.columns.callid, "cid");
         assert!(c.trace_on && !c.trace_to_database && c.hep_mode_on);
         assert_eq!(c.hep, HepSettings { capture_id: 4242, auth_key: Some(b"secret".to_vec()) });
-        assert_eq!(c.duplicate_uri.as_ref().unwrap().host, Host::Name("capture.example.net".into()));
+        let dup = c.duplicate_uri.as_ref().unwrap();
+        assert_eq!(dup.text, "sip:capture.example.net:9060");
+        assert_eq!(dup.uri.host, Host::Name("capture.example.net".into()));
         assert!(c.trace_mode.hep() && c.trace_mode.db() && !c.trace_mode.duplicate());
         assert_eq!(c.init_mode, InitMode::CoreEvents);
         assert!(c.uses_database());
@@ -449,6 +472,17 @@ mod tests {
             assert!(text.contains(&format!("'{value}'")), "{text}");
             assert!(text.contains(reason), "{text}");
         }
+    }
+
+    #[test]
+    fn passwords_are_masked_in_urls() {
+        assert_eq!(
+            redact_url("mysql://kamailio:kamailiorw@localhost/kamailio"),
+            "mysql://kamailio:***@localhost/kamailio"
+        );
+        assert_eq!(redact_url("postgres://u:p@ss@db:5432/k"), "postgres://u:***@db:5432/k");
+        assert_eq!(redact_url("sqlite:///var/lib/trace.db"), "sqlite:///var/lib/trace.db");
+        assert_eq!(redact_url("mysql://user@host/db"), "mysql://user@host/db");
     }
 
     #[test]

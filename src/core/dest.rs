@@ -50,7 +50,11 @@ impl DestUri {
     pub fn parse(uri: &str) -> Result<DestUri, DestError> {
         let uri = uri.trim();
         let rest = match uri.split_once(':') {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") => rest,
+            Some((scheme, rest))
+                if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") =>
+            {
+                rest
+            }
             _ => return err("expected a sip: URI such as sip:10.0.0.1:9060"),
         };
         // Headers (?...) carry nothing for a trace destination.
@@ -74,10 +78,30 @@ impl DestUri {
         Ok(DestUri { host, port: port.unwrap_or(DEFAULT_PORT), transport })
     }
 
+    /// Whether this module can send to the URI's transport. Only UDP so far.
+    pub fn check_supported(&self) -> Result<(), DestError> {
+        if self.transport != Transport::Udp {
+            return err(format!(
+                "transport '{}' is not implemented yet by siptrace-rs; only UDP is",
+                self.transport.name()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Parses a URI this module can send to.
+    pub fn parse_supported(uri: &str) -> Result<DestUri, DestError> {
+        let parsed = DestUri::parse(uri)?;
+        parsed.check_supported()?;
+        Ok(parsed)
+    }
+
     /// The destination without any name lookup: `Some` for IP literals.
     pub fn literal(&self) -> Option<Destination> {
         match self.host {
-            Host::Ip(ip) => Some(Destination { addr: SocketAddr::new(ip, self.port), transport: self.transport }),
+            Host::Ip(ip) => {
+                Some(Destination { addr: SocketAddr::new(ip, self.port), transport: self.transport })
+            }
             Host::Name(_) => None,
         }
     }
@@ -101,7 +125,9 @@ impl DestUri {
 fn split_host_port(hostport: &str) -> Result<(Host, Option<u16>), DestError> {
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
         let (addr, after) = v6.split_once(']').ok_or_else(|| DestError("unclosed '[' in host".into()))?;
-        let ip = addr.parse::<std::net::Ipv6Addr>().map_err(|_| DestError(format!("bad IPv6 address '{addr}'")))?;
+        let ip = addr
+            .parse::<std::net::Ipv6Addr>()
+            .map_err(|_| DestError(format!("bad IPv6 address '{addr}'")))?;
         let port = match after {
             "" => None,
             p => Some(p.strip_prefix(':').ok_or_else(|| DestError(format!("unexpected '{p}' after host")))?),
@@ -163,6 +189,13 @@ mod tests {
         let d = DestUri::parse("sip:capture@[::1];lr;transport=tcp?subject=x").unwrap();
         assert_eq!(d.literal().unwrap().addr, "[::1]:5060".parse().unwrap());
         assert_eq!(d.transport, Transport::Tcp);
+    }
+
+    #[test]
+    fn only_udp_is_supported_so_far() {
+        assert!(DestUri::parse_supported("sip:10.0.0.1;transport=udp").is_ok());
+        let e = DestUri::parse_supported("sip:10.0.0.1;transport=tls").unwrap_err();
+        assert!(e.0.contains("transport 'tls' is not implemented yet"), "{e}");
     }
 
     #[test]

@@ -116,7 +116,9 @@ mod tests {
 
     #[test]
     fn transport_names_round_trip() {
-        for t in [Transport::Udp, Transport::Tcp, Transport::Tls, Transport::Sctp, Transport::Ws, Transport::Wss] {
+        for t in
+            [Transport::Udp, Transport::Tcp, Transport::Tls, Transport::Sctp, Transport::Ws, Transport::Wss]
+        {
             assert_eq!(Transport::from_name(t.name()), Some(t));
             assert_eq!(Transport::from_name(&t.name().to_uppercase()), Some(t));
         }

@@ -83,7 +83,11 @@ impl std::fmt::Display for EncodeError {
 }
 
 /// Encodes `packet` as HEPv3 into `out`, replacing its contents.
-pub fn encode_v3(packet: &HepPacket<'_>, settings: &HepSettings, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+pub fn encode_v3(
+    packet: &HepPacket<'_>,
+    settings: &HepSettings,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     if packet.payload.is_empty() {
         return Err(EncodeError::EmptyPayload);
     }
@@ -168,9 +172,14 @@ pub struct Chunk<'a> {
 pub enum DecodeError {
     NotHep3,
     /// The header's length differs from the buffer's.
-    LengthMismatch { header: usize, actual: usize },
+    LengthMismatch {
+        header: usize,
+        actual: usize,
+    },
     /// A chunk's length is below its own header size or runs past the end.
-    BadChunk { offset: usize },
+    BadChunk {
+        offset: usize,
+    },
 }
 
 /// Splits a HEPv3 packet into its chunks, checking every length.
@@ -227,8 +236,12 @@ impl<'a> Decoded<'a> {
                 chunk::IP_PROTO => d.ip_proto = u8_of(data),
                 chunk::SRC_IP4 => d.src_ip = <[u8; 4]>::try_from(data).ok().map(|a| Ipv4Addr::from(a).into()),
                 chunk::DST_IP4 => d.dst_ip = <[u8; 4]>::try_from(data).ok().map(|a| Ipv4Addr::from(a).into()),
-                chunk::SRC_IP6 => d.src_ip = <[u8; 16]>::try_from(data).ok().map(|a| Ipv6Addr::from(a).into()),
-                chunk::DST_IP6 => d.dst_ip = <[u8; 16]>::try_from(data).ok().map(|a| Ipv6Addr::from(a).into()),
+                chunk::SRC_IP6 => {
+                    d.src_ip = <[u8; 16]>::try_from(data).ok().map(|a| Ipv6Addr::from(a).into())
+                }
+                chunk::DST_IP6 => {
+                    d.dst_ip = <[u8; 16]>::try_from(data).ok().map(|a| Ipv6Addr::from(a).into())
+                }
                 chunk::SRC_PORT => d.src_port = <[u8; 2]>::try_from(data).ok().map(u16::from_be_bytes),
                 chunk::DST_PORT => d.dst_port = <[u8; 2]>::try_from(data).ok().map(u16::from_be_bytes),
                 chunk::TIME_SEC => d.time_sec = <[u8; 4]>::try_from(data).ok().map(u32::from_be_bytes),
@@ -356,7 +369,10 @@ mod tests {
         p.dst = endpoint(Transport::Udp, "[::1]:5060");
         let mut out = Vec::new();
         assert_eq!(encode_v3(&p, &HepSettings::default(), &mut out), Err(EncodeError::MixedFamily));
-        assert_eq!(encode_v3(&packet(b"", None), &HepSettings::default(), &mut out), Err(EncodeError::EmptyPayload));
+        assert_eq!(
+            encode_v3(&packet(b"", None), &HepSettings::default(), &mut out),
+            Err(EncodeError::EmptyPayload)
+        );
     }
 
     #[test]
@@ -364,7 +380,10 @@ mod tests {
         let mut out = Vec::new();
         encode_v3(&packet(b"payload", None), &HepSettings::default(), &mut out).unwrap();
         assert_eq!(decode_v3(b"HEP2\0\x06"), Err(DecodeError::NotHep3));
-        assert_eq!(decode_v3(&out[..out.len() - 1]), Err(DecodeError::LengthMismatch { header: out.len(), actual: out.len() - 1 }));
+        assert_eq!(
+            decode_v3(&out[..out.len() - 1]),
+            Err(DecodeError::LengthMismatch { header: out.len(), actual: out.len() - 1 })
+        );
         let mut short_chunk = out.clone();
         short_chunk[6 + 5] = 3; // first chunk claims 3 bytes, less than its header
         assert_eq!(decode_v3(&short_chunk), Err(DecodeError::BadChunk { offset: 6 }));

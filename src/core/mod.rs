@@ -8,5 +8,6 @@ pub mod endpoint;
 pub mod hep;
 pub mod ratelimit;
 pub mod record;
+pub mod shmlock;
 pub mod sip;
 pub mod udp;

@@ -79,6 +79,40 @@ impl<'a> TraceRecord<'a> {
     }
 }
 
+/// What a tracing call covers: the current message, its transaction, or
+/// its whole dialog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Message,
+    Transaction,
+    Dialog,
+}
+
+impl Scope {
+    /// Reads "m", "t" or "d", case-insensitive; blanks around are allowed.
+    pub fn parse(text: &str) -> Result<Scope, String> {
+        let mut letters = text.chars().filter(|c| !matches!(c, ' ' | '\t'));
+        let scope = match letters.next().map(|c| c.to_ascii_lowercase()) {
+            Some('m') => Scope::Message,
+            Some('t') => Scope::Transaction,
+            Some('d') => Scope::Dialog,
+            _ => return Err("expected m (message), t (transaction) or d (dialog)".into()),
+        };
+        if letters.next().is_some() {
+            return Err("only one of m, t and d may be given".into());
+        }
+        Ok(scope)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Message => "message",
+            Scope::Transaction => "transaction",
+            Scope::Dialog => "dialog",
+        }
+    }
+}
+
 /// Where one record goes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Outputs {
@@ -131,6 +165,16 @@ To: <sip:c@d>\r\nCSeq: 1 OPTIONS\r\n\r\n";
         assert_eq!(d.time_usec, Some(5));
         assert_eq!(d.correlation_id, Some(&b"abc@host"[..]));
         assert_eq!(d.payload, Some(MSG));
+    }
+
+    #[test]
+    fn scopes() {
+        assert_eq!(Scope::parse("m"), Ok(Scope::Message));
+        assert_eq!(Scope::parse(" T\t"), Ok(Scope::Transaction));
+        assert_eq!(Scope::parse("D"), Ok(Scope::Dialog));
+        assert!(Scope::parse("").is_err());
+        assert!(Scope::parse("mt").unwrap_err().contains("only one"));
+        assert!(Scope::parse("x").unwrap_err().contains("expected"));
     }
 
     #[test]

@@ -161,8 +161,7 @@ enum Header {
 
 fn header_kind(name: &[u8]) -> Option<Header> {
     let is = |full: &[u8], compact: Option<u8>| {
-        name.eq_ignore_ascii_case(full)
-            || (name.len() == 1 && Some(name[0].to_ascii_lowercase()) == compact)
+        name.eq_ignore_ascii_case(full) || (name.len() == 1 && Some(name[0].to_ascii_lowercase()) == compact)
     };
     if is(b"call-id", Some(b'i')) {
         Some(Header::CallId)
@@ -357,7 +356,8 @@ Call-ID: c\r\nCSeq: 1 BYE\r\n\r\n";
 
     #[test]
     fn headers_in_the_body_are_ignored() {
-        let msg = b"MESSAGE sip:x SIP/2.0\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCSeq: 1 MESSAGE\r\n\r\n\
+        let msg =
+            b"MESSAGE sip:x SIP/2.0\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCSeq: 1 MESSAGE\r\n\r\n\
 Call-ID: smuggled\r\n";
         assert_eq!(extract(msg), Err(SipError::MissingHeader("Call-ID")));
         assert_eq!(call_id(msg), None);
@@ -403,10 +403,19 @@ To: <sip:c@d>\r\nCSeq: 1 ACK\r\n\r\n";
         let cases: [(&[u8], SipError); 6] = [
             (b"To: <sip:c@d>\r\nCall-ID: c\r\nCSeq: 1 BYE\r\n", SipError::MissingHeader("From")),
             (b"From: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 BYE\r\n", SipError::MissingHeader("To")),
-            (b"From: <sip:a@b>\r\nTo: <sip:c@d>\r\nCall-ID:  \r\nCSeq: 1 BYE\r\n", SipError::MissingHeader("Call-ID")),
+            (
+                b"From: <sip:a@b>\r\nTo: <sip:c@d>\r\nCall-ID:  \r\nCSeq: 1 BYE\r\n",
+                SipError::MissingHeader("Call-ID"),
+            ),
             (b"From: <sip:a@b>\r\nTo: <sip:c@d>\r\nCall-ID: c\r\nCSeq: BYE\r\n", SipError::BadHeader("CSeq")),
-            (b"From: <sip:a@b\r\nTo: <sip:c@d>\r\nCall-ID: c\r\nCSeq: 1 BYE\r\n", SipError::BadHeader("From")),
-            (b"From: \"open <sip:a@b>\r\nTo: <sip:c@d>\r\nCall-ID: c\r\nCSeq: 1 BYE\r\n", SipError::BadHeader("From")),
+            (
+                b"From: <sip:a@b\r\nTo: <sip:c@d>\r\nCall-ID: c\r\nCSeq: 1 BYE\r\n",
+                SipError::BadHeader("From"),
+            ),
+            (
+                b"From: \"open <sip:a@b>\r\nTo: <sip:c@d>\r\nCall-ID: c\r\nCSeq: 1 BYE\r\n",
+                SipError::BadHeader("From"),
+            ),
         ];
         for (headers, err) in cases {
             assert_eq!(extract(&base(headers)), Err(err), "{}", String::from_utf8_lossy(headers));

@@ -1,0 +1,325 @@
+//! The script functions: `sip_trace([uri[, correlation_id[, mode]]])`,
+//! `sip_trace_mode(mode)` and `hlog(...)`, with their fixups.
+//!
+//! Only message mode exists so far; configs that ask for transaction or
+//! dialog tracing, or for `hlog()`, are refused at startup.
+
+use crate::core::counters::DropReason;
+use crate::core::dest::Destination;
+use crate::core::endpoint::Endpoint;
+use crate::core::record::{Direction, Outputs, Scope, Timestamp, TraceRecord};
+use crate::core::sip;
+use crate::kamailio::guard::guard;
+use crate::kamailio::{module, net, shared, sys, tracer};
+use std::ffi::{c_void, CStr};
+use std::os::raw::{c_char, c_int};
+
+/// The trace scope a script call asks for, if this module has it.
+fn supported_scope(text: &str) -> Result<Scope, String> {
+    match Scope::parse(text)? {
+        Scope::Message => Ok(Scope::Message),
+        scope => Err(format!("{} tracing is not implemented yet by siptrace-rs", scope.name())),
+    }
+}
+
+/// Whether a fixup parameter is a constant, without pseudo-variables.
+fn is_constant(text: &str) -> bool {
+    !text.contains('$')
+}
+
+/// The text Kamailio hands a fixup for parameter `*param`.
+///
+/// # Safety
+/// `param` must point at a NUL-terminated string, as before any fixup.
+unsafe fn fixup_text(param: *mut *mut c_void) -> String {
+    // SAFETY: per the contract.
+    unsafe { CStr::from_ptr(*param as *const c_char) }.to_string_lossy().into_owned()
+}
+
+unsafe extern "C" fn fixup_sip_trace(param: *mut *mut c_void, param_no: c_int) -> c_int {
+    guard("sip_trace() fixup", -1, || {
+        // SAFETY: before its fixup, a parameter is the config's string.
+        let text = unsafe { fixup_text(param) };
+        match param_no {
+            1 if is_constant(&text) => {
+                if let Err(e) = module::resolve_at_startup(&text) {
+                    crate::log_error!("sip_trace(): bad destination URI '{text}': {e}");
+                    return -1;
+                }
+            }
+            3 => {
+                return match supported_scope(&text) {
+                    Ok(scope) => {
+                        // SAFETY: the slot now holds our boxed scope, freed by
+                        // free_fixup_sip_trace.
+                        unsafe { *param = Box::into_raw(Box::new(scope)) as *mut c_void };
+                        0
+                    }
+                    Err(e) => {
+                        crate::log_error!("sip_trace(): bad trace mode '{text}': {e}");
+                        -1
+                    }
+                };
+            }
+            _ => {}
+        }
+        // SAFETY: the core's fixup for string-or-pseudo-variable values.
+        unsafe { sys::fixup_spve_all(param, param_no) }
+    })
+}
+
+unsafe extern "C" fn free_fixup_sip_trace(param: *mut *mut c_void, param_no: c_int) -> c_int {
+    guard("sip_trace() free fixup", -1, || {
+        if param_no == 3 {
+            // SAFETY: parameter 3 holds the box fixup_sip_trace made.
+            unsafe {
+                if !(*param).is_null() {
+                    drop(Box::from_raw(*param as *mut Scope));
+                    *param = std::ptr::null_mut();
+                }
+            }
+            return 0;
+        }
+        // SAFETY: parameters 1 and 2 were fixed by fixup_spve_all.
+        unsafe { sys::fixup_free_spve_all(param, param_no) }
+    })
+}
+
+unsafe extern "C" fn fixup_sip_trace_mode(param: *mut *mut c_void, param_no: c_int) -> c_int {
+    guard("sip_trace_mode() fixup", -1, || {
+        // SAFETY: before its fixup, a parameter is the config's string.
+        let text = unsafe { fixup_text(param) };
+        if is_constant(&text) {
+            if let Err(e) = supported_scope(&text) {
+                crate::log_error!("sip_trace_mode(): bad trace mode '{text}': {e}");
+                return -1;
+            }
+        }
+        // SAFETY: the core's fixup for string-or-pseudo-variable values.
+        unsafe { sys::fixup_spve_all(param, param_no) }
+    })
+}
+
+unsafe extern "C" fn fixup_hlog(_param: *mut *mut c_void, _param_no: c_int) -> c_int {
+    crate::log_error!(
+        "hlog() is not implemented yet by siptrace-rs; remove it, or keep Kamailio's C siptrace module"
+    );
+    -1
+}
+
+unsafe extern "C" fn w_sip_trace0(msg: *mut sys::sip_msg, _: *mut c_char, _: *mut c_char) -> c_int {
+    guard("sip_trace()", -1, || trace_call(msg, None, None))
+}
+
+unsafe extern "C" fn w_sip_trace1(msg: *mut sys::sip_msg, dest: *mut c_char, _: *mut c_char) -> c_int {
+    guard("sip_trace()", -1, || trace_call(msg, Some(dest), None))
+}
+
+unsafe extern "C" fn w_sip_trace2(msg: *mut sys::sip_msg, dest: *mut c_char, cid: *mut c_char) -> c_int {
+    guard("sip_trace()", -1, || trace_call(msg, Some(dest), Some(cid)))
+}
+
+unsafe extern "C" fn w_sip_trace3(
+    msg: *mut sys::sip_msg,
+    dest: *mut c_char,
+    cid: *mut c_char,
+    mode: *mut c_char,
+) -> c_int {
+    guard("sip_trace()", -1, || {
+        // SAFETY: the fixup stored a Scope; only message mode passes it.
+        let Some(Scope::Message) = (unsafe { (mode as *const Scope).as_ref() }).copied() else {
+            return -1;
+        };
+        trace_call(msg, Some(dest), Some(cid))
+    })
+}
+
+unsafe extern "C" fn w_sip_trace_mode(msg: *mut sys::sip_msg, mode: *mut c_char, _: *mut c_char) -> c_int {
+    guard("sip_trace_mode()", -1, || {
+        // SAFETY: the parameter was fixed by fixup_spve_all.
+        let Some(text) = (unsafe { param_value(msg, mode) }) else {
+            return -1;
+        };
+        match supported_scope(&text) {
+            Ok(_) => trace_call(msg, None, None),
+            Err(e) => {
+                tracer::drop_record(DropReason::NoDestination, format_args!("sip_trace_mode('{text}'): {e}"));
+                -1
+            }
+        }
+    })
+}
+
+/// The value of a parameter fixed by fixup_spve_all; `None` if it cannot be
+/// evaluated. Empty and `$null` values read as empty.
+///
+/// # Safety
+/// `param` must be a gparam made by fixup_spve_all, `msg` a live message.
+unsafe fn param_value(msg: *mut sys::sip_msg, param: *mut c_char) -> Option<String> {
+    let mut value = sys::str_ { s: std::ptr::null_mut(), len: 0 };
+    // SAFETY: per the contract.
+    if unsafe { sys::get_str_fparam(&mut value, msg, param as *mut sys::fparam_t) } != 0 {
+        crate::log_error!("cannot evaluate a sip_trace parameter");
+        return None;
+    }
+    if value.s.is_null() || value.len <= 0 {
+        return Some(String::new());
+    }
+    // SAFETY: a successful evaluation gives `len` valid bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(value.s as *const u8, value.len as usize) };
+    Some(if bytes == b"<null>" { String::new() } else { String::from_utf8_lossy(bytes).into_owned() })
+}
+
+/// Traces the current message, as `sip_trace()` does in message mode.
+fn trace_call(msg: *mut sys::sip_msg, dest: Option<*mut c_char>, cid: Option<*mut c_char>) -> c_int {
+    let Some(module) = module::get() else {
+        return -1;
+    };
+    if !shared::tracing_on() {
+        return -1;
+    }
+    let config = &module.config;
+    // SAFETY: parameters were fixed by fixup_spve_all; msg is live.
+    let dest_text = match dest {
+        Some(p) => match unsafe { param_value(msg, p) } {
+            Some(t) => t,
+            None => return -1,
+        },
+        None => String::new(),
+    };
+    let explicit: Option<Destination> = if dest_text.is_empty() {
+        None
+    } else {
+        match module::destination(&dest_text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracer::drop_record(DropReason::NoDestination, e);
+                return -1;
+            }
+        }
+    };
+    let target = explicit.or(module.duplicate);
+    // Without a URI argument, the C module copies SIP only when nothing
+    // goes to the database.
+    let wants_copy = dest.is_some() || !config.trace_to_database;
+    if (config.hep_mode_on || wants_copy) && target.is_none() {
+        tracer::drop_record(
+            DropReason::NoDestination,
+            "sip_trace(): no URI argument and no duplicate_uri modparam",
+        );
+        return -1;
+    }
+    let outputs = Outputs {
+        db: config.uses_database(),
+        hep: if config.hep_mode_on { target } else { None },
+        duplicate: if !config.hep_mode_on && wants_copy { target } else { None },
+    };
+    let correlation = match cid {
+        // SAFETY: as above.
+        Some(p) => match unsafe { param_value(msg, p) } {
+            Some(t) => t,
+            None => return -1,
+        },
+        None => String::new(),
+    };
+
+    // SAFETY: Kamailio passes the live message it is routing.
+    let Some(msg) = (unsafe { msg.as_ref() }) else {
+        return -1;
+    };
+    let Some((payload, src, dst, direction)) = current_message(msg) else {
+        return -1;
+    };
+    let fields = sip::extract(payload);
+    if let Err(e) = &fields {
+        tracer::drop_record(DropReason::Unparsable, format_args!("sip_trace(): {e}"));
+        return -1;
+    }
+    let record = TraceRecord {
+        time: Timestamp::now(),
+        direction,
+        src,
+        dst,
+        payload,
+        correlation_id: (!correlation.is_empty()).then_some(correlation.as_bytes()),
+    };
+    tracer::deliver(&record, &fields, &outputs);
+    1
+}
+
+/// The bytes and addresses of the message being routed: what is about to
+/// be sent when called from onsend_route, else what was received.
+fn current_message(msg: &sys::sip_msg) -> Option<(&[u8], Endpoint, Endpoint, Direction)> {
+    // SAFETY: p_onsend is set only while onsend_route runs, to live data.
+    let onsend = unsafe { sys::p_onsend.as_ref() };
+    if let Some(snd) = onsend {
+        // SAFETY: the onsend info points at the outgoing buffer and sockets.
+        let sock = unsafe { snd.send_sock.as_ref()? };
+        let to = unsafe { snd.to.as_ref()? };
+        let src = net::local(sock)?;
+        let dst = Endpoint { transport: src.transport, addr: net::socket_addr(to)? };
+        // SAFETY: `buf` holds `len` bytes while onsend_route runs.
+        let payload =
+            unsafe { std::slice::from_raw_parts(snd.buf as *const u8, usize::try_from(snd.len).ok()?) };
+        return Some((payload, src, dst, Direction::Out));
+    }
+    let (src, dst) = net::received(&msg.rcv)?;
+    // SAFETY: a received message's buffer holds `len` bytes.
+    let payload = unsafe { std::slice::from_raw_parts(msg.buf as *const u8, usize::try_from(msg.len).ok()?) };
+    Some((payload, src, dst, Direction::In))
+}
+
+type Fn2 = unsafe extern "C" fn(*mut sys::sip_msg, *mut c_char, *mut c_char) -> c_int;
+type Fn3 = unsafe extern "C" fn(*mut sys::sip_msg, *mut c_char, *mut c_char, *mut c_char) -> c_int;
+
+const fn cmd(
+    name: &'static CStr,
+    function: Fn2,
+    param_no: c_int,
+    fixup: sys::fixup_function,
+    free_fixup: sys::free_fixup_function,
+) -> sys::cmd_export_t {
+    sys::cmd_export_t {
+        name: name.as_ptr() as *mut c_char,
+        function: Some(function),
+        param_no,
+        fixup,
+        free_fixup,
+        flags: sys::ANY_ROUTE,
+    }
+}
+
+pub const CMD_COUNT: usize = 7;
+
+/// The exported cmd_export_t array, NULL-terminated.
+pub const fn cmd_exports() -> [sys::cmd_export_t; CMD_COUNT + 1] {
+    // SAFETY: Kamailio calls a function with as many parameters as its
+    // param_no says; the declared type is only the table's slot type.
+    let w_sip_trace3_slot = unsafe { std::mem::transmute::<Fn3, Fn2>(w_sip_trace3) };
+    let fixup = Some(fixup_sip_trace as unsafe extern "C" fn(*mut *mut c_void, c_int) -> c_int);
+    let free = Some(free_fixup_sip_trace as unsafe extern "C" fn(*mut *mut c_void, c_int) -> c_int);
+    let hlog = Some(fixup_hlog as unsafe extern "C" fn(*mut *mut c_void, c_int) -> c_int);
+    [
+        cmd(c"sip_trace", w_sip_trace0, 0, None, None),
+        cmd(c"sip_trace", w_sip_trace1, 1, fixup, free),
+        cmd(c"sip_trace", w_sip_trace2, 2, fixup, free),
+        cmd(c"sip_trace", w_sip_trace3_slot, 3, fixup, free),
+        cmd(
+            c"sip_trace_mode",
+            w_sip_trace_mode,
+            1,
+            Some(fixup_sip_trace_mode),
+            Some(sys::fixup_free_spve_all),
+        ),
+        cmd(c"hlog", w_sip_trace0, 1, hlog, None),
+        cmd(c"hlog", w_sip_trace0, 2, hlog, None),
+        sys::cmd_export_t {
+            name: std::ptr::null_mut(),
+            function: None,
+            param_no: 0,
+            fixup: None,
+            free_fixup: None,
+            flags: 0,
+        },
+    ]
+}

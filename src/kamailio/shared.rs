@@ -1,0 +1,58 @@
+//! State shared by all Kamailio processes, in Kamailio's shared memory: the
+//! on/off switch of `siptrace.status`, the counters, and the lock that
+//! keeps SQLite writers from colliding.
+
+use crate::core::counters::Counters;
+use crate::core::shmlock::ProcessMutex;
+use crate::kamailio::sys;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+#[repr(C)]
+pub struct Shared {
+    pub trace_on: AtomicBool,
+    pub counters: Counters,
+    /// Held around each insert into an SQLite file, which refuses a second
+    /// writer at once instead of waiting (db_sqlite sets no busy timeout).
+    pub db_lock: ProcessMutex,
+}
+
+static SHARED: AtomicPtr<Shared> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Allocates the shared state. Called once from mod_init, before Kamailio
+/// forks, so every process inherits the same pointer.
+pub fn init(trace_on: bool) -> Result<(), String> {
+    // SAFETY: plain allocation from Kamailio's shared memory pool.
+    let p = unsafe { sys::siptrace_shim_shm_malloc(std::mem::size_of::<Shared>()) } as *mut Shared;
+    if p.is_null() {
+        return Err("out of shared memory".into());
+    }
+    // SAFETY: `p` is a fresh allocation of the right size; Kamailio's shm
+    // blocks are aligned for any scalar type, and live until shutdown.
+    unsafe {
+        std::ptr::addr_of_mut!((*p).trace_on).write(AtomicBool::new(trace_on));
+        std::ptr::addr_of_mut!((*p).counters).write(Counters::default());
+        ProcessMutex::init_at(std::ptr::addr_of_mut!((*p).db_lock))
+            .map_err(|e| format!("cannot create the database lock: {e}"))?;
+    }
+    SHARED.store(p, Ordering::Release);
+    Ok(())
+}
+
+/// The shared state, once mod_init has run.
+pub fn get() -> Option<&'static Shared> {
+    // SAFETY: the pointer is null or points at the block `init` wrote, which
+    // lives until the server exits (destroy runs when no worker is left).
+    unsafe { SHARED.load(Ordering::Acquire).as_ref() }
+}
+
+pub fn tracing_on() -> bool {
+    get().is_some_and(|s| s.trace_on.load(Ordering::Relaxed))
+}
+
+pub fn free() {
+    let p = SHARED.swap(std::ptr::null_mut(), Ordering::AcqRel);
+    if !p.is_null() {
+        // SAFETY: `p` came from the shim's shm_malloc and is freed once.
+        unsafe { sys::siptrace_shim_shm_free(p as *mut std::ffi::c_void) };
+    }
+}

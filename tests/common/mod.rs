@@ -1,0 +1,551 @@
+//! Test harness: real Kamailio processes on free loopback ports, loading
+//! the built module, driven by sipp, checked with independent decoders.
+//! Every process it starts is killed when its handle is dropped.
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::net::{TcpListener, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub const KAMAILIO: &str = "/usr/sbin/kamailio";
+pub const KAMCMD: &str = "/usr/sbin/kamcmd";
+pub const MODULES_DIR: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules";
+
+/// The module cargo built for this test run.
+pub fn module_path() -> PathBuf {
+    // Integration tests run from target/<profile>/deps/.
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let so = profile_dir.join("libsiptrace.so");
+    assert!(so.exists(), "{} is missing; cargo builds it with the tests", so.display());
+    so
+}
+
+/// A port that is free on 127.0.0.1 for both UDP and TCP, and was not
+/// handed out before in this test process.
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let port = udp.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        let mut given = GIVEN.lock().unwrap();
+        if given.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
+}
+
+/// A fresh directory for one test's configs, databases and logs. It is
+/// kept after the run, for reading logs of a failure.
+pub struct TestDir {
+    pub path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(name: &str) -> TestDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        TestDir { path }
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+/// A Kamailio process started from a config; killed with its children on drop.
+pub struct Kamailio {
+    child: Child,
+    pub name: String,
+    pub ctl: PathBuf,
+    pub log: PathBuf,
+}
+
+/// Lines every test config starts with: the loopback listener, the module
+/// path, and ctl for kamcmd on a socket of the test's own.
+pub fn config_head(dir: &TestDir, name: &str, listen: &str) -> String {
+    config_head_children(dir, name, listen, 2)
+}
+
+pub fn config_head_children(dir: &TestDir, name: &str, listen: &str, children: u32) -> String {
+    format!(
+        "#!KAMAILIO\n\
+         debug=2\nlog_stderror=yes\nmemdbg=5\nmemlog=5\nchildren={children}\nauto_aliases=no\n\
+         listen={listen}\n\
+         mpath=\"{MODULES_DIR}\"\n\
+         loadmodule \"ctl.so\"\n\
+         modparam(\"ctl\", \"binrpc\", \"unix:{ctl}\")\n",
+        ctl = dir.file(&format!("{name}.ctl")).display()
+    )
+}
+
+impl Kamailio {
+    /// Starts Kamailio on `config` and waits until it answers RPC.
+    pub fn start(dir: &TestDir, name: &str, config: &str) -> Kamailio {
+        match Self::try_start(dir, name, config) {
+            Ok(k) => k,
+            Err((status, log)) => panic!("{name} did not start ({status:?}); its log:\n{log}"),
+        }
+    }
+
+    /// Starts Kamailio; if it exits during startup, returns its exit status
+    /// and log instead.
+    pub fn try_start(
+        dir: &TestDir,
+        name: &str,
+        config: &str,
+    ) -> Result<Kamailio, (Option<ExitStatus>, String)> {
+        let cfg = dir.file(&format!("{name}.cfg"));
+        fs::write(&cfg, config).unwrap();
+        let log = dir.file(&format!("{name}.log"));
+        let child = Command::new(KAMAILIO)
+            .args(["-f", cfg.to_str().unwrap(), "-DD", "-E", "-m", "64", "-M", "8"])
+            .args(["-Y", dir.path.to_str().unwrap()])
+            .env("TZ", "UTC")
+            .stdin(Stdio::null())
+            .stdout(File::create(dir.file(&format!("{name}.out"))).unwrap())
+            .stderr(File::create(&log).unwrap())
+            .process_group(0)
+            .spawn()
+            .expect("spawn kamailio");
+        let mut k = Kamailio { child, name: name.to_string(), ctl: dir.file(&format!("{name}.ctl")), log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = k.child.try_wait() {
+                return Err((Some(status), k.log_text()));
+            }
+            if k.ctl.exists() && k.try_rpc(&["core.uptime"]).is_ok() {
+                return Ok(k);
+            }
+            if Instant::now() > deadline {
+                return Err((None, k.log_text()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs an RPC command with kamcmd; the reply text, or the error text.
+    pub fn try_rpc(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(KAMCMD)
+            .arg("-s")
+            .arg(format!("unix:{}", self.ctl.display()))
+            .args(args)
+            .output()
+            .expect("run kamcmd");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        if out.status.success() && !text.contains("error:") {
+            Ok(text.trim().to_string())
+        } else {
+            Err(text)
+        }
+    }
+
+    pub fn rpc(&self, args: &[&str]) -> String {
+        self.try_rpc(args).unwrap_or_else(|e| panic!("{} rpc {args:?} failed: {e}", self.name))
+    }
+
+    /// One module statistic, read through RPC.
+    pub fn stat(&self, name: &str) -> u64 {
+        let text = self.rpc(&["stats.get_statistics", "siptrace:"]);
+        // kamcmd prints one "siptrace:name = value" line per statistic.
+        let prefix = format!("siptrace:{name} = ");
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no statistic {name} in: {text}"))
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn stop(&mut self) {
+        let pgid = self.child.id() as i32;
+        // SAFETY: signalling the process group this harness created.
+        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A background sipp UAS that rings, then answers (tests/fixtures/uas.xml);
+/// killed on drop.
+pub struct SippUas {
+    child: Child,
+    pub port: u16,
+}
+
+impl SippUas {
+    pub fn start(dir: &TestDir, ip: &str, port: u16) -> SippUas {
+        let child = Command::new("sipp")
+            .args(["-sf", fixture("uas.xml").to_str().unwrap(), "-i", ip, "-p", &port.to_string()])
+            .args(["-nostdin", "-nd"])
+            .args([
+                "-trace_err",
+                "-error_file",
+                dir.file(&format!("uas-{port}-errors.log")).to_str().unwrap(),
+            ])
+            .current_dir(&dir.path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(dir.file(&format!("uas-{port}.err"))).unwrap())
+            .process_group(0)
+            .spawn()
+            .expect("spawn sipp uas");
+        // sipp binds at once; give it a moment to open the socket.
+        std::thread::sleep(Duration::from_millis(300));
+        SippUas { child, port }
+    }
+}
+
+impl Drop for SippUas {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The outcome of a sipp UAC run.
+pub struct SippRun {
+    pub ok: bool,
+    pub output: String,
+    /// The UAC's local port.
+    pub port: u16,
+}
+
+/// Runs `calls` sipp UAC calls (INVITE, ACK, BYE) through `proxy`
+/// ("ip:port") from `ip`.
+pub fn sipp_calls(dir: &TestDir, ip: &str, proxy: &str, calls: u32, rate: u32) -> SippRun {
+    let port = free_port();
+    let out = Command::new("sipp")
+        .args(["-sn", "uac", proxy, "-i", ip, "-p", &port.to_string()])
+        .args(["-m", &calls.to_string(), "-r", &rate.to_string(), "-l", "50"])
+        .args(["-timeout", "60s", "-timeout_error", "-nostdin", "-nd", "-d", "10"])
+        .args(["-trace_err", "-error_file", dir.file(&format!("uac-{port}-errors.log")).to_str().unwrap()])
+        .current_dir(&dir.path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sipp uac");
+    let output = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    SippRun { ok: out.status.success(), output, port }
+}
+
+/// Waits until `probe` returns true or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut probe: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if probe() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The sip_trace schema this project ships, applied to a new SQLite file.
+pub fn sqlite_with_schema(path: &Path, schema: &str) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(schema).unwrap();
+    conn
+}
+
+pub fn project_file(rel: &str) -> String {
+    fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)).unwrap()
+}
+
+/// A HEP collector: a second Kamailio running Debian's sipcapture module,
+/// which stores every SIP packet it decodes into an SQLite table.
+pub struct Sipcapture {
+    pub kamailio: Kamailio,
+    pub ip: String,
+    pub port: u16,
+    db: PathBuf,
+}
+
+/// An IP as it appears in a URI or listen line: IPv6 in brackets.
+pub fn host_in_uri(ip: &str) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    }
+}
+
+/// One packet as sipcapture decoded and stored it.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub src_ip: String,
+    pub src_port: u16,
+    pub dst_ip: String,
+    pub dst_port: u16,
+    /// Kamailio's protocol number (1 UDP, 2 TCP, ...), from HEP chunk 2.
+    pub proto: i64,
+    pub family: i64,
+    /// Request method, or the status code of a reply.
+    pub method: String,
+    pub cseq: String,
+    pub callid: String,
+    pub from_tag: String,
+    pub to_tag: String,
+    pub correlation_id: String,
+    /// "homer01:<capture id>".
+    pub node: String,
+    pub date: String,
+    pub micro_ts: i64,
+    pub msg: Vec<u8>,
+}
+
+impl Sipcapture {
+    /// `ip` is "127.0.0.1" or "::1".
+    pub fn start(dir: &TestDir, ip: &str) -> Sipcapture {
+        let port = free_port();
+        let db = dir.file("capture.db");
+        sqlite_with_schema(&db, &fs::read_to_string(fixture("sip_capture.sql")).unwrap());
+        let listen = format!("udp:{}:{port}", host_in_uri(ip));
+        // One worker: db_sqlite has no busy timeout, so two writers collide.
+        let config = config_head_children(dir, "collector", &listen, 1)
+            + &format!(
+                "loadmodule \"db_sqlite.so\"\n\
+                 loadmodule \"sipcapture.so\"\n\
+                 modparam(\"sipcapture\", \"db_url\", \"sqlite:///{db}\")\n\
+                 modparam(\"sipcapture\", \"capture_on\", 1)\n\
+                 modparam(\"sipcapture\", \"hep_capture_on\", 1)\n\
+                 request_route {{ sip_capture(); exit; }}\n\
+                 onreply_route {{ sip_capture(); drop; }}\n",
+                db = db.display()
+            );
+        let kamailio = Kamailio::start(dir, "collector", &config);
+        Sipcapture { kamailio, ip: ip.to_string(), port, db }
+    }
+
+    /// The SIP URI to give `duplicate_uri` or `sip_trace()`.
+    pub fn uri(&self) -> String {
+        format!("sip:{}:{}", host_in_uri(&self.ip), self.port)
+    }
+
+    pub fn count(&self) -> usize {
+        let conn = rusqlite::Connection::open(&self.db).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM sip_capture", [], |r| r.get::<_, i64>(0)).unwrap() as usize
+    }
+
+    /// Waits until `expected` packets are stored, then a little longer to
+    /// catch any extra ones, and returns them all.
+    pub fn wait_for_packets(&self, expected: usize) -> Vec<Captured> {
+        wait_for(Duration::from_secs(20), || self.count() >= expected);
+        std::thread::sleep(Duration::from_millis(500));
+        self.packets()
+    }
+
+    pub fn packets(&self) -> Vec<Captured> {
+        let conn = rusqlite::Connection::open(&self.db).unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT source_ip, source_port, destination_ip, destination_port, proto, family, method, \
+                 cseq, callid, from_tag, to_tag, correlation_id, node, date, micro_ts, msg \
+                 FROM sip_capture ORDER BY id",
+            )
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Captured {
+                    src_ip: r.get(0)?,
+                    src_port: r.get(1)?,
+                    dst_ip: r.get(2)?,
+                    dst_port: r.get(3)?,
+                    proto: r.get(4)?,
+                    family: r.get(5)?,
+                    method: r.get(6)?,
+                    cseq: r.get(7)?,
+                    callid: r.get(8)?,
+                    from_tag: r.get(9)?,
+                    to_tag: r.get(10)?,
+                    correlation_id: r.get(11)?,
+                    node: r.get(12)?,
+                    date: r.get(13)?,
+                    micro_ts: r.get(14)?,
+                    msg: blob_or_text(r, 15)?,
+                })
+            })
+            .unwrap();
+        rows.map(Result::unwrap).collect()
+    }
+}
+
+/// db_sqlite stores DB1_BLOB values as BLOB and strings as TEXT.
+pub fn blob_or_text(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Vec<u8>> {
+    use rusqlite::types::ValueRef;
+    Ok(match row.get_ref(idx)? {
+        ValueRef::Blob(b) => b.to_vec(),
+        ValueRef::Text(t) => t.to_vec(),
+        ValueRef::Null => Vec::new(),
+        other => format!("{other:?}").into_bytes(),
+    })
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// A row of our `sip_trace` table. db_sqlite stores the time as a Julian
+/// day number; it is read as text, the form sipcapture's TEXT column has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceRow {
+    pub time_stamp: String,
+    pub time_us: i64,
+    pub callid: String,
+    pub traced_user: String,
+    pub msg: Vec<u8>,
+    pub method: String,
+    pub status: String,
+    pub fromip: String,
+    pub toip: String,
+    pub fromtag: String,
+    pub totag: String,
+    pub direction: String,
+}
+
+pub fn trace_rows(db: &Path) -> Vec<TraceRow> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT CAST(time_stamp AS TEXT), time_us, callid, traced_user, msg, method, status, fromip, toip, \
+             fromtag, totag, direction FROM sip_trace ORDER BY id",
+        )
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(TraceRow {
+                time_stamp: r.get(0)?,
+                time_us: r.get(1)?,
+                callid: r.get(2)?,
+                traced_user: r.get(3)?,
+                msg: blob_or_text(r, 4)?,
+                method: r.get(5)?,
+                status: r.get(6)?,
+                fromip: r.get(7)?,
+                toip: r.get(8)?,
+                fromtag: r.get(9)?,
+                totag: r.get(10)?,
+                direction: r.get(11)?,
+            })
+        })
+        .unwrap();
+    rows.map(Result::unwrap).collect()
+}
+
+pub fn count_trace_rows(db: &Path) -> usize {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("SELECT COUNT(*) FROM sip_trace", [], |r| r.get::<_, i64>(0)).unwrap() as usize
+}
+
+/// Where script calls to sip_trace() go in the test proxy's routes.
+#[derive(Default)]
+pub struct Hooks<'a> {
+    pub on_request: &'a str,
+    pub on_reply: &'a str,
+    pub on_send: &'a str,
+}
+
+/// A proxy config: tm with record_route, relaying every request to the UAS
+/// (in-dialog ones by their route set when they carry one), with the built module
+/// loaded under the `siptrace` name and given `modparams`.
+pub fn proxy_config(
+    dir: &TestDir,
+    ip: &str,
+    port: u16,
+    uas_port: u16,
+    modparams: &str,
+    hooks: &Hooks<'_>,
+) -> String {
+    let host = host_in_uri(ip);
+    config_head(dir, "proxy", &format!("udp:{host}:{port}"))
+        + &format!(
+            r#"loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "siputils.so"
+loadmodule "textops.so"
+loadmodule "kex.so"
+loadmodule "db_sqlite.so"
+loadmodule "{module}"
+{modparams}
+request_route {{
+    {on_request}
+    if (has_totag()) {{
+        # sipp's built-in UAC sends in-dialog requests without the route set.
+        if (!loose_route()) {{ $du = "sip:{host}:{uas_port}"; }}
+        t_relay();
+        exit;
+    }}
+    if (is_method("CANCEL")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
+    record_route();
+    $du = "sip:{host}:{uas_port}";
+    t_relay();
+}}
+{on_reply}{on_send}"#,
+            module = module_path().display(),
+            on_request = hooks.on_request,
+            on_reply = route_block("onreply_route", hooks.on_reply),
+            on_send = route_block("onsend_route", hooks.on_send),
+        )
+}
+
+/// A route block, or nothing: Kamailio refuses an empty one.
+fn route_block(name: &str, body: &str) -> String {
+    if body.trim().is_empty() {
+        String::new()
+    } else {
+        format!("{name} {{\n    {body}\n}}\n")
+    }
+}
+
+/// A modparam line for the module under test.
+pub fn modparam(name: &str, value: impl std::fmt::Display) -> String {
+    let v = value.to_string();
+    if v.parse::<i64>().is_ok() {
+        format!("modparam(\"siptrace\", \"{name}\", {v})\n")
+    } else {
+        format!("modparam(\"siptrace\", \"{name}\", \"{v}\")\n")
+    }
+}
+
+/// A new SQLite file with the project's sip_trace schema, and its db_url.
+pub fn trace_db(dir: &TestDir) -> (PathBuf, String) {
+    let db = dir.file("trace.db");
+    sqlite_with_schema(&db, &project_file("sql/sqlite.sql"));
+    let url = format!("sqlite:///{}", db.display());
+    (db, url)
+}
