@@ -167,3 +167,309 @@ fn core_events_reach_sipcapture_and_sqlite_once_per_message() {
     assert_eq!(proxy.stat("traced_requests"), (requests * calls as usize) as u64);
     assert_eq!(proxy.stat("traced_replies"), ((CALL_FLOW.len() - requests) * calls as usize) as u64);
 }
+
+/// A header value from a SIP message text, by exact name.
+fn header<'a>(msg: &'a str, name: &str) -> &'a str {
+    msg.split("\r\n")
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {name} in {msg}"))
+}
+
+/// "INVITE" or "200 BYE" for a SIP message text.
+fn kind_of_text(msg: &str) -> String {
+    let first = msg.split("\r\n").next().unwrap();
+    match first.strip_prefix("SIP/2.0 ") {
+        Some(rest) => {
+            let cseq_method = header(msg, "CSeq").split_whitespace().nth(1).unwrap();
+            format!("{} {cseq_method}", &rest[..3])
+        }
+        None => first.split(' ').next().unwrap().to_string(),
+    }
+}
+
+#[test]
+fn script_calls_trace_with_correlation_auth_key_and_capture_id() {
+    let dir = TestDir::new("script-calls");
+    let hepjs = HepJs::start(&dir);
+    let (db, db_url) = trace_db(&dir);
+    let proxy_port = free_port();
+    let uas = SippUas::start(&dir, "127.0.0.1", free_port());
+    let params = [
+        modparam("trace_on", 1),
+        modparam("hep_mode_on", 1),
+        modparam("hep_capture_id", 77),
+        modparam("auth_key", "s3cret"),
+        modparam("duplicate_uri", hepjs.uri()),
+        modparam("db_url", &db_url),
+    ]
+    .concat();
+    let on_request = format!(
+        "if (is_method(\"INVITE\")) {{ sip_trace(\"{}\", \"custom-$ci\"); }} else {{ sip_trace(); }}",
+        hepjs.uri()
+    );
+    let hooks = Hooks { on_request: &on_request, on_reply: "sip_trace();", on_send: "sip_trace();" };
+    let proxy = Kamailio::start(&dir, "proxy", &proxy_config(&dir, "127.0.0.1", proxy_port, uas.port, &params, &hooks));
+
+    let calls = 3;
+    let run = sipp_calls(&dir, "127.0.0.1", &format!("127.0.0.1:{proxy_port}"), calls, 10);
+    assert!(run.ok, "sipp calls failed:\n{}\nproxy log:\n{}", run.output, proxy.log_text());
+    let ports = Ports { uac: run.port, proxy: proxy_port, uas: uas.port };
+
+    // Received requests and replies in the routes, sent requests in onsend_route.
+    let flow = [
+        (Role::Uac, Role::Proxy, "INVITE"),
+        (Role::Uac, Role::Proxy, "ACK"),
+        (Role::Uac, Role::Proxy, "BYE"),
+        (Role::Uas, Role::Proxy, "180 INVITE"),
+        (Role::Uas, Role::Proxy, "200 INVITE"),
+        (Role::Uas, Role::Proxy, "200 BYE"),
+        (Role::Proxy, Role::Uas, "INVITE"),
+        (Role::Proxy, Role::Uas, "ACK"),
+        (Role::Proxy, Role::Uas, "BYE"),
+    ];
+    let expected = flow.len() * calls as usize;
+    let packets = hepjs.wait_for_packets(expected);
+    assert_eq!(packets.len(), expected, "HEP packets decoded by hep-js");
+
+    let mut by_call: HashMap<String, Vec<(Role, Role, String)>> = HashMap::new();
+    for p in &packets {
+        let order: Vec<u64> = p["chunks"].as_array().unwrap().iter().map(|c| c[1].as_u64().unwrap()).collect();
+        assert_eq!(order, [1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 17, 14, 15], "chunk types in order");
+        assert!(p["chunks"].as_array().unwrap().iter().all(|c| c[0] == 0), "vendor 0");
+        assert_eq!(p["header_length"], p["length"]);
+        let d = &p["decoded"];
+        assert!(d.is_object(), "hep-js could not decode: {p}");
+        let info = &d["rcinfo"];
+        let payload = d["payload"].as_str().unwrap();
+        let callid = header(payload, "Call-ID");
+        let kind = kind_of_text(payload);
+        assert_eq!(info["protocolFamily"], 2);
+        assert_eq!(info["protocol"], 17);
+        assert_eq!(info["payloadType"], 1, "SIP");
+        assert_eq!(info["captureId"], 77);
+        assert_eq!(info["capturePass"], "s3cret");
+        assert_eq!((info["srcIp"].as_str(), info["dstIp"].as_str()), (Some("127.0.0.1"), Some("127.0.0.1")));
+        let (src, dst) = (ports.role(info["srcPort"].as_u64().unwrap() as u16), ports.role(info["dstPort"].as_u64().unwrap() as u16));
+        let expected_cid =
+            if kind == "INVITE" && src == Role::Uac { format!("custom-{callid}") } else { callid.to_string() };
+        assert_eq!(info["correlation_id"], expected_cid.as_str(), "correlation of {kind}");
+        let secs = info["timeSeconds"].as_u64().unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        assert!(now.abs_diff(secs) < 120, "timestamp {secs} is now");
+        by_call.entry(callid.to_string()).or_default().push((src, dst, kind));
+    }
+    let mut expected_flow: Vec<(Role, Role, String)> = flow.iter().map(|(a, b, k)| (*a, *b, k.to_string())).collect();
+    expected_flow.sort();
+    assert_eq!(by_call.len(), calls as usize);
+    for (callid, mut seen) in by_call {
+        seen.sort();
+        assert_eq!(seen, expected_flow, "messages of call {callid}");
+    }
+
+    // trace_to_database is on by default: the same messages as rows.
+    let rows = trace_rows(&db);
+    assert_eq!(rows.len(), expected);
+    let payloads: Vec<&str> = packets.iter().map(|p| p["decoded"]["payload"].as_str().unwrap()).collect();
+    for row in &rows {
+        let text = String::from_utf8_lossy(&row.msg);
+        assert!(payloads.contains(&text.as_ref()), "row payload was sent as HEP too");
+        let direction = if row.toip == format!("udp:127.0.0.1:{proxy_port}") { "in" } else { "out" };
+        assert_eq!(row.direction, direction);
+        assert_eq!(row.callid, header(&text, "Call-ID"));
+    }
+    assert_eq!(proxy.stat("dropped"), 0);
+}
+
+#[test]
+fn status_rpc_stops_and_resumes_tracing() {
+    let dir = TestDir::new("status-rpc");
+    let collector = Sipcapture::start(&dir, "127.0.0.1");
+    let proxy_port = free_port();
+    let uas = SippUas::start(&dir, "127.0.0.1", free_port());
+    let params = [
+        modparam("trace_on", 1),
+        modparam("trace_mode", 1),
+        modparam("trace_to_database", 0),
+        modparam("duplicate_uri", collector.uri()),
+    ]
+    .concat();
+    let proxy = Kamailio::start(
+        &dir,
+        "proxy",
+        &proxy_config(&dir, "127.0.0.1", proxy_port, uas.port, &params, &Hooks::default()),
+    );
+    let target = format!("127.0.0.1:{proxy_port}");
+    let per_call = CALL_FLOW.len();
+
+    assert_eq!(proxy.rpc(&["siptrace.status", "check"]), "Enabled");
+    assert!(sipp_calls(&dir, "127.0.0.1", &target, 2, 10).ok);
+    assert_eq!(collector.wait_for_packets(2 * per_call).len(), 2 * per_call);
+
+    assert_eq!(proxy.rpc(&["siptrace.status", "off"]), "Disabled");
+    assert_eq!(proxy.rpc(&["siptrace.status", "check"]), "Disabled");
+    assert!(sipp_calls(&dir, "127.0.0.1", &target, 3, 10).ok);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(collector.count(), 2 * per_call, "nothing traced while off");
+
+    assert_eq!(proxy.rpc(&["siptrace.status", "ON"]), "Enabled");
+    assert!(sipp_calls(&dir, "127.0.0.1", &target, 1, 10).ok);
+    assert_eq!(collector.wait_for_packets(3 * per_call).len(), 3 * per_call, "tracing resumed");
+
+    let bad = proxy.try_rpc(&["siptrace.status", "maybe"]).unwrap_err();
+    assert!(bad.contains("Bad parameter"), "{bad}");
+    let missing = proxy.try_rpc(&["siptrace.status"]).unwrap_err();
+    assert!(missing.contains("Not enough parameters"), "{missing}");
+}
+
+#[test]
+fn plain_sip_copies_with_trace_mode_4() {
+    let dir = TestDir::new("duplicate");
+    let listener = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    listener.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let copy_port = listener.local_addr().unwrap().port();
+    let proxy_port = free_port();
+    let uas = SippUas::start(&dir, "127.0.0.1", free_port());
+    let params = [
+        modparam("trace_on", 1),
+        modparam("trace_mode", 4),
+        modparam("trace_to_database", 0),
+        modparam("duplicate_uri", format!("sip:127.0.0.1:{copy_port}")),
+    ]
+    .concat();
+    let proxy = Kamailio::start(
+        &dir,
+        "proxy",
+        &proxy_config(&dir, "127.0.0.1", proxy_port, uas.port, &params, &Hooks::default()),
+    );
+    let calls = 2;
+    assert!(sipp_calls(&dir, "127.0.0.1", &format!("127.0.0.1:{proxy_port}"), calls, 10).ok);
+
+    let mut kinds = Vec::new();
+    let mut buf = vec![0u8; 70_000];
+    while let Ok(n) = listener.recv(&mut buf) {
+        let text = String::from_utf8(buf[..n].to_vec()).expect("a plain SIP message, not HEP");
+        kinds.push(kind_of_text(&text));
+        if kinds.len() == CALL_FLOW.len() * calls as usize {
+            listener.set_read_timeout(Some(std::time::Duration::from_millis(500))).unwrap();
+        }
+    }
+    kinds.sort();
+    let mut expected: Vec<String> =
+        (0..calls).flat_map(|_| CALL_FLOW.iter().map(|(_, _, k)| k.to_string())).collect();
+    expected.sort();
+    assert_eq!(kinds, expected);
+    assert_eq!(proxy.stat("duplicates_sent"), expected.len() as u64);
+}
+
+#[test]
+fn ipv6_messages_are_traced_with_ipv6_chunks() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipped: this machine has no IPv6 loopback");
+        return;
+    }
+    let dir = TestDir::new("ipv6");
+    let collector = Sipcapture::start(&dir, "::1");
+    let (db, db_url) = trace_db(&dir);
+    let proxy_port = free_port();
+    let uas = SippUas::start(&dir, "::1", free_port());
+    let params = [
+        modparam("trace_on", 1),
+        modparam("trace_mode", 3),
+        modparam("trace_to_database", 0),
+        modparam("duplicate_uri", collector.uri()),
+        modparam("db_url", &db_url),
+    ]
+    .concat();
+    let proxy =
+        Kamailio::start(&dir, "proxy", &proxy_config(&dir, "::1", proxy_port, uas.port, &params, &Hooks::default()));
+    let calls = 2;
+    let run = sipp_calls(&dir, "::1", &format!("[::1]:{proxy_port}"), calls, 10);
+    assert!(run.ok, "sipp calls failed:\n{}\nproxy log:\n{}", run.output, proxy.log_text());
+    let ports = Ports { uac: run.port, proxy: proxy_port, uas: uas.port };
+
+    let expected = CALL_FLOW.len() * calls as usize;
+    let packets = collector.wait_for_packets(expected);
+    assert_eq!(packets.len(), expected);
+    assert_call_flows(&packets, &ports, calls as usize);
+    for p in &packets {
+        assert_eq!((p.src_ip.as_str(), p.dst_ip.as_str(), p.family), ("::1", "::1", 10));
+    }
+    let rows = trace_rows(&db);
+    assert_eq!(rows.len(), expected);
+    for r in &rows {
+        let proxy_end = format!("udp:[::1]:{proxy_port}");
+        assert!(r.fromip == proxy_end || r.toip == proxy_end, "{} -> {}", r.fromip, r.toip);
+        assert!(r.fromip.starts_with("udp:[::1]:") && r.toip.starts_with("udp:[::1]:"));
+    }
+}
+
+#[test]
+fn rows_go_to_postgresql_through_db_postgres() {
+    let dir = TestDir::new("postgres");
+    let pg = Postgres::start(&dir);
+    let db_url = pg.trace_database("kamailio");
+    let proxy_port = free_port();
+    let uas = SippUas::start(&dir, "127.0.0.1", free_port());
+    let params = [
+        modparam("trace_on", 1),
+        modparam("trace_mode", 2),
+        modparam("trace_to_database", 0),
+        modparam("db_url", &db_url),
+    ]
+    .concat();
+    let proxy = Kamailio::start(
+        &dir,
+        "proxy",
+        &proxy_config(&dir, "127.0.0.1", proxy_port, uas.port, &params, &Hooks::default()),
+    );
+    let calls = 2;
+    let run = sipp_calls(&dir, "127.0.0.1", &format!("127.0.0.1:{proxy_port}"), calls, 10);
+    assert!(run.ok, "sipp calls failed:\n{}\nproxy log:\n{}", run.output, proxy.log_text());
+    let ports = Ports { uac: run.port, proxy: proxy_port, uas: uas.port };
+
+    let text = pg.psql(
+        "kamailio",
+        "SELECT callid, method, status, fromip, toip, fromtag, totag, direction, traced_user, \
+         time_us, extract(epoch from time_stamp)::bigint, encode(convert_to(msg, 'UTF8'), 'hex') \
+         FROM sip_trace ORDER BY id",
+    );
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
+    assert_eq!(rows.len(), CALL_FLOW.len() * calls as usize);
+    let mut by_call: HashMap<&str, Vec<(Role, Role, String)>> = HashMap::new();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    for r in &rows {
+        let [callid, method, status, fromip, toip, fromtag, totag, direction, traced_user, time_us, secs, msg_hex] =
+            r[..]
+        else {
+            panic!("row {r:?}")
+        };
+        let msg = String::from_utf8(hex_decode(msg_hex)).unwrap();
+        assert_eq!(callid, header(&msg, "Call-ID"));
+        assert!(header(&msg, "From").ends_with(&format!("tag={fromtag}")));
+        assert_eq!(totag.is_empty(), !header(&msg, "To").contains("tag="));
+        let kind = kind_of_text(&msg);
+        match kind.split_once(' ') {
+            Some((code, cseq_method)) => assert_eq!((status, method), (code, cseq_method)),
+            None => assert_eq!((status, method), ("", kind.as_str())),
+        }
+        assert_eq!(traced_user, "");
+        assert!(time_us.parse::<u32>().unwrap() < 1_000_000);
+        assert!(now.abs_diff(secs.parse().unwrap()) < 120, "time_stamp is now, in UTC");
+        let port = |ip: &str| ip.strip_prefix("udp:127.0.0.1:").unwrap().parse::<u16>().unwrap();
+        let (src, dst) = (ports.role(port(fromip)), ports.role(port(toip)));
+        assert_eq!(direction, if dst == Role::Proxy { "in" } else { "out" });
+        by_call.entry(callid).or_default().push((src, dst, kind));
+    }
+    let mut expected: Vec<(Role, Role, String)> = CALL_FLOW.iter().map(|(a, b, k)| (*a, *b, k.to_string())).collect();
+    expected.sort();
+    for (callid, mut seen) in by_call {
+        seen.sort();
+        assert_eq!(seen, expected, "rows of call {callid}");
+    }
+    assert_eq!(proxy.stat("dropped"), 0);
+}
+
+fn hex_decode(hex: &str) -> Vec<u8> {
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
+}

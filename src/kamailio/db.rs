@@ -150,7 +150,9 @@ impl DbConn {
         };
         let text = |b: &[u8]| value(sys::db_type_t_DB1_STR, |v| v.str_val = str_of(b));
         let vals: [sys::db_val_t; COLUMN_COUNT] = [
-            value(sys::db_type_t_DB1_BLOB, |v| v.blob_val = str_of(row.msg)),
+            // Text, not a blob as the C module passes it: db_postgres would
+            // store a blob in the TEXT column as a \x hex escape (kamailio#2831).
+            text(row.msg),
             text(row.callid),
             text(row.method),
             text(row.status),

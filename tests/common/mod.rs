@@ -18,12 +18,13 @@ pub const KAMAILIO: &str = "/usr/sbin/kamailio";
 pub const KAMCMD: &str = "/usr/sbin/kamcmd";
 pub const MODULES_DIR: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules";
 
-/// The module cargo built for this test run.
+/// The module cargo built for this test run. `cargo test` leaves the
+/// cdylib beside the test executables in target/<profile>/deps/; only
+/// `cargo build` copies it up to target/<profile>/, where it may be stale.
 pub fn module_path() -> PathBuf {
-    // Integration tests run from target/<profile>/deps/.
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
-    let so = profile_dir.join("libsiptrace.so");
+    let deps = exe.parent().expect("target/<profile>/deps");
+    let so = deps.join("libsiptrace.so");
     assert!(so.exists(), "{} is missing; cargo builds it with the tests", so.display());
     so
 }
@@ -500,6 +501,7 @@ loadmodule "siputils.so"
 loadmodule "textops.so"
 loadmodule "kex.so"
 loadmodule "db_sqlite.so"
+loadmodule "db_postgres.so"
 loadmodule "{module}"
 {modparams}
 request_route {{
@@ -548,4 +550,170 @@ pub fn trace_db(dir: &TestDir) -> (PathBuf, String) {
     sqlite_with_schema(&db, &project_file("sql/sqlite.sql"));
     let url = format!("sqlite:///{}", db.display());
     (db, url)
+}
+
+/// A HEP listener that decodes with the hep-js library (tests/hepjs);
+/// killed on drop.
+pub struct HepJs {
+    child: Child,
+    pub port: u16,
+    out: PathBuf,
+}
+
+impl HepJs {
+    pub fn start(dir: &TestDir) -> HepJs {
+        let hepjs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hepjs");
+        assert!(
+            hepjs.join("node_modules/hep-js").exists(),
+            "hep-js is not installed; run scripts/setup-debian.sh (npm ci in tests/hepjs)"
+        );
+        let port = free_port();
+        let out = dir.file(&format!("hepjs-{port}.jsonl"));
+        let child = Command::new("node")
+            .arg(hepjs.join("listen.js"))
+            .args(["127.0.0.1", &port.to_string()])
+            .stdout(File::create(&out).unwrap())
+            .stderr(File::create(dir.file(&format!("hepjs-{port}.err"))).unwrap())
+            .spawn()
+            .expect("spawn node");
+        let listener = HepJs { child, port, out };
+        assert!(
+            wait_for(Duration::from_secs(10), || fs::read_to_string(&listener.out)
+                .is_ok_and(|t| t.contains("listening"))),
+            "hep-js listener did not start"
+        );
+        listener
+    }
+
+    pub fn uri(&self) -> String {
+        format!("sip:127.0.0.1:{}", self.port)
+    }
+
+    /// The packets received so far, one JSON object each.
+    pub fn packets(&self) -> Vec<serde_json::Value> {
+        fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.get("listening").is_none())
+            .collect()
+    }
+
+    pub fn wait_for_packets(&self, expected: usize) -> Vec<serde_json::Value> {
+        wait_for(Duration::from_secs(20), || self.packets().len() >= expected);
+        std::thread::sleep(Duration::from_millis(500));
+        self.packets()
+    }
+}
+
+impl Drop for HepJs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private PostgreSQL server for one test, in the test's directory, on
+/// a free port, with trust authentication; stopped on drop.
+pub struct Postgres {
+    child: Child,
+    pub port: u16,
+    bin: PathBuf,
+}
+
+fn running_as_root() -> bool {
+    // SAFETY: getuid has no preconditions.
+    unsafe { libc::getuid() == 0 }
+}
+
+/// Runs a PostgreSQL program, as the postgres user when this is root
+/// (the server refuses to run as root).
+fn pg_command(bin: &Path, program: &str) -> Command {
+    if running_as_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin.join(program));
+        c
+    } else {
+        Command::new(bin.join(program))
+    }
+}
+
+impl Postgres {
+    pub fn start(dir: &TestDir) -> Postgres {
+        let bin = fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|d| d.filter_map(Result::ok).map(|e| e.path().join("bin")).filter(|p| p.join("initdb").exists()).max())
+            .expect("PostgreSQL server binaries are missing; run scripts/setup-debian.sh");
+        let data = dir.file("pgdata");
+        fs::create_dir_all(&data).unwrap();
+        if running_as_root() {
+            let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&data).status().unwrap();
+            assert!(ok.success());
+        }
+        let init = pg_command(&bin, "initdb")
+            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(init.status.success(), "initdb: {}", String::from_utf8_lossy(&init.stderr));
+        let port = free_port();
+        let child = pg_command(&bin, "postgres")
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(&data)
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-D"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(File::create(dir.file("postgres.log")).unwrap())
+            .process_group(0)
+            .spawn()
+            .expect("spawn postgres");
+        let pg = Postgres { child, port, bin };
+        assert!(
+            wait_for(Duration::from_secs(30), || pg.try_psql("postgres", "SELECT 1").is_ok()),
+            "PostgreSQL did not start; see {}",
+            dir.file("postgres.log").display()
+        );
+        pg
+    }
+
+    pub fn try_psql(&self, db: &str, sql: &str) -> Result<String, String> {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", db])
+            .args(["-v", "ON_ERROR_STOP=1", "-X", "-A", "-t", "-F", "|", "-c", sql])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        self.try_psql(db, sql).unwrap_or_else(|e| panic!("psql: {e}"))
+    }
+
+    /// Creates database `name` with the project's sip_trace schema and
+    /// returns its db_url.
+    pub fn trace_database(&self, name: &str) -> String {
+        self.psql("postgres", &format!("CREATE DATABASE {name}"));
+        self.psql(name, &project_file("sql/postgres.sql"));
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // SAFETY: the process group this harness created; SIGINT is a fast shutdown.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

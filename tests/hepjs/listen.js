@@ -1,0 +1,31 @@
+// Prints one JSON line per HEP packet received on UDP: the packet as the
+// hep-js library decodes it, plus the (vendor, type) of each chunk in order.
+// Usage: node listen.js <ip> <port>
+'use strict';
+const dgram = require('dgram');
+const hep = require('hep-js');
+
+const [host, port] = [process.argv[2], Number(process.argv[3])];
+const socket = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+
+function chunkTypes(buf) {
+  const types = [];
+  for (let at = 6; at + 6 <= buf.length; ) {
+    const len = buf.readUInt16BE(at + 4);
+    types.push([buf.readUInt16BE(at), buf.readUInt16BE(at + 2)]);
+    if (len < 6) break;
+    at += len;
+  }
+  return types;
+}
+
+socket.on('message', (msg) => {
+  const line = {
+    length: msg.length,
+    header_length: msg.length >= 6 ? msg.readUInt16BE(4) : null,
+    chunks: chunkTypes(msg),
+    decoded: hep.decapsulate(msg),
+  };
+  process.stdout.write(JSON.stringify(line) + '\n');
+});
+socket.bind(port, host, () => process.stdout.write(JSON.stringify({ listening: port }) + '\n'));

@@ -1,0 +1,130 @@
+//! Bad configuration makes the real Kamailio refuse to start, with a log
+//! line that names the parameter (or function) and the bad value.
+
+mod common;
+
+use common::*;
+
+/// Starts a proxy with `params` and `hooks`, expects it to exit during
+/// startup, and checks that its log has every one of `expected`.
+fn assert_refused(name: &str, params: &str, hooks: &Hooks<'_>, expected: &[&str]) {
+    let dir = TestDir::new(name);
+    let config = proxy_config(&dir, "127.0.0.1", free_port(), free_port(), params, hooks);
+    match Kamailio::try_start(&dir, "proxy", &config) {
+        Ok(mut k) => {
+            k.stop();
+            panic!("{name}: Kamailio started although the config is bad; log:\n{}", k.log_text());
+        }
+        Err((status, log)) => {
+            let status = status.unwrap_or_else(|| panic!("{name}: Kamailio neither started nor exited:\n{log}"));
+            assert!(!status.success(), "{name}: exit status {status}");
+            for text in expected {
+                assert!(log.contains(text), "{name}: the log lacks {text:?}:\n{log}");
+            }
+        }
+    }
+}
+
+fn no_db() -> String {
+    modparam("trace_to_database", 0)
+}
+
+#[test]
+fn unsupported_hep_version() {
+    let params = no_db() + &modparam("hep_version", 7);
+    assert_refused("hep-version", &params, &Hooks::default(), &["'hep_version'", "'7'", "supported HEP versions"]);
+}
+
+#[test]
+fn garbage_duplicate_uri() {
+    let params = no_db() + &modparam("duplicate_uri", "!!garbage!!");
+    assert_refused("garbage-uri", &params, &Hooks::default(), &["'duplicate_uri'", "'!!garbage!!'"]);
+}
+
+#[test]
+fn unresolvable_duplicate_uri() {
+    let params = no_db() + &modparam("duplicate_uri", "sip:no-such-host.invalid:9060");
+    assert_refused(
+        "unresolvable-uri",
+        &params,
+        &Hooks::default(),
+        &["'duplicate_uri'", "'sip:no-such-host.invalid:9060'", "cannot resolve"],
+    );
+}
+
+#[test]
+fn parameters_not_implemented_yet() {
+    let cases = [
+        ("traced_user_avp", "$avp(traced)"),
+        ("trace_flag", "22"),
+        ("xheaders_write", "1"),
+        ("send_sock_name", "lan"),
+        ("hep_version", "2"),
+        ("trace_db_mode", "2"),
+    ];
+    for (param, value) in cases {
+        let params = no_db() + &modparam(param, value);
+        let quoted_param = format!("'{param}'");
+        let quoted_value = format!("'{value}'");
+        assert_refused(
+            &format!("not-implemented-{param}"),
+            &params,
+            &Hooks::default(),
+            &[&quoted_param, &quoted_value, "not implemented yet"],
+        );
+    }
+}
+
+#[test]
+fn inconsistent_parameters() {
+    let params = no_db() + &modparam("trace_mode", 1);
+    assert_refused("mode-without-uri", &params, &Hooks::default(), &["'trace_mode'", "duplicate_uri"]);
+}
+
+#[test]
+fn database_without_its_driver_module() {
+    // db_mysql is not loaded by the test proxy.
+    let params = modparam("db_url", "mysql://kamailio:secretpw@127.0.0.1/kamailio");
+    assert_refused("db-driver", &params, &Hooks::default(), &["cannot bind a database module", "kamailio:***@"]);
+    let dir = TestDir::new("db-driver-log");
+    let config = proxy_config(&dir, "127.0.0.1", free_port(), free_port(), &params, &Hooks::default());
+    if let Err((_, log)) = Kamailio::try_start(&dir, "proxy", &config) {
+        assert!(!log.contains("secretpw"), "the password must not be logged:\n{log}");
+    }
+}
+
+#[test]
+fn transaction_and_dialog_modes_not_implemented_yet() {
+    let params = no_db() + &modparam("duplicate_uri", "sip:127.0.0.1:9");
+    let hooks = Hooks { on_request: "sip_trace(\"sip:127.0.0.1:9\", \"$ci\", \"t\");", ..Default::default() };
+    assert_refused("mode-t", &params, &hooks, &["sip_trace()", "'t'", "transaction tracing is not implemented yet"]);
+    let hooks = Hooks { on_request: "sip_trace_mode(\"d\");", ..Default::default() };
+    assert_refused("mode-d", &params, &hooks, &["sip_trace_mode()", "'d'", "dialog tracing is not implemented yet"]);
+    let hooks = Hooks { on_request: "sip_trace(\"sip:127.0.0.1:9\", \"$ci\", \"x\");", ..Default::default() };
+    assert_refused("mode-x", &params, &hooks, &["sip_trace()", "'x'", "expected m (message)"]);
+}
+
+#[test]
+fn bad_destination_argument() {
+    let hooks = Hooks { on_request: "sip_trace(\"sip:bogus host\");", ..Default::default() };
+    assert_refused("bad-dest-arg", &no_db(), &hooks, &["sip_trace()", "'sip:bogus host'"]);
+}
+
+#[test]
+fn hlog_and_event_route_not_implemented_yet() {
+    let params = no_db() + &modparam("duplicate_uri", "sip:127.0.0.1:9");
+    let hooks = Hooks { on_request: "hlog(\"hello\");", ..Default::default() };
+    assert_refused("hlog", &params, &hooks, &["hlog()", "not implemented yet"]);
+    let hooks = Hooks { on_send: "return;\n}\nevent_route[siptrace:msg] {\n    return;", ..Default::default() };
+    assert_refused("event-route", &params, &hooks, &["event_route[siptrace:msg]", "not implemented yet"]);
+}
+
+#[test]
+fn a_good_config_starts() {
+    // The counterpart of the refusals: the same proxy with valid values runs.
+    let dir = TestDir::new("good-config");
+    let params = no_db() + &modparam("duplicate_uri", "sip:localhost:9") + &modparam("hep_mode_on", 1);
+    let config = proxy_config(&dir, "127.0.0.1", free_port(), free_port(), &params, &Hooks::default());
+    let proxy = Kamailio::start(&dir, "proxy", &config);
+    assert_eq!(proxy.rpc(&["siptrace.status", "check"]), "Disabled");
+}
