@@ -60,19 +60,59 @@ fn kind(p: &Captured) -> String {
     }
 }
 
-/// Checks that the packets of every call are exactly the call flow.
-fn assert_call_flows(packets: &[Captured], ports: &Ports, calls: usize) {
-    let mut by_call: HashMap<&str, Vec<(Role, Role, String)>> = HashMap::new();
-    for p in packets {
-        by_call.entry(&p.callid).or_default().push((ports.role(p.src_port), ports.role(p.dst_port), kind(p)));
+/// Checks that the messages seen, as (Call-ID, sender, receiver, kind),
+/// are `calls` calls of exactly `flow` each.
+fn assert_flows(
+    seen: impl IntoIterator<Item = (String, Role, Role, String)>,
+    flow: &[(Role, Role, &str)],
+    calls: usize,
+) {
+    let mut by_call: HashMap<String, Vec<(Role, Role, String)>> = HashMap::new();
+    for (callid, from, to, kind) in seen {
+        by_call.entry(callid).or_default().push((from, to, kind));
     }
-    assert_eq!(by_call.len(), calls, "distinct Call-IDs at the collector");
+    assert_eq!(by_call.len(), calls, "distinct Call-IDs");
     let mut expected: Vec<(Role, Role, String)> =
-        CALL_FLOW.iter().map(|(a, b, k)| (*a, *b, k.to_string())).collect();
+        flow.iter().map(|(a, b, k)| (*a, *b, k.to_string())).collect();
     expected.sort();
-    for (callid, mut seen) in by_call {
-        seen.sort();
-        assert_eq!(seen, expected, "messages of call {callid}");
+    for (callid, mut messages) in by_call {
+        messages.sort();
+        assert_eq!(messages, expected, "messages of call {callid}");
+    }
+}
+
+/// The call flow of the packets sipcapture stored.
+fn assert_captured_flows(packets: &[Captured], ports: &Ports, calls: usize) {
+    let seen =
+        packets.iter().map(|p| (p.callid.clone(), ports.role(p.src_port), ports.role(p.dst_port), kind(p)));
+    assert_flows(seen, &CALL_FLOW, calls);
+}
+
+/// A proxy under test with a sipp UAS behind it, on loopback.
+struct Proxy {
+    kamailio: Kamailio,
+    port: u16,
+    ip: &'static str,
+    uas: SippUas,
+}
+
+impl Proxy {
+    fn start(dir: &TestDir, ip: &'static str, params: &[String], hooks: &Hooks<'_>) -> Proxy {
+        let uas = SippUas::start(dir, ip, free_port());
+        let port = free_port();
+        let config = proxy_config(dir, ip, port, uas.port, &params.concat(), hooks);
+        Proxy { kamailio: Kamailio::start(dir, "proxy", &config), port, ip, uas }
+    }
+
+    /// Runs `n` sipp calls through the proxy; returns the ports of the call.
+    fn calls(&self, dir: &TestDir, n: u32) -> Ports {
+        let run = sipp_calls(dir, self.ip, &format!("{}:{}", host_in_uri(self.ip), self.port), n, 10);
+        assert!(run.ok, "sipp calls failed:\n{}\nproxy log:\n{}", run.output, self.kamailio.log_text());
+        Ports { uac: run.port, proxy: self.port, uas: self.uas.port }
+    }
+
+    fn stat(&self, name: &str) -> u64 {
+        self.kamailio.stat(name)
     }
 }
 
@@ -85,8 +125,6 @@ fn core_events_reach_sipcapture_and_sqlite_once_per_message() {
     let dir = TestDir::new("core-events");
     let collector = Sipcapture::start(&dir, "127.0.0.1");
     let (db, db_url) = trace_db(&dir);
-    let ports_proxy = free_port();
-    let uas = SippUas::start(&dir, "127.0.0.1", free_port());
     let params = [
         modparam("trace_on", 1),
         modparam("trace_mode", 3),
@@ -96,24 +134,16 @@ fn core_events_reach_sipcapture_and_sqlite_once_per_message() {
         modparam("hep_capture_id", 4242),
         modparam("duplicate_uri", collector.uri()),
         modparam("db_url", &db_url),
-    ]
-    .concat();
-    let proxy = Kamailio::start(
-        &dir,
-        "proxy",
-        &proxy_config(&dir, "127.0.0.1", ports_proxy, uas.port, &params, &Hooks::default()),
-    );
-
+    ];
+    let proxy = Proxy::start(&dir, "127.0.0.1", &params, &Hooks::default());
     let calls = 5;
-    let run = sipp_calls(&dir, "127.0.0.1", &format!("127.0.0.1:{ports_proxy}"), calls, 10);
-    assert!(run.ok, "sipp calls failed:\n{}\nproxy log:\n{}", run.output, proxy.log_text());
-    let ports = Ports { uac: run.port, proxy: ports_proxy, uas: uas.port };
+    let ports = proxy.calls(&dir, calls);
 
     // 1. Every message, in each direction, decoded by sipcapture.
     let expected = CALL_FLOW.len() * calls as usize;
     let packets = collector.wait_for_packets(expected);
     assert_eq!(packets.len(), expected, "HEP packets stored by sipcapture");
-    assert_call_flows(&packets, &ports, calls as usize);
+    assert_captured_flows(&packets, &ports, calls as usize);
     for p in &packets {
         assert_eq!((p.src_ip.as_str(), p.dst_ip.as_str()), ("127.0.0.1", "127.0.0.1"));
         assert_eq!(p.proto, 1, "UDP");
@@ -136,7 +166,6 @@ fn core_events_reach_sipcapture_and_sqlite_once_per_message() {
     for p in &packets {
         let matches = by_msg.get(p.msg.as_slice()).map(Vec::as_slice).unwrap_or_default();
         assert_eq!(matches.len(), 1, "one row with the payload of {}", first_line(&p.msg));
-        let row = matches[0];
         let is_reply = p.method.chars().all(|c| c.is_ascii_digit());
         let expected_row = TraceRow {
             time_stamp: p.date.clone(),
@@ -154,9 +183,9 @@ fn core_events_reach_sipcapture_and_sqlite_once_per_message() {
             toip: format!("udp:{}:{}", p.dst_ip, p.dst_port),
             fromtag: p.from_tag.clone(),
             totag: p.to_tag.clone(),
-            direction: if p.dst_port == ports_proxy { "in".into() } else { "out".into() },
+            direction: if p.dst_port == proxy.port { "in".into() } else { "out".into() },
         };
-        assert_eq!(row, &expected_row, "row of {}", first_line(&p.msg));
+        assert_eq!(matches[0], &expected_row, "row of {}", first_line(&p.msg));
     }
 
     // Nothing was dropped, and the statistics count what was traced.
@@ -193,8 +222,6 @@ fn script_calls_trace_with_correlation_auth_key_and_capture_id() {
     let dir = TestDir::new("script-calls");
     let hepjs = HepJs::start(&dir);
     let (db, db_url) = trace_db(&dir);
-    let proxy_port = free_port();
-    let uas = SippUas::start(&dir, "127.0.0.1", free_port());
     let params = [
         modparam("trace_on", 1),
         modparam("hep_mode_on", 1),
@@ -202,19 +229,15 @@ fn script_calls_trace_with_correlation_auth_key_and_capture_id() {
         modparam("auth_key", "s3cret"),
         modparam("duplicate_uri", hepjs.uri()),
         modparam("db_url", &db_url),
-    ]
-    .concat();
+    ];
     let on_request = format!(
         "if (is_method(\"INVITE\")) {{ sip_trace(\"{}\", \"custom-$ci\"); }} else {{ sip_trace(); }}",
         hepjs.uri()
     );
     let hooks = Hooks { on_request: &on_request, on_reply: "sip_trace();", on_send: "sip_trace();" };
-    let proxy = Kamailio::start(&dir, "proxy", &proxy_config(&dir, "127.0.0.1", proxy_port, uas.port, &params, &hooks));
-
+    let proxy = Proxy::start(&dir, "127.0.0.1", &params, &hooks);
     let calls = 3;
-    let run = sipp_calls(&dir, "127.0.0.1", &format!("127.0.0.1:{proxy_port}"), calls, 10);
-    assert!(run.ok, "sipp calls failed:\n{}\nproxy log:\n{}", run.output, proxy.log_text());
-    let ports = Ports { uac: run.port, proxy: proxy_port, uas: uas.port };
+    let ports = proxy.calls(&dir, calls);
 
     // Received requests and replies in the routes, sent requests in onsend_route.
     let flow = [
@@ -232,9 +255,10 @@ fn script_calls_trace_with_correlation_auth_key_and_capture_id() {
     let packets = hepjs.wait_for_packets(expected);
     assert_eq!(packets.len(), expected, "HEP packets decoded by hep-js");
 
-    let mut by_call: HashMap<String, Vec<(Role, Role, String)>> = HashMap::new();
+    let mut seen = Vec::new();
     for p in &packets {
-        let order: Vec<u64> = p["chunks"].as_array().unwrap().iter().map(|c| c[1].as_u64().unwrap()).collect();
+        let order: Vec<u64> =
+            p["chunks"].as_array().unwrap().iter().map(|c| c[1].as_u64().unwrap()).collect();
         assert_eq!(order, [1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 17, 14, 15], "chunk types in order");
         assert!(p["chunks"].as_array().unwrap().iter().all(|c| c[0] == 0), "vendor 0");
         assert_eq!(p["header_length"], p["length"]);
@@ -250,22 +274,20 @@ fn script_calls_trace_with_correlation_auth_key_and_capture_id() {
         assert_eq!(info["captureId"], 77);
         assert_eq!(info["capturePass"], "s3cret");
         assert_eq!((info["srcIp"].as_str(), info["dstIp"].as_str()), (Some("127.0.0.1"), Some("127.0.0.1")));
-        let (src, dst) = (ports.role(info["srcPort"].as_u64().unwrap() as u16), ports.role(info["dstPort"].as_u64().unwrap() as u16));
-        let expected_cid =
-            if kind == "INVITE" && src == Role::Uac { format!("custom-{callid}") } else { callid.to_string() };
+        let port = |key: &str| info[key].as_u64().unwrap() as u16;
+        let (src, dst) = (ports.role(port("srcPort")), ports.role(port("dstPort")));
+        let expected_cid = if kind == "INVITE" && src == Role::Uac {
+            format!("custom-{callid}")
+        } else {
+            callid.to_string()
+        };
         assert_eq!(info["correlation_id"], expected_cid.as_str(), "correlation of {kind}");
         let secs = info["timeSeconds"].as_u64().unwrap();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
         assert!(now.abs_diff(secs) < 120, "timestamp {secs} is now");
-        by_call.entry(callid.to_string()).or_default().push((src, dst, kind));
+        seen.push((callid.to_string(), src, dst, kind));
     }
-    let mut expected_flow: Vec<(Role, Role, String)> = flow.iter().map(|(a, b, k)| (*a, *b, k.to_string())).collect();
-    expected_flow.sort();
-    assert_eq!(by_call.len(), calls as usize);
-    for (callid, mut seen) in by_call {
-        seen.sort();
-        assert_eq!(seen, expected_flow, "messages of call {callid}");
-    }
+    assert_flows(seen, &flow, calls as usize);
 
     // trace_to_database is on by default: the same messages as rows.
     let rows = trace_rows(&db);
@@ -274,7 +296,7 @@ fn script_calls_trace_with_correlation_auth_key_and_capture_id() {
     for row in &rows {
         let text = String::from_utf8_lossy(&row.msg);
         assert!(payloads.contains(&text.as_ref()), "row payload was sent as HEP too");
-        let direction = if row.toip == format!("udp:127.0.0.1:{proxy_port}") { "in" } else { "out" };
+        let direction = if row.toip == format!("udp:127.0.0.1:{}", proxy.port) { "in" } else { "out" };
         assert_eq!(row.direction, direction);
         assert_eq!(row.callid, header(&text, "Call-ID"));
     }
@@ -285,40 +307,33 @@ fn script_calls_trace_with_correlation_auth_key_and_capture_id() {
 fn status_rpc_stops_and_resumes_tracing() {
     let dir = TestDir::new("status-rpc");
     let collector = Sipcapture::start(&dir, "127.0.0.1");
-    let proxy_port = free_port();
-    let uas = SippUas::start(&dir, "127.0.0.1", free_port());
     let params = [
         modparam("trace_on", 1),
         modparam("trace_mode", 1),
         modparam("trace_to_database", 0),
         modparam("duplicate_uri", collector.uri()),
-    ]
-    .concat();
-    let proxy = Kamailio::start(
-        &dir,
-        "proxy",
-        &proxy_config(&dir, "127.0.0.1", proxy_port, uas.port, &params, &Hooks::default()),
-    );
-    let target = format!("127.0.0.1:{proxy_port}");
+    ];
+    let proxy = Proxy::start(&dir, "127.0.0.1", &params, &Hooks::default());
     let per_call = CALL_FLOW.len();
+    let rpc = |arg: &str| proxy.kamailio.rpc(&["siptrace.status", arg]);
 
-    assert_eq!(proxy.rpc(&["siptrace.status", "check"]), "Enabled");
-    assert!(sipp_calls(&dir, "127.0.0.1", &target, 2, 10).ok);
+    assert_eq!(rpc("check"), "Enabled");
+    proxy.calls(&dir, 2);
     assert_eq!(collector.wait_for_packets(2 * per_call).len(), 2 * per_call);
 
-    assert_eq!(proxy.rpc(&["siptrace.status", "off"]), "Disabled");
-    assert_eq!(proxy.rpc(&["siptrace.status", "check"]), "Disabled");
-    assert!(sipp_calls(&dir, "127.0.0.1", &target, 3, 10).ok);
+    assert_eq!(rpc("off"), "Disabled");
+    assert_eq!(rpc("check"), "Disabled");
+    proxy.calls(&dir, 3);
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert_eq!(collector.count(), 2 * per_call, "nothing traced while off");
 
-    assert_eq!(proxy.rpc(&["siptrace.status", "ON"]), "Enabled");
-    assert!(sipp_calls(&dir, "127.0.0.1", &target, 1, 10).ok);
+    assert_eq!(rpc("ON"), "Enabled");
+    proxy.calls(&dir, 1);
     assert_eq!(collector.wait_for_packets(3 * per_call).len(), 3 * per_call, "tracing resumed");
 
-    let bad = proxy.try_rpc(&["siptrace.status", "maybe"]).unwrap_err();
+    let bad = proxy.kamailio.try_rpc(&["siptrace.status", "maybe"]).unwrap_err();
     assert!(bad.contains("Bad parameter"), "{bad}");
-    let missing = proxy.try_rpc(&["siptrace.status"]).unwrap_err();
+    let missing = proxy.kamailio.try_rpc(&["siptrace.status"]).unwrap_err();
     assert!(missing.contains("Not enough parameters"), "{missing}");
 }
 
@@ -328,22 +343,15 @@ fn plain_sip_copies_with_trace_mode_4() {
     let listener = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     listener.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
     let copy_port = listener.local_addr().unwrap().port();
-    let proxy_port = free_port();
-    let uas = SippUas::start(&dir, "127.0.0.1", free_port());
     let params = [
         modparam("trace_on", 1),
         modparam("trace_mode", 4),
         modparam("trace_to_database", 0),
         modparam("duplicate_uri", format!("sip:127.0.0.1:{copy_port}")),
-    ]
-    .concat();
-    let proxy = Kamailio::start(
-        &dir,
-        "proxy",
-        &proxy_config(&dir, "127.0.0.1", proxy_port, uas.port, &params, &Hooks::default()),
-    );
+    ];
+    let proxy = Proxy::start(&dir, "127.0.0.1", &params, &Hooks::default());
     let calls = 2;
-    assert!(sipp_calls(&dir, "127.0.0.1", &format!("127.0.0.1:{proxy_port}"), calls, 10).ok);
+    proxy.calls(&dir, calls);
 
     let mut kinds = Vec::new();
     let mut buf = vec![0u8; 70_000];
@@ -371,34 +379,28 @@ fn ipv6_messages_are_traced_with_ipv6_chunks() {
     let dir = TestDir::new("ipv6");
     let collector = Sipcapture::start(&dir, "::1");
     let (db, db_url) = trace_db(&dir);
-    let proxy_port = free_port();
-    let uas = SippUas::start(&dir, "::1", free_port());
     let params = [
         modparam("trace_on", 1),
         modparam("trace_mode", 3),
         modparam("trace_to_database", 0),
         modparam("duplicate_uri", collector.uri()),
         modparam("db_url", &db_url),
-    ]
-    .concat();
-    let proxy =
-        Kamailio::start(&dir, "proxy", &proxy_config(&dir, "::1", proxy_port, uas.port, &params, &Hooks::default()));
+    ];
+    let proxy = Proxy::start(&dir, "::1", &params, &Hooks::default());
     let calls = 2;
-    let run = sipp_calls(&dir, "::1", &format!("[::1]:{proxy_port}"), calls, 10);
-    assert!(run.ok, "sipp calls failed:\n{}\nproxy log:\n{}", run.output, proxy.log_text());
-    let ports = Ports { uac: run.port, proxy: proxy_port, uas: uas.port };
+    let ports = proxy.calls(&dir, calls);
 
     let expected = CALL_FLOW.len() * calls as usize;
     let packets = collector.wait_for_packets(expected);
     assert_eq!(packets.len(), expected);
-    assert_call_flows(&packets, &ports, calls as usize);
+    assert_captured_flows(&packets, &ports, calls as usize);
     for p in &packets {
         assert_eq!((p.src_ip.as_str(), p.dst_ip.as_str(), p.family), ("::1", "::1", 10));
     }
     let rows = trace_rows(&db);
     assert_eq!(rows.len(), expected);
+    let proxy_end = format!("udp:[::1]:{}", proxy.port);
     for r in &rows {
-        let proxy_end = format!("udp:[::1]:{proxy_port}");
         assert!(r.fromip == proxy_end || r.toip == proxy_end, "{} -> {}", r.fromip, r.toip);
         assert!(r.fromip.starts_with("udp:[::1]:") && r.toip.starts_with("udp:[::1]:"));
     }
@@ -409,24 +411,15 @@ fn rows_go_to_postgresql_through_db_postgres() {
     let dir = TestDir::new("postgres");
     let pg = Postgres::start(&dir);
     let db_url = pg.trace_database("kamailio");
-    let proxy_port = free_port();
-    let uas = SippUas::start(&dir, "127.0.0.1", free_port());
     let params = [
         modparam("trace_on", 1),
         modparam("trace_mode", 2),
         modparam("trace_to_database", 0),
         modparam("db_url", &db_url),
-    ]
-    .concat();
-    let proxy = Kamailio::start(
-        &dir,
-        "proxy",
-        &proxy_config(&dir, "127.0.0.1", proxy_port, uas.port, &params, &Hooks::default()),
-    );
+    ];
+    let proxy = Proxy::start(&dir, "127.0.0.1", &params, &Hooks::default());
     let calls = 2;
-    let run = sipp_calls(&dir, "127.0.0.1", &format!("127.0.0.1:{proxy_port}"), calls, 10);
-    assert!(run.ok, "sipp calls failed:\n{}\nproxy log:\n{}", run.output, proxy.log_text());
-    let ports = Ports { uac: run.port, proxy: proxy_port, uas: uas.port };
+    let ports = proxy.calls(&dir, calls);
 
     let text = pg.psql(
         "kamailio",
@@ -436,8 +429,8 @@ fn rows_go_to_postgresql_through_db_postgres() {
     );
     let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
     assert_eq!(rows.len(), CALL_FLOW.len() * calls as usize);
-    let mut by_call: HashMap<&str, Vec<(Role, Role, String)>> = HashMap::new();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let mut seen = Vec::new();
     for r in &rows {
         let [callid, method, status, fromip, toip, fromtag, totag, direction, traced_user, time_us, secs, msg_hex] =
             r[..]
@@ -459,14 +452,9 @@ fn rows_go_to_postgresql_through_db_postgres() {
         let port = |ip: &str| ip.strip_prefix("udp:127.0.0.1:").unwrap().parse::<u16>().unwrap();
         let (src, dst) = (ports.role(port(fromip)), ports.role(port(toip)));
         assert_eq!(direction, if dst == Role::Proxy { "in" } else { "out" });
-        by_call.entry(callid).or_default().push((src, dst, kind));
+        seen.push((callid.to_string(), src, dst, kind));
     }
-    let mut expected: Vec<(Role, Role, String)> = CALL_FLOW.iter().map(|(a, b, k)| (*a, *b, k.to_string())).collect();
-    expected.sort();
-    for (callid, mut seen) in by_call {
-        seen.sort();
-        assert_eq!(seen, expected, "rows of call {callid}");
-    }
+    assert_flows(seen, &CALL_FLOW, calls as usize);
     assert_eq!(proxy.stat("dropped"), 0);
 }
 

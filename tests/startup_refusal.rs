@@ -16,7 +16,8 @@ fn assert_refused(name: &str, params: &str, hooks: &Hooks<'_>, expected: &[&str]
             panic!("{name}: Kamailio started although the config is bad; log:\n{}", k.log_text());
         }
         Err((status, log)) => {
-            let status = status.unwrap_or_else(|| panic!("{name}: Kamailio neither started nor exited:\n{log}"));
+            let status =
+                status.unwrap_or_else(|| panic!("{name}: Kamailio neither started nor exited:\n{log}"));
             assert!(!status.success(), "{name}: exit status {status}");
             for text in expected {
                 assert!(log.contains(text), "{name}: the log lacks {text:?}:\n{log}");
@@ -32,7 +33,12 @@ fn no_db() -> String {
 #[test]
 fn unsupported_hep_version() {
     let params = no_db() + &modparam("hep_version", 7);
-    assert_refused("hep-version", &params, &Hooks::default(), &["'hep_version'", "'7'", "supported HEP versions"]);
+    assert_refused(
+        "hep-version",
+        &params,
+        &Hooks::default(),
+        &["'hep_version'", "'7'", "supported HEP versions"],
+    );
 }
 
 #[test]
@@ -85,7 +91,12 @@ fn inconsistent_parameters() {
 fn database_without_its_driver_module() {
     // db_mysql is not loaded by the test proxy.
     let params = modparam("db_url", "mysql://kamailio:secretpw@127.0.0.1/kamailio");
-    assert_refused("db-driver", &params, &Hooks::default(), &["cannot bind a database module", "kamailio:***@"]);
+    assert_refused(
+        "db-driver",
+        &params,
+        &Hooks::default(),
+        &["cannot bind a database module", "kamailio:***@"],
+    );
     let dir = TestDir::new("db-driver-log");
     let config = proxy_config(&dir, "127.0.0.1", free_port(), free_port(), &params, &Hooks::default());
     if let Err((_, log)) = Kamailio::try_start(&dir, "proxy", &config) {
@@ -97,9 +108,19 @@ fn database_without_its_driver_module() {
 fn transaction_and_dialog_modes_not_implemented_yet() {
     let params = no_db() + &modparam("duplicate_uri", "sip:127.0.0.1:9");
     let hooks = Hooks { on_request: "sip_trace(\"sip:127.0.0.1:9\", \"$ci\", \"t\");", ..Default::default() };
-    assert_refused("mode-t", &params, &hooks, &["sip_trace()", "'t'", "transaction tracing is not implemented yet"]);
+    assert_refused(
+        "mode-t",
+        &params,
+        &hooks,
+        &["sip_trace()", "'t'", "transaction tracing is not implemented yet"],
+    );
     let hooks = Hooks { on_request: "sip_trace_mode(\"d\");", ..Default::default() };
-    assert_refused("mode-d", &params, &hooks, &["sip_trace_mode()", "'d'", "dialog tracing is not implemented yet"]);
+    assert_refused(
+        "mode-d",
+        &params,
+        &hooks,
+        &["sip_trace_mode()", "'d'", "dialog tracing is not implemented yet"],
+    );
     let hooks = Hooks { on_request: "sip_trace(\"sip:127.0.0.1:9\", \"$ci\", \"x\");", ..Default::default() };
     assert_refused("mode-x", &params, &hooks, &["sip_trace()", "'x'", "expected m (message)"]);
 }
@@ -115,7 +136,8 @@ fn hlog_and_event_route_not_implemented_yet() {
     let params = no_db() + &modparam("duplicate_uri", "sip:127.0.0.1:9");
     let hooks = Hooks { on_request: "hlog(\"hello\");", ..Default::default() };
     assert_refused("hlog", &params, &hooks, &["hlog()", "not implemented yet"]);
-    let hooks = Hooks { on_send: "return;\n}\nevent_route[siptrace:msg] {\n    return;", ..Default::default() };
+    let hooks =
+        Hooks { on_send: "return;\n}\nevent_route[siptrace:msg] {\n    return;", ..Default::default() };
     assert_refused("event-route", &params, &hooks, &["event_route[siptrace:msg]", "not implemented yet"]);
 }
 

@@ -399,4 +399,98 @@ mod tests {
             assert_eq!(decode_v3(&t).is_ok(), boundaries.contains(&cut), "cut at {cut}");
         }
     }
+
+    /// UDP payloads of the IPv4 frames of a pcap or pcapng capture, over
+    /// Ethernet (link type 1) or Linux cooked capture (link type 113).
+    fn udp_payloads(capture: &[u8]) -> Vec<Vec<u8>> {
+        let u16le = |at: usize| u16::from_le_bytes([capture[at], capture[at + 1]]) as u32;
+        let u32le = |at: usize| u32::from_le_bytes(capture[at..at + 4].try_into().unwrap());
+        let mut frames = Vec::new();
+        let mut link_type = 0;
+        if capture[..4] == [0xd4, 0xc3, 0xb2, 0xa1] {
+            link_type = u32le(20);
+            let mut at = 24;
+            while at + 16 <= capture.len() {
+                let len = u32le(at + 8) as usize;
+                frames.push(&capture[at + 16..at + 16 + len]);
+                at += 16 + len;
+            }
+        } else {
+            assert_eq!(u32le(0), 0x0a0d0d0a, "pcapng section header");
+            let mut at = 0;
+            while at + 12 <= capture.len() {
+                let (kind, len) = (u32le(at), u32le(at + 4) as usize);
+                match kind {
+                    1 => link_type = u16le(at + 8),
+                    6 => frames.push(&capture[at + 28..at + 28 + u32le(at + 20) as usize]),
+                    _ => {}
+                }
+                at += len;
+            }
+        }
+        let (link_len, ethertype_at) = match link_type {
+            1 => (14, 12),
+            113 => (16, 14),
+            other => panic!("link type {other}"),
+        };
+        frames
+            .into_iter()
+            .filter(|f| f.len() > link_len + 28 && f[ethertype_at..ethertype_at + 2] == [0x08, 0x00])
+            .map(|f| &f[link_len..])
+            .filter(|ip| ip[9] == 17)
+            .map(|ip| {
+                let udp = &ip[(ip[0] & 0x0f) as usize * 4..];
+                udp[8..u16::from_be_bytes([udp[4], udp[5]]) as usize].to_vec()
+            })
+            .collect()
+    }
+
+    fn shared_capture(name: &str) -> Option<Vec<u8>> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/hep").join(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => Some(bytes),
+            Err(_) => {
+                eprintln!("skipped: {} is not available", path.display());
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn decodes_captures_written_by_other_implementations() {
+        let Some(capture) = shared_capture("hep.pcap") else { return };
+        let packets = udp_payloads(&capture);
+        assert_eq!(packets.len(), 8);
+        let mut proto_types = Vec::new();
+        for p in &packets {
+            let chunks = decode_v3(p).expect("a valid HEPv3 packet");
+            let d = Decoded::from_chunks(&chunks);
+            assert_eq!(d.family, Some(AF_INET));
+            assert!(d.src_ip.is_some() && d.dst_ip.is_some() && d.src_port.is_some() && d.dst_port.is_some());
+            assert!(d.time_sec.is_some() && d.capture_id.is_some() && d.payload.is_some());
+            proto_types.push(d.proto_type.unwrap());
+            if d.proto_type == Some(proto_type::SIP) {
+                let payload = d.payload.unwrap();
+                assert!(crate::core::sip::extract(payload).is_ok(), "{}", String::from_utf8_lossy(payload));
+            }
+        }
+        proto_types.sort();
+        proto_types.dedup();
+        assert_eq!(proto_types, [1, 5, 100]);
+    }
+
+    #[test]
+    fn decodes_compressed_captures_from_captagent() {
+        let Some(capture) = shared_capture("hep3_compressed.pcapng") else { return };
+        let packets = udp_payloads(&capture);
+        assert_eq!(packets.len(), 21);
+        for p in &packets {
+            let chunks = decode_v3(p).expect("a valid HEPv3 packet");
+            let d = Decoded::from_chunks(&chunks);
+            assert_eq!(d.capture_id, Some(228));
+            assert_eq!(d.auth_key, Some(&b"myHep"[..]));
+            // The payload travels zlib-compressed in chunk 0x0010.
+            assert!(chunks.iter().any(|c| c.kind == 0x0010 && !c.data.is_empty()));
+        }
+    }
 }

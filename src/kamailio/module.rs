@@ -41,6 +41,7 @@ pub fn set_param(name: &str, value: ParamValue<'_>) -> Result<(), ConfigError> {
 /// then found by [`destination`] without another lookup.
 pub fn resolve_at_startup(text: &str) -> Result<Destination, String> {
     let dest = DestUri::parse_supported(text).and_then(|uri| uri.resolve()).map_err(|e| e.0)?;
+    crate::log_debug!("destination {text} resolved to {}", dest.addr);
     lock(&RESOLVED).get_or_insert_with(HashMap::new).insert(text.to_string(), dest);
     Ok(dest)
 }

@@ -101,10 +101,12 @@ unsafe extern "C" fn fixup_sip_trace_mode(param: *mut *mut c_void, param_no: c_i
 }
 
 unsafe extern "C" fn fixup_hlog(_param: *mut *mut c_void, _param_no: c_int) -> c_int {
-    crate::log_error!(
-        "hlog() is not implemented yet by siptrace-rs; remove it, or keep Kamailio's C siptrace module"
-    );
-    -1
+    guard("hlog() fixup", -1, || {
+        crate::log_error!(
+            "hlog() is not implemented yet by siptrace-rs; remove it, or keep Kamailio's C siptrace module"
+        );
+        -1
+    })
 }
 
 unsafe extern "C" fn w_sip_trace0(msg: *mut sys::sip_msg, _: *mut c_char, _: *mut c_char) -> c_int {

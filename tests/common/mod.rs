@@ -642,7 +642,12 @@ impl Postgres {
     pub fn start(dir: &TestDir) -> Postgres {
         let bin = fs::read_dir("/usr/lib/postgresql")
             .ok()
-            .and_then(|d| d.filter_map(Result::ok).map(|e| e.path().join("bin")).filter(|p| p.join("initdb").exists()).max())
+            .and_then(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path().join("bin"))
+                    .filter(|p| p.join("initdb").exists())
+                    .max()
+            })
             .expect("PostgreSQL server binaries are missing; run scripts/setup-debian.sh");
         let data = dir.file("pgdata");
         fs::create_dir_all(&data).unwrap();
