@@ -461,3 +461,22 @@ fn rows_go_to_postgresql_through_db_postgres() {
 fn hex_decode(hex: &str) -> Vec<u8> {
     (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
 }
+
+#[test]
+fn sip_trace_without_any_destination_counts_the_drop_and_keeps_the_row() {
+    // hep_mode_on without duplicate_uri: the C module dereferences a null
+    // pointer here. The row still goes to the database; the HEP is counted.
+    let dir = TestDir::new("no-destination");
+    let (db, db_url) = trace_db(&dir);
+    let params = [modparam("trace_on", 1), modparam("hep_mode_on", 1), modparam("db_url", &db_url)];
+    let hooks = Hooks { on_request: "sip_trace();", ..Default::default() };
+    let proxy = Proxy::start(&dir, "127.0.0.1", &params, &hooks);
+    let calls = 2;
+    proxy.calls(&dir, calls);
+    // INVITE, ACK and BYE reach request_route once per call.
+    let traced = 3 * calls as u64;
+    assert_eq!(count_trace_rows(&db) as u64, traced);
+    assert_eq!(proxy.stat("dropped_no_destination"), traced);
+    assert_eq!(proxy.stat("hep_sent"), 0);
+    assert!(proxy.kamailio.log_text().contains("no URI argument and no duplicate_uri"));
+}

@@ -74,12 +74,13 @@ pub fn mod_init() -> Result<(), String> {
         None => None,
     };
     refuse_unimplemented_event_route()?;
-    if config.init_mode.core_events() && config.trace_mode.any() {
+    let core_events = config.init_mode.core_events() && config.trace_mode.any();
+    if core_events {
         events::register()?;
     }
     crate::log_info!(
         "tracing {} (trace_on={}), database: {}, duplicate_uri: {}",
-        if config.trace_mode.any() { "core events and script calls" } else { "script calls" },
+        if core_events { "core events and script calls" } else { "script calls" },
         config.trace_on as u8,
         if config.uses_database() {
             redact_url(config.db_url.as_deref().unwrap_or("default"))

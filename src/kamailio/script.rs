@@ -5,7 +5,6 @@
 //! dialog tracing, or for `hlog()`, are refused at startup.
 
 use crate::core::counters::DropReason;
-use crate::core::dest::Destination;
 use crate::core::endpoint::Endpoint;
 use crate::core::record::{Direction, Outputs, Scope, Timestamp, TraceRecord};
 use crate::core::sip;
@@ -161,7 +160,6 @@ unsafe fn param_value(msg: *mut sys::sip_msg, param: *mut c_char) -> Option<Stri
     let mut value = sys::str_ { s: std::ptr::null_mut(), len: 0 };
     // SAFETY: per the contract.
     if unsafe { sys::get_str_fparam(&mut value, msg, param as *mut sys::fparam_t) } != 0 {
-        crate::log_error!("cannot evaluate a sip_trace parameter");
         return None;
     }
     if value.s.is_null() || value.len <= 0 {
@@ -173,65 +171,61 @@ unsafe fn param_value(msg: *mut sys::sip_msg, param: *mut c_char) -> Option<Stri
 }
 
 /// Traces the current message, as `sip_trace()` does in message mode.
+/// Returns 1 when the message was handed to its outputs (a failed output is
+/// counted, not returned), -1 when tracing is off or nothing can be traced.
 fn trace_call(msg: *mut sys::sip_msg, dest: Option<*mut c_char>, cid: Option<*mut c_char>) -> c_int {
-    let Some(module) = module::get() else {
-        return -1;
-    };
+    let Some(module) = module::get() else { return -1 };
     if !shared::tracing_on() {
         return -1;
     }
     let config = &module.config;
-    // SAFETY: parameters were fixed by fixup_spve_all; msg is live.
-    let dest_text = match dest {
-        Some(p) => match unsafe { param_value(msg, p) } {
-            Some(t) => t,
-            None => return -1,
-        },
-        None => String::new(),
-    };
-    let explicit: Option<Destination> = if dest_text.is_empty() {
-        None
-    } else {
-        match module::destination(&dest_text) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                tracer::drop_record(DropReason::NoDestination, e);
+    let explicit = match dest {
+        None => None,
+        // SAFETY: parameters were fixed by fixup_spve_all; msg is live.
+        Some(p) => match unsafe { param_value(msg, p) }.as_deref() {
+            None => {
+                tracer::drop_record(
+                    DropReason::NoDestination,
+                    "sip_trace(): cannot evaluate the URI argument",
+                );
                 return -1;
             }
-        }
+            Some("") => None,
+            Some(text) => match module::destination(text) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracer::drop_record(DropReason::NoDestination, e);
+                    return -1;
+                }
+            },
+        },
     };
     let target = explicit.or(module.duplicate);
     // Without a URI argument, the C module copies SIP only when nothing
     // goes to the database.
     let wants_copy = dest.is_some() || !config.trace_to_database;
-    if (config.hep_mode_on || wants_copy) && target.is_none() {
+    let sends = config.hep_mode_on || wants_copy;
+    let outputs = Outputs {
+        db: config.uses_database(),
+        hep: target.filter(|_| config.hep_mode_on),
+        duplicate: target.filter(|_| !config.hep_mode_on && wants_copy),
+    };
+    if sends && target.is_none() {
         tracer::drop_record(
             DropReason::NoDestination,
             "sip_trace(): no URI argument and no duplicate_uri modparam",
         );
-        return -1;
+        if !outputs.db {
+            return -1;
+        }
     }
-    let outputs = Outputs {
-        db: config.uses_database(),
-        hep: if config.hep_mode_on { target } else { None },
-        duplicate: if !config.hep_mode_on && wants_copy { target } else { None },
-    };
-    let correlation = match cid {
-        // SAFETY: as above.
-        Some(p) => match unsafe { param_value(msg, p) } {
-            Some(t) => t,
-            None => return -1,
-        },
-        None => String::new(),
-    };
+    // A correlation id that cannot be evaluated leaves the default, the Call-ID.
+    // SAFETY: as above.
+    let correlation = cid.and_then(|p| unsafe { param_value(msg, p) }).unwrap_or_default();
 
     // SAFETY: Kamailio passes the live message it is routing.
-    let Some(msg) = (unsafe { msg.as_ref() }) else {
-        return -1;
-    };
-    let Some((payload, src, dst, direction)) = current_message(msg) else {
-        return -1;
-    };
+    let Some(msg) = (unsafe { msg.as_ref() }) else { return -1 };
+    let Some((payload, src, dst, direction)) = current_message(msg) else { return -1 };
     let fields = sip::extract(payload);
     if let Err(e) = &fields {
         tracer::drop_record(DropReason::Unparsable, format_args!("sip_trace(): {e}"));
