@@ -208,6 +208,7 @@ const API_TYPES: &[&str] = &[
     "db_func_t",
     "db_key_t",
     "db_val_t",
+    "db1_res_t",
     "db_type_t",
     "db_cap",
     "counter_val_t",

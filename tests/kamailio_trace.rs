@@ -480,3 +480,95 @@ fn sip_trace_without_any_destination_counts_the_drop_and_keeps_the_row() {
     assert_eq!(proxy.stat("hep_sent"), 0);
     assert!(proxy.kamailio.log_text().contains("no URI argument and no duplicate_uri"));
 }
+
+#[test]
+fn custom_table_and_column_names() {
+    let dir = TestDir::new("custom-names");
+    let db = dir.file("custom.db");
+    // The project's schema with the table and two columns renamed.
+    let schema = project_file("sql/sqlite.sql")
+        .replace("sip_trace", "calls_trace")
+        .replace("callid VARCHAR", "call_ref VARCHAR")
+        .replace("(callid)", "(call_ref)")
+        .replace("direction VARCHAR", "dir VARCHAR");
+    sqlite_with_schema(&db, &schema);
+    let params = [
+        modparam("trace_on", 1),
+        modparam("trace_mode", 2),
+        modparam("trace_to_database", 0),
+        modparam("db_url", format!("sqlite:///{}", db.display())),
+        modparam("table", "calls_trace"),
+        modparam("callid_column", "call_ref"),
+        modparam("direction_column", "dir"),
+    ];
+    let proxy = Proxy::start(&dir, "127.0.0.1", &params, &Hooks::default());
+    proxy.calls(&dir, 1);
+    assert!(wait_for(std::time::Duration::from_secs(5), || proxy.stat("db_rows") == CALL_FLOW.len() as u64));
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let mut stmt = conn.prepare("SELECT call_ref, dir, method FROM calls_trace").unwrap();
+    let rows: Vec<(String, String, String)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), CALL_FLOW.len());
+    assert!(rows.iter().all(|(callid, dir, method)| !callid.is_empty()
+        && (dir == "in" || dir == "out")
+        && ["INVITE", "ACK", "BYE"].contains(&method.as_str())));
+    assert_eq!(proxy.stat("dropped"), 0);
+}
+
+#[test]
+fn oversize_message_is_counted_and_logged_once() {
+    let dir = TestDir::new("oversize");
+    let collector = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let params = [
+        modparam("trace_on", 1),
+        modparam("trace_mode", 1),
+        modparam("trace_to_database", 0),
+        modparam("duplicate_uri", format!("sip:127.0.0.1:{}", collector.local_addr().unwrap().port())),
+    ];
+    let proxy = Proxy::start(&dir, "127.0.0.1", &params, &Hooks::default());
+    // A MESSAGE close to the largest UDP datagram: the HEP packet that would
+    // carry it exceeds the 65535 bytes a HEP length field can count.
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = client.local_addr().unwrap().port();
+    for n in 0..3 {
+        let head = format!(
+            "MESSAGE sip:uas@127.0.0.1:{} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-big{n}\r\n\
+             From: <sip:big@127.0.0.1>;tag=big{n}\r\nTo: <sip:uas@127.0.0.1>\r\nCall-ID: big-{n}\r\n\
+             CSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\nContent-Type: text/plain\r\n",
+            proxy.port
+        );
+        let body_len = 65_480 - head.len();
+        let msg = format!("{head}Content-Length: {body_len}\r\n\r\n{}", "x".repeat(body_len - 24));
+        client.send_to(msg.as_bytes(), ("127.0.0.1", proxy.port)).unwrap();
+    }
+    assert!(wait_for(std::time::Duration::from_secs(10), || proxy.stat("dropped_oversize") >= 3));
+    let log = proxy.kamailio.log_text();
+    assert_eq!(log.matches("trace dropped (oversize)").count(), 1, "one line per interval:\n{log}");
+    assert_eq!(proxy.kamailio.rpc(&["siptrace.status", "check"]), "Enabled", "the proxy is alive");
+}
+
+#[test]
+fn an_sqlite_reader_delays_rows_but_costs_none() {
+    let dir = TestDir::new("sqlite-reader");
+    let (db, db_url) = trace_db(&dir);
+    let params = [
+        modparam("trace_on", 1),
+        modparam("trace_mode", 2),
+        modparam("trace_to_database", 0),
+        modparam("db_url", &db_url),
+    ];
+    let proxy = Proxy::start(&dir, "127.0.0.1", &params, &Hooks::default());
+
+    // An open read transaction keeps a shared lock on the file until it ends.
+    let reader = rusqlite::Connection::open(&db).unwrap();
+    reader.execute_batch("BEGIN; SELECT COUNT(*) FROM sip_trace;").unwrap();
+    std::thread::scope(|s| {
+        let calls = s.spawn(|| proxy.calls(&dir, 1));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        reader.execute_batch("COMMIT").unwrap();
+        calls.join().unwrap();
+    });
+    assert!(wait_for(std::time::Duration::from_secs(5), || proxy.stat("db_rows") == CALL_FLOW.len() as u64));
+    assert_eq!(proxy.stat("dropped"), 0);
+    assert_eq!(count_trace_rows(&db), CALL_FLOW.len());
+}

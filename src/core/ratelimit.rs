@@ -1,32 +1,36 @@
 //! Keeps a failure that repeats for every message from flooding the log:
-//! one line per interval, saying how many were left unsaid.
+//! one line per interval, saying how many were left unsaid. The limiter is
+//! made of atomics so that one instance in shared memory limits all the
+//! processes of a server together.
 
-/// A per-process limiter for one kind of log line.
-#[derive(Debug, Clone, Copy)]
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+#[repr(C)]
 pub struct LogLimiter {
-    interval_secs: u64,
-    last_logged: Option<u64>,
-    suppressed: u64,
+    /// When the last line was allowed, in seconds plus one; 0 for never.
+    last_logged: AtomicU64,
+    suppressed: AtomicU64,
 }
 
 impl LogLimiter {
-    pub const fn new(interval_secs: u64) -> Self {
-        LogLimiter { interval_secs, last_logged: None, suppressed: 0 }
-    }
-
-    /// Whether a line may be logged at `now_secs`; if so, returns how many
-    /// were suppressed since the last one.
-    pub fn permit(&mut self, now_secs: u64) -> Option<u64> {
-        match self.last_logged {
-            Some(last) if now_secs.saturating_sub(last) < self.interval_secs => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last_logged = Some(now_secs);
-                Some(std::mem::take(&mut self.suppressed))
-            }
+    /// Whether a line may be logged at `now_secs`, at most one per
+    /// `interval_secs`; if so, returns how many were suppressed since the
+    /// last one.
+    pub fn permit(&self, now_secs: u64, interval_secs: u64) -> Option<u64> {
+        let last = self.last_logged.load(Ordering::Acquire);
+        let due = last == 0 || now_secs.saturating_sub(last - 1) >= interval_secs;
+        // Of processes racing for the same slot, one wins the exchange.
+        if due
+            && self
+                .last_logged
+                .compare_exchange(last, now_secs + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::AcqRel));
         }
+        self.suppressed.fetch_add(1, Ordering::AcqRel);
+        None
     }
 }
 
@@ -36,12 +40,31 @@ mod tests {
 
     #[test]
     fn one_line_per_interval_with_the_suppressed_count() {
-        let mut l = LogLimiter::new(10);
-        assert_eq!(l.permit(100), Some(0));
-        assert_eq!(l.permit(100), None);
-        assert_eq!(l.permit(109), None);
-        assert_eq!(l.permit(110), Some(2));
-        assert_eq!(l.permit(111), None);
-        assert_eq!(l.permit(500), Some(1));
+        let l = LogLimiter::default();
+        assert_eq!(l.permit(100, 10), Some(0));
+        assert_eq!(l.permit(100, 10), None);
+        assert_eq!(l.permit(109, 10), None);
+        assert_eq!(l.permit(110, 10), Some(2));
+        assert_eq!(l.permit(111, 10), None);
+        assert_eq!(l.permit(500, 10), Some(1));
+    }
+
+    #[test]
+    fn time_zero_is_a_time_like_any_other() {
+        let l = LogLimiter::default();
+        assert_eq!(l.permit(0, 10), Some(0));
+        assert_eq!(l.permit(5, 10), None);
+        assert_eq!(l.permit(10, 10), Some(1));
+    }
+
+    #[test]
+    fn racing_threads_get_one_line() {
+        let l = LogLimiter::default();
+        let allowed: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| l.permit(42, 10).is_some() as usize)).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(allowed, 1);
+        assert_eq!(l.permit(52, 10), Some(7));
     }
 }

@@ -12,6 +12,10 @@ pub struct UdpSender {
 }
 
 impl UdpSender {
+    pub const fn new() -> UdpSender {
+        UdpSender { v4: None, v6: None }
+    }
+
     pub fn send(&mut self, to: SocketAddr, datagram: &[u8]) -> io::Result<()> {
         let socket = match to {
             SocketAddr::V4(_) => Self::socket(&mut self.v4, Ipv4Addr::UNSPECIFIED.into())?,
@@ -44,7 +48,7 @@ mod tests {
     fn sends_datagrams_to_a_listener() {
         let listener = UdpSocket::bind("127.0.0.1:0").unwrap();
         listener.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
-        let mut sender = UdpSender::default();
+        let mut sender = UdpSender::new();
         sender.send(listener.local_addr().unwrap(), b"one").unwrap();
         sender.send(listener.local_addr().unwrap(), b"two").unwrap();
         let mut buf = [0u8; 16];
@@ -56,7 +60,7 @@ mod tests {
 
     #[test]
     fn oversize_datagram_is_an_error_not_a_panic() {
-        let mut sender = UdpSender::default();
+        let mut sender = UdpSender::new();
         let huge = vec![0u8; 70_000];
         assert!(sender.send("127.0.0.1:9".parse().unwrap(), &huge).is_err());
     }

@@ -10,7 +10,8 @@ use std::sync::OnceLock;
 
 const COLUMN_COUNT: usize = 12;
 
-/// How long an insert waits for another process's SQLite write.
+/// How long an SQLite insert waits for the file: for another process's
+/// write, and for a reader.
 const WRITER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The bound driver and the table layout, set up once in mod_init.
@@ -136,10 +137,36 @@ pub fn connect() -> Result<DbConn, String> {
             ));
         }
     }
+    if setup.serialize {
+        conn.wait_for_readers();
+    }
     Ok(conn)
 }
 
 impl DbConn {
+    /// Lets an SQLite insert wait a moment for a reader of the file (an
+    /// operator's query, a backup) instead of failing at once; db_sqlite
+    /// sets no busy timeout of its own. Our writers already take turns
+    /// through the shared lock.
+    fn wait_for_readers(&self) {
+        let Some(BoundSetup(setup)) = SETUP.get() else { return };
+        let (Some(raw_query), Some(free_result)) = (setup.funcs.raw_query, setup.funcs.free_result) else {
+            return;
+        };
+        let pragma = format!("PRAGMA busy_timeout = {}", WRITER_WAIT.as_millis());
+        let sql = str_of(pragma.as_bytes());
+        let mut result: *mut sys::db1_res_t = std::ptr::null_mut();
+        // SAFETY: open connection, valid query text; the result is freed once.
+        let rc = unsafe { raw_query(self.con, &sql, &mut result) };
+        if !result.is_null() {
+            // SAFETY: a result the driver allocated for this connection.
+            unsafe { free_result(self.con, result) };
+        }
+        if rc < 0 {
+            crate::log_warn!("could not set the SQLite busy timeout; inserts fail while the file is read");
+        }
+    }
+
     pub fn insert(&self, row: &Row<'_>) -> Result<(), String> {
         let Some(BoundSetup(setup)) = SETUP.get() else {
             return Err("database not bound".into());

@@ -1,8 +1,9 @@
 //! State shared by all Kamailio processes, in Kamailio's shared memory: the
-//! on/off switch of `siptrace.status`, the counters, and the lock that
-//! keeps SQLite writers from colliding.
+//! on/off switch of `siptrace.status`, the counters, the log rate limits,
+//! and the lock that keeps SQLite writers from colliding.
 
-use crate::core::counters::Counters;
+use crate::core::counters::{Counters, DropReason};
+use crate::core::ratelimit::LogLimiter;
 use crate::core::shmlock::ProcessMutex;
 use crate::kamailio::sys;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
@@ -14,6 +15,8 @@ pub struct Shared {
     /// Held around each insert into an SQLite file, which refuses a second
     /// writer at once instead of waiting (db_sqlite sets no busy timeout).
     pub db_lock: ProcessMutex,
+    /// One log line per drop reason and interval, across all processes.
+    pub drop_log: [LogLimiter; DropReason::ALL.len()],
 }
 
 static SHARED: AtomicPtr<Shared> = AtomicPtr::new(std::ptr::null_mut());
@@ -31,6 +34,7 @@ pub fn init(trace_on: bool) -> Result<(), String> {
     unsafe {
         std::ptr::addr_of_mut!((*p).trace_on).write(AtomicBool::new(trace_on));
         std::ptr::addr_of_mut!((*p).counters).write(Counters::default());
+        std::ptr::addr_of_mut!((*p).drop_log).write(Default::default());
         ProcessMutex::init_at(std::ptr::addr_of_mut!((*p).db_lock))
             .map_err(|e| format!("cannot create the database lock: {e}"))?;
     }

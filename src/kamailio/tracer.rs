@@ -1,16 +1,16 @@
 //! Delivers trace records from the process that saw the message: a row
 //! through the DB API, a HEP packet or a plain SIP copy over UDP. Every
 //! record that cannot be delivered is counted by reason and reported in a
-//! rate-limited log line.
+//! log line limited to one per reason and interval across all processes.
 
 use crate::core::counters::{Counters, DropReason};
 use crate::core::dest::Destination;
 use crate::core::hep::{EncodeError, HepSettings};
-use crate::core::ratelimit::LogLimiter;
 use crate::core::record::{Outputs, Timestamp, TraceRecord};
 use crate::core::sip::{SipError, SipFields};
 use crate::core::udp::UdpSender;
 use crate::kamailio::db::{DbConn, Row};
+use crate::kamailio::shared::Shared;
 use crate::kamailio::{module, shared};
 use std::cell::RefCell;
 use std::fmt::Display;
@@ -24,16 +24,11 @@ struct Worker {
     udp: UdpSender,
     packet: Vec<u8>,
     db: Option<DbConn>,
-    limiters: [LogLimiter; DropReason::ALL.len()],
 }
 
 thread_local! {
-    static WORKER: RefCell<Worker> = RefCell::new(Worker {
-        udp: UdpSender::default(),
-        packet: Vec::new(),
-        db: None,
-        limiters: [LogLimiter::new(LOG_INTERVAL_SECS); DropReason::ALL.len()],
-    });
+    static WORKER: RefCell<Worker> =
+        const { RefCell::new(Worker { udp: UdpSender::new(), packet: Vec::new(), db: None }) };
 }
 
 /// Gives this process its own database connection.
@@ -58,33 +53,35 @@ pub fn deliver(
     };
     Counters::add(if is_reply { &counters.traced_replies } else { &counters.traced_requests });
 
-    with_worker(counters, DropReason::SendFailed, |worker| {
-        worker.deliver(record, fields, outputs, &module.config.hep, counters)
+    WORKER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut worker) => worker.deliver(record, fields, outputs, &module.config.hep, shared),
+        Err(_) => {
+            // Only a re-entrant call could find the worker busy; drop the
+            // record rather than deadlock.
+            report_drop(shared, DropReason::SendFailed, "re-entrant trace call");
+            false
+        }
     })
-    .unwrap_or(false)
 }
 
 /// Counts and reports a record that was dropped before delivery.
 pub fn drop_record(reason: DropReason, detail: impl Display) {
     if let Some(shared) = shared::get() {
-        with_worker(&shared.counters, reason, |w| w.dropped(&shared.counters, reason, detail));
+        report_drop(shared, reason, detail);
     }
 }
 
-/// Runs `f` on this process's worker. Only a re-entrant call could find it
-/// busy; that record is dropped as `busy_reason` rather than deadlock.
-fn with_worker<R>(
-    counters: &Counters,
-    busy_reason: DropReason,
-    f: impl FnOnce(&mut Worker) -> R,
-) -> Option<R> {
-    WORKER.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut worker) => Some(f(&mut worker)),
-        Err(_) => {
-            counters.drop_one(busy_reason);
-            None
-        }
-    })
+fn report_drop(shared: &Shared, reason: DropReason, detail: impl Display) {
+    shared.counters.drop_one(reason);
+    let limiter = &shared.drop_log[reason as usize];
+    if let Some(suppressed) = limiter.permit(Timestamp::now().secs, LOG_INTERVAL_SECS) {
+        let more = if suppressed > 0 {
+            format!(" ({suppressed} more of this kind since the last report)")
+        } else {
+            String::new()
+        };
+        crate::log_warn!("trace dropped ({}): {detail}{more}", reason.name());
+    }
 }
 
 impl Worker {
@@ -94,14 +91,15 @@ impl Worker {
         fields: &Result<SipFields<'_>, SipError>,
         outputs: &Outputs,
         hep: &HepSettings,
-        counters: &Counters,
+        shared: &Shared,
     ) -> bool {
+        let counters = &shared.counters;
         let mut delivered = true;
         if outputs.db {
             delivered &= match fields {
-                Ok(f) => self.insert_row(record, f, counters),
+                Ok(f) => self.insert_row(record, f, shared),
                 Err(e) => {
-                    self.dropped(counters, DropReason::Unparsable, format_args!("no database row: {e}"));
+                    report_drop(shared, DropReason::Unparsable, format_args!("no database row: {e}"));
                     false
                 }
             };
@@ -109,28 +107,28 @@ impl Worker {
         if let Some(dest) = outputs.hep {
             let mut packet = std::mem::take(&mut self.packet);
             delivered &= match record.encode_hep(fields.as_ref().ok(), hep, &mut packet) {
-                Ok(()) => self.send(&packet, dest, counters, &counters.hep_sent),
+                Ok(()) => self.send(&packet, dest, shared, &counters.hep_sent),
                 Err(e) => {
                     let reason = match e {
-                        EncodeError::MixedFamily => DropReason::MixedFamily,
                         EncodeError::Oversize { .. } => DropReason::Oversize,
+                        EncodeError::MixedFamily => DropReason::MixedFamily,
                         EncodeError::EmptyPayload => DropReason::Unparsable,
                     };
-                    self.dropped(counters, reason, format_args!("HEP packet not sent: {e}"));
+                    report_drop(shared, reason, format_args!("HEP packet not sent: {e}"));
                     false
                 }
             };
             self.packet = packet;
         }
         if let Some(dest) = outputs.duplicate {
-            delivered &= self.send(record.payload, dest, counters, &counters.duplicates_sent);
+            delivered &= self.send(record.payload, dest, shared, &counters.duplicates_sent);
         }
         delivered
     }
 
-    fn insert_row(&mut self, record: &TraceRecord<'_>, f: &SipFields<'_>, counters: &Counters) -> bool {
+    fn insert_row(&mut self, record: &TraceRecord<'_>, f: &SipFields<'_>, shared: &Shared) -> bool {
         let Some(db) = &self.db else {
-            self.dropped(counters, DropReason::DbUnavailable, "this process has no database connection");
+            report_drop(shared, DropReason::DbUnavailable, "this process has no database connection");
             return false;
         };
         let (fromip, toip) = (record.src.text(), record.dst.text());
@@ -147,20 +145,20 @@ impl Worker {
             traced_user: b"",
             totag: f.to_tag,
         };
-        if db.insert(&row).is_err() {
-            let call_id = String::from_utf8_lossy(f.call_id).into_owned();
-            self.dropped(
-                counters,
+        if let Err(e) = db.insert(&row) {
+            let call_id = String::from_utf8_lossy(f.call_id);
+            report_drop(
+                shared,
                 DropReason::DbFailed,
-                format_args!("row for Call-ID {call_id} not stored"),
+                format_args!("row for Call-ID {call_id} not stored: {e}"),
             );
             return false;
         }
-        Counters::add(&counters.db_rows);
+        Counters::add(&shared.counters.db_rows);
         true
     }
 
-    fn send(&mut self, datagram: &[u8], dest: Destination, counters: &Counters, sent: &AtomicU64) -> bool {
+    fn send(&mut self, datagram: &[u8], dest: Destination, shared: &Shared, sent: &AtomicU64) -> bool {
         match self.udp.send(dest.addr, datagram) {
             Ok(()) => {
                 Counters::add(sent);
@@ -172,22 +170,9 @@ impl Worker {
                 } else {
                     DropReason::SendFailed
                 };
-                let detail = format_args!("{} bytes to {}: {e}", datagram.len(), dest.addr);
-                self.dropped(counters, reason, detail);
+                report_drop(shared, reason, format_args!("{} bytes to {}: {e}", datagram.len(), dest.addr));
                 false
             }
-        }
-    }
-
-    fn dropped(&mut self, counters: &Counters, reason: DropReason, detail: impl Display) {
-        counters.drop_one(reason);
-        if let Some(suppressed) = self.limiters[reason as usize].permit(Timestamp::now().secs) {
-            let more = if suppressed > 0 {
-                format!(" ({suppressed} more of this kind since the last report)")
-            } else {
-                String::new()
-            };
-            crate::log_warn!("trace dropped ({}): {detail}{more}", reason.name());
         }
     }
 }
