@@ -234,7 +234,9 @@ fn script_calls_trace_with_correlation_auth_key_and_capture_id() {
         "if (is_method(\"INVITE\")) {{ sip_trace(\"{}\", \"custom-$ci\"); }} else {{ sip_trace(); }}",
         hepjs.uri()
     );
-    let hooks = Hooks { on_request: &on_request, on_reply: "sip_trace();", on_send: "sip_trace();" };
+    // All three forms: with a URI and a correlation id, with a URI, and bare.
+    let on_reply = format!("sip_trace(\"{}\");", hepjs.uri());
+    let hooks = Hooks { on_request: &on_request, on_reply: &on_reply, on_send: "sip_trace();" };
     let proxy = Proxy::start(&dir, "127.0.0.1", &params, &hooks);
     let calls = 3;
     let ports = proxy.calls(&dir, calls);
