@@ -192,6 +192,10 @@ const API_FUNCTIONS: &[&str] = &[
     "db_bind_mod",
     "db_check_table_version",
     "get_send_socket",
+    "fork_process",
+    "register_procs",
+    "cfg_register_child",
+    "cfg_child_init",
 ];
 const API_TYPES: &[&str] = &[
     "module_exports",
@@ -209,6 +213,7 @@ const API_TYPES: &[&str] = &[
     "db_key_t",
     "db_val_t",
     "db1_res_t",
+    "db_locking_t",
     "db_type_t",
     "db_cap",
     "counter_val_t",
@@ -224,7 +229,7 @@ const API_VARS: &[&str] = &[
     "PARAM_(INT|STR)",
     "STAT_(IS_FUNC|NO_RESET)",
     "SREV_NET_DATA_(RECV|SENT)",
-    "PROC_(INIT|MAIN|TCP_MAIN)",
+    "PROC_(INIT|MAIN|TCP_MAIN|NOCHLDINIT)",
     "L_(ERR|WARN|INFO|DBG)",
 ];
 

@@ -114,6 +114,12 @@ impl Proxy {
     fn stat(&self, name: &str) -> u64 {
         self.kamailio.stat(name)
     }
+
+    /// Waits until the senders stored `rows` rows: they write asynchronously.
+    fn wait_for_rows(&self, rows: usize) {
+        let stored = wait_for(std::time::Duration::from_secs(10), || self.stat("db_rows") >= rows as u64);
+        assert!(stored, "{} of {rows} rows stored; proxy log:\n{}", self.stat("db_rows"), self.kamailio.log_text());
+    }
 }
 
 fn first_line(msg: &[u8]) -> String {
@@ -157,6 +163,7 @@ fn core_events_reach_sipcapture_and_sqlite_once_per_message() {
     }
 
     // 2. The same messages in the sip_trace table, column by column.
+    proxy.wait_for_rows(expected);
     let rows = trace_rows(&db);
     assert_eq!(rows.len(), expected, "sip_trace rows");
     let mut by_msg: HashMap<&[u8], Vec<&TraceRow>> = HashMap::new();
@@ -292,6 +299,7 @@ fn script_calls_trace_with_correlation_auth_key_and_capture_id() {
     assert_flows(seen, &flow, calls as usize);
 
     // trace_to_database is on by default: the same messages as rows.
+    proxy.wait_for_rows(expected);
     let rows = trace_rows(&db);
     assert_eq!(rows.len(), expected);
     let payloads: Vec<&str> = packets.iter().map(|p| p["decoded"]["payload"].as_str().unwrap()).collect();
@@ -399,6 +407,7 @@ fn ipv6_messages_are_traced_with_ipv6_chunks() {
     for p in &packets {
         assert_eq!((p.src_ip.as_str(), p.dst_ip.as_str(), p.family), ("::1", "::1", 10));
     }
+    proxy.wait_for_rows(expected);
     let rows = trace_rows(&db);
     assert_eq!(rows.len(), expected);
     let proxy_end = format!("udp:[::1]:{}", proxy.port);
@@ -423,6 +432,7 @@ fn rows_go_to_postgresql_through_db_postgres() {
     let calls = 2;
     let ports = proxy.calls(&dir, calls);
 
+    proxy.wait_for_rows(CALL_FLOW.len() * calls as usize);
     let text = pg.psql(
         "kamailio",
         "SELECT callid, method, status, fromip, toip, fromtag, totag, direction, traced_user, \
@@ -477,6 +487,7 @@ fn sip_trace_without_any_destination_counts_the_drop_and_keeps_the_row() {
     proxy.calls(&dir, calls);
     // INVITE, ACK and BYE reach request_route once per call.
     let traced = 3 * calls as u64;
+    proxy.wait_for_rows(traced as usize);
     assert_eq!(count_trace_rows(&db) as u64, traced);
     assert_eq!(proxy.stat("dropped_no_destination"), traced);
     assert_eq!(proxy.stat("hep_sent"), 0);
@@ -505,7 +516,7 @@ fn custom_table_and_column_names() {
     ];
     let proxy = Proxy::start(&dir, "127.0.0.1", &params, &Hooks::default());
     proxy.calls(&dir, 1);
-    assert!(wait_for(std::time::Duration::from_secs(5), || proxy.stat("db_rows") == CALL_FLOW.len() as u64));
+    proxy.wait_for_rows(CALL_FLOW.len());
     let conn = rusqlite::Connection::open(&db).unwrap();
     let mut stmt = conn.prepare("SELECT call_ref, dir, method FROM calls_trace").unwrap();
     let rows: Vec<(String, String, String)> =
@@ -570,7 +581,7 @@ fn an_sqlite_reader_delays_rows_but_costs_none() {
         reader.execute_batch("COMMIT").unwrap();
         calls.join().unwrap();
     });
-    assert!(wait_for(std::time::Duration::from_secs(5), || proxy.stat("db_rows") == CALL_FLOW.len() as u64));
+    proxy.wait_for_rows(CALL_FLOW.len());
     assert_eq!(proxy.stat("dropped"), 0);
     assert_eq!(count_trace_rows(&db), CALL_FLOW.len());
 }

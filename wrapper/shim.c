@@ -35,3 +35,8 @@ void siptrace_shim_pkg_free(void *p)
 {
 	pkg_free(p);
 }
+
+void siptrace_shim_cfg_update(void)
+{
+	cfg_update();
+}

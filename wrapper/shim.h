@@ -22,4 +22,8 @@ void siptrace_shim_shm_free(void *p);
 void *siptrace_shim_pkg_malloc(size_t size);
 void siptrace_shim_pkg_free(void *p);
 
+/* The cfg_update() macro: a long-running process of a module calls it
+ * now and then so that config changes reach it. */
+void siptrace_shim_cfg_update(void);
+
 #endif

@@ -19,6 +19,8 @@
 #include "core/counters.h"
 #include "core/socket_info.h"
 #include "core/parser/msg_parser.h"
+#include "core/pt.h"
+#include "core/cfg/cfg_struct.h"
 #include "lib/srdb1/db.h"
 
 #include "shim.h"

@@ -18,7 +18,8 @@ pub enum ParamType {
 }
 
 /// Every parameter of Kamailio 5.6's siptrace, in its order, plus
-/// `time_us_column`. The names are C strings because hosts export them.
+/// `time_us_column` and the settings of the senders. The names are C
+/// strings because hosts export them.
 pub const PARAMS: &[(&CStr, ParamType)] = &[
     (c"auth_key", ParamType::Str),
     (c"db_url", ParamType::Str),
@@ -56,6 +57,12 @@ pub const PARAMS: &[(&CStr, ParamType)] = &[
     (c"trace_init_mode", ParamType::Int),
     (c"trace_mode", ParamType::Int),
     (c"evcb_msg", ParamType::Str),
+    // The asynchronous senders.
+    (c"senders", ParamType::Int),
+    (c"queue_size", ParamType::Int),
+    (c"batch_size", ParamType::Int),
+    (c"flush_interval", ParamType::Int),
+    (c"tls_ca_file", ParamType::Str),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,12 +206,41 @@ pub struct Config {
     pub table: String,
     pub columns: Columns,
     pub trace_on: bool,
-    pub duplicate_uri: Option<UriParam>,
+    /// Every `duplicate_uri` given; each trace goes to all of them.
+    pub duplicate_uri: Vec<UriParam>,
     pub trace_to_database: bool,
     pub hep_mode_on: bool,
     pub hep: HepSettings,
     pub init_mode: InitMode,
     pub trace_mode: TraceMode,
+    pub senders: Senders,
+}
+
+/// How the sender processes work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Senders {
+    /// Sender processes, each with its own queue.
+    pub count: usize,
+    /// Bytes of shared memory for each queue.
+    pub queue_bytes: usize,
+    /// Most records a sender handles in one burst.
+    pub batch_size: usize,
+    /// Milliseconds a sender with an empty queue waits before it looks again.
+    pub flush_interval_ms: u64,
+    /// CA certificates that TLS collectors' certificates are checked against.
+    pub tls_ca_file: String,
+}
+
+impl Default for Senders {
+    fn default() -> Self {
+        Senders {
+            count: 1,
+            queue_bytes: 4 << 20,
+            batch_size: 64,
+            flush_interval_ms: 10,
+            tls_ca_file: crate::core::sender::tls::SYSTEM_CA_FILE.into(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -214,12 +250,13 @@ impl Default for Config {
             table: "sip_trace".into(),
             columns: Columns::default(),
             trace_on: false,
-            duplicate_uri: None,
+            duplicate_uri: Vec::new(),
             trace_to_database: true,
             hep_mode_on: false,
             hep: HepSettings { capture_id: 1, auth_key: None },
             init_mode: InitMode::All,
             trace_mode: TraceMode::default(),
+            senders: Senders::default(),
         }
     }
 }
@@ -240,7 +277,7 @@ impl Config {
             ("hep_mode_on", ParamValue::Int(n)) => self.hep_mode_on = n != 0,
             ("duplicate_uri", ParamValue::Str(s)) => {
                 let uri = DestUri::parse_supported(s).map_err(|DestError(e)| bad(&e))?;
-                self.duplicate_uri = Some(UriParam { text: s.to_string(), uri });
+                self.duplicate_uri.push(UriParam { text: s.to_string(), uri });
             }
             ("hep_version", ParamValue::Int(n)) => match n {
                 3 => {}
@@ -267,6 +304,17 @@ impl Config {
                 }
                 self.trace_mode = TraceMode(n as u8);
             }
+            ("senders", ParamValue::Int(n)) => self.senders.count = int_in(name, n, 1, 16)? as usize,
+            ("queue_size", ParamValue::Int(n)) => {
+                self.senders.queue_bytes = int_in(name, n, 64, 1 << 20)? as usize * 1024;
+            }
+            ("batch_size", ParamValue::Int(n)) => {
+                self.senders.batch_size = int_in(name, n, 1, 1024)? as usize
+            }
+            ("flush_interval", ParamValue::Int(n)) => {
+                self.senders.flush_interval_ms = int_in(name, n, 1, 1000)? as u64
+            }
+            ("tls_ca_file", ParamValue::Str(s)) => self.senders.tls_ca_file = non_empty(name, s)?.to_string(),
             // Values that ask for nothing beyond what the module does.
             (
                 "trace_db_mode" | "trace_delayed" | "xheaders_write" | "xheaders_read" | "trace_sl_acks",
@@ -290,7 +338,7 @@ impl Config {
     /// all of them are set.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mode = self.trace_mode;
-        if (mode.hep() || mode.duplicate()) && self.duplicate_uri.is_none() {
+        if (mode.hep() || mode.duplicate()) && self.duplicate_uri.is_empty() {
             return Err(ConfigError::new(
                 "trace_mode",
                 mode.0,
@@ -347,6 +395,13 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+fn int_in(param: &str, n: i32, min: i32, max: i32) -> Result<i32, ConfigError> {
+    if n < min || n > max {
+        return Err(ConfigError::new(param, n, format!("must be between {min} and {max}")));
+    }
+    Ok(n)
+}
+
 fn non_empty<'a>(param: &str, s: &'a str) -> Result<&'a str, ConfigError> {
     if s.trim().is_empty() {
         return Err(ConfigError::new(param, s, "must not be empty"));
@@ -399,7 +454,7 @@ mod tests {
                 assert!(!e.reason.contains("unknown parameter"), "{name}: {e}");
             }
         }
-        assert_eq!(PARAMS.len(), 36);
+        assert_eq!(PARAMS.len(), 41);
     }
 
     #[test]
@@ -425,7 +480,7 @@ mod tests {
         assert_eq!(c.columns.callid, "cid");
         assert!(c.trace_on && !c.trace_to_database && c.hep_mode_on);
         assert_eq!(c.hep, HepSettings { capture_id: 4242, auth_key: Some(b"secret".to_vec()) });
-        let dup = c.duplicate_uri.as_ref().unwrap();
+        let dup = &c.duplicate_uri[0];
         assert_eq!(dup.text, "sip:capture.example.net:9060");
         assert_eq!(dup.uri.host, Host::Name("capture.example.net".into()));
         assert!(c.trace_mode.hep() && c.trace_mode.db() && !c.trace_mode.duplicate());
@@ -451,7 +506,11 @@ mod tests {
             ("hep_version", ParamValue::Int(7), "supported HEP versions"),
             ("hep_version", ParamValue::Int(2), "not implemented yet"),
             ("duplicate_uri", ParamValue::Str("!!garbage!!"), "expected a sip: URI"),
-            ("duplicate_uri", ParamValue::Str("sip:10.0.0.1:9060;transport=tcp"), "transport 'tcp'"),
+            ("duplicate_uri", ParamValue::Str("sip:10.0.0.1:9060;transport=ws"), "transport 'ws'"),
+            ("senders", ParamValue::Int(0), "between 1 and 16"),
+            ("queue_size", ParamValue::Int(8), "between 64 and"),
+            ("batch_size", ParamValue::Int(5000), "between 1 and 1024"),
+            ("flush_interval", ParamValue::Int(0), "between 1 and 1000"),
             ("hep_capture_id", ParamValue::Int(-1), "negative"),
             ("trace_mode", ParamValue::Int(8), "bits"),
             ("trace_init_mode", ParamValue::Int(3), "must be 0"),
@@ -472,6 +531,32 @@ mod tests {
             assert!(text.contains(&format!("'{value}'")), "{text}");
             assert!(text.contains(reason), "{text}");
         }
+    }
+
+    #[test]
+    fn several_destinations_and_sender_settings() {
+        let mut c = Config::default();
+        c.set("duplicate_uri", ParamValue::Str("sip:10.0.0.1:9060")).unwrap();
+        c.set("duplicate_uri", ParamValue::Str("sip:10.0.0.2:9061;transport=tcp")).unwrap();
+        c.set("duplicate_uri", ParamValue::Str("sips:homer.example.com:9062")).unwrap();
+        assert_eq!(c.duplicate_uri.len(), 3);
+        c.set("senders", ParamValue::Int(2)).unwrap();
+        c.set("queue_size", ParamValue::Int(1024)).unwrap();
+        c.set("batch_size", ParamValue::Int(128)).unwrap();
+        c.set("flush_interval", ParamValue::Int(5)).unwrap();
+        c.set("tls_ca_file", ParamValue::Str("/etc/homer/ca.pem")).unwrap();
+        assert_eq!(
+            c.senders,
+            Senders {
+                count: 2,
+                queue_bytes: 1 << 20,
+                batch_size: 128,
+                flush_interval_ms: 5,
+                tls_ca_file: "/etc/homer/ca.pem".into()
+            }
+        );
+        let d = Senders::default();
+        assert_eq!((d.count, d.queue_bytes, d.batch_size, d.flush_interval_ms), (1, 4 << 20, 64, 10));
     }
 
     #[test]

@@ -22,12 +22,16 @@ pub enum DropReason {
     Unparsable,
     /// The database refused the row.
     DbFailed,
-    /// This process has no database connection.
+    /// There is no database connection.
     DbUnavailable,
+    /// The queue to the senders, or the backlog to a collector, is full.
+    QueueFull,
+    /// A TCP or TLS collector is not connected.
+    NotConnected,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Oversize,
         DropReason::MixedFamily,
         DropReason::SendFailed,
@@ -35,6 +39,8 @@ impl DropReason {
         DropReason::Unparsable,
         DropReason::DbFailed,
         DropReason::DbUnavailable,
+        DropReason::QueueFull,
+        DropReason::NotConnected,
     ];
 
     /// Statistic name suffix.
@@ -47,6 +53,8 @@ impl DropReason {
             DropReason::Unparsable => "unparsable",
             DropReason::DbFailed => "db_failed",
             DropReason::DbUnavailable => "db_unavailable",
+            DropReason::QueueFull => "queue_full",
+            DropReason::NotConnected => "not_connected",
         }
     }
 }
@@ -54,11 +62,18 @@ impl DropReason {
 #[derive(Debug, Default)]
 #[repr(C)]
 pub struct Counters {
+    /// Records SIP workers put in the queues.
+    pub enqueued: AtomicU64,
+    /// Records senders took out of the queues.
+    pub dequeued: AtomicU64,
     pub traced_requests: AtomicU64,
     pub traced_replies: AtomicU64,
     pub hep_sent: AtomicU64,
     pub duplicates_sent: AtomicU64,
     pub db_rows: AtomicU64,
+    pub db_batches: AtomicU64,
+    /// Connections to TCP and TLS collectors made again after a failure.
+    pub reconnects: AtomicU64,
     dropped: [AtomicU64; DropReason::ALL.len()],
 }
 
@@ -67,8 +82,16 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn add_n(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub fn drop_one(&self, reason: DropReason) {
-        Self::add(&self.dropped[reason as usize]);
+        self.drop_n(reason, 1);
+    }
+
+    pub fn drop_n(&self, reason: DropReason, n: u64) {
+        Self::add_n(&self.dropped[reason as usize], n);
     }
 
     pub fn dropped(&self, reason: DropReason) -> u64 {

@@ -11,6 +11,8 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 /// The port a destination gets when its URI names none.
 pub const DEFAULT_PORT: u16 = 5060;
+/// The same for a sips: URI.
+pub const DEFAULT_TLS_PORT: u16 = 5061;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Host {
@@ -49,12 +51,9 @@ fn err<T>(msg: impl Into<String>) -> Result<T, DestError> {
 impl DestUri {
     pub fn parse(uri: &str) -> Result<DestUri, DestError> {
         let uri = uri.trim();
-        let rest = match uri.split_once(':') {
-            Some((scheme, rest))
-                if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") =>
-            {
-                rest
-            }
+        let (secure, rest) = match uri.split_once(':') {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("sip") => (false, rest),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("sips") => (true, rest),
             _ => return err("expected a sip: URI such as sip:10.0.0.1:9060"),
         };
         // Headers (?...) carry nothing for a trace destination.
@@ -67,7 +66,7 @@ impl DestUri {
         let hostport = hostport.rsplit_once('@').map_or(hostport, |(_, h)| h);
         let (host, port) = split_host_port(hostport)?;
 
-        let mut transport = Transport::Udp;
+        let mut transport = if secure { Transport::Tls } else { Transport::Udp };
         for param in params.into_iter().flat_map(|p| p.split(';')) {
             let (name, value) = param.split_once('=').unwrap_or((param, ""));
             if name.trim().eq_ignore_ascii_case("transport") {
@@ -75,18 +74,27 @@ impl DestUri {
                     .ok_or_else(|| DestError(format!("unknown transport '{}'", value.trim())))?;
             }
         }
-        Ok(DestUri { host, port: port.unwrap_or(DEFAULT_PORT), transport })
+        let default_port = if secure { DEFAULT_TLS_PORT } else { DEFAULT_PORT };
+        Ok(DestUri { host, port: port.unwrap_or(default_port), transport })
     }
 
-    /// Whether this module can send to the URI's transport. Only UDP so far.
+    /// Whether this module can send to the URI's transport: UDP, TCP or TLS.
     pub fn check_supported(&self) -> Result<(), DestError> {
-        if self.transport != Transport::Udp {
-            return err(format!(
-                "transport '{}' is not implemented yet by siptrace-rs; only UDP is",
-                self.transport.name()
-            ));
+        match self.transport {
+            Transport::Udp | Transport::Tcp | Transport::Tls => Ok(()),
+            other => err(format!(
+                "transport '{}' is not supported for trace destinations; use udp, tcp or tls",
+                other.name()
+            )),
         }
-        Ok(())
+    }
+
+    /// The host as written, for checking a TLS collector's certificate.
+    pub fn host_text(&self) -> String {
+        match &self.host {
+            Host::Ip(ip) => ip.to_string(),
+            Host::Name(name) => name.clone(),
+        }
     }
 
     /// Parses a URI this module can send to.
@@ -192,10 +200,21 @@ mod tests {
     }
 
     #[test]
-    fn only_udp_is_supported_so_far() {
-        assert!(DestUri::parse_supported("sip:10.0.0.1;transport=udp").is_ok());
-        let e = DestUri::parse_supported("sip:10.0.0.1;transport=tls").unwrap_err();
-        assert!(e.0.contains("transport 'tls' is not implemented yet"), "{e}");
+    fn udp_tcp_and_tls_are_supported() {
+        assert_eq!(DestUri::parse_supported("sip:10.0.0.1;transport=udp").unwrap().transport, Transport::Udp);
+        assert_eq!(
+            DestUri::parse_supported("sip:10.0.0.1:9061;transport=TCP").unwrap().transport,
+            Transport::Tcp
+        );
+        let tls = DestUri::parse_supported("sip:homer.example.com:9062;transport=tls").unwrap();
+        assert_eq!(
+            (tls.transport, tls.port, tls.host_text().as_str()),
+            (Transport::Tls, 9062, "homer.example.com")
+        );
+        let sips = DestUri::parse_supported("sips:10.0.0.1").unwrap();
+        assert_eq!((sips.transport, sips.port), (Transport::Tls, DEFAULT_TLS_PORT));
+        let e = DestUri::parse_supported("sip:10.0.0.1;transport=ws").unwrap_err();
+        assert!(e.0.contains("transport 'ws' is not supported"), "{e}");
     }
 
     #[test]

@@ -82,7 +82,7 @@ impl std::fmt::Display for EncodeError {
     }
 }
 
-/// Encodes `packet` as HEPv3 into `out`, replacing its contents.
+/// Appends `packet`, encoded as HEPv3, to `out`.
 pub fn encode_v3(
     packet: &HepPacket<'_>,
     settings: &HepSettings,
@@ -104,7 +104,7 @@ pub fn encode_v3(
         return Err(EncodeError::Oversize { len });
     }
 
-    out.clear();
+    let start = out.len();
     out.reserve(len);
     out.extend_from_slice(b"HEP3");
     out.extend_from_slice(&(len as u16).to_be_bytes());
@@ -134,7 +134,7 @@ pub fn encode_v3(
         put_chunk(out, chunk::AUTH_KEY, key);
     }
     put_chunk(out, chunk::PAYLOAD, packet.payload);
-    debug_assert_eq!(out.len(), len);
+    debug_assert_eq!(out.len() - start, len);
     Ok(())
 }
 

@@ -5,12 +5,14 @@ use crate::core::dest::Destination;
 use crate::core::endpoint::Endpoint;
 use crate::core::hep::{self, EncodeError, HepPacket, HepSettings};
 use crate::core::sip::SipFields;
+use smallvec::SmallVec;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Direction {
-    In,
-    Out,
+    In = 0,
+    Out = 1,
 }
 
 impl Direction {
@@ -58,7 +60,7 @@ impl<'a> TraceRecord<'a> {
             .or_else(|| crate::core::sip::call_id(self.payload))
     }
 
-    /// Encodes the record as a HEPv3 SIP packet into `out`.
+    /// Appends the record, as a HEPv3 SIP packet, to `out`.
     pub fn encode_hep(
         &self,
         fields: Option<&SipFields<'a>>,
@@ -113,12 +115,34 @@ impl Scope {
     }
 }
 
-/// Where one record goes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Where one record goes: a database row, HEP packets, plain SIP copies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outputs {
     pub db: bool,
-    pub hep: Option<Destination>,
-    pub duplicate: Option<Destination>,
+    pub hep: SmallVec<[Destination; 2]>,
+    pub duplicate: SmallVec<[Destination; 2]>,
+}
+
+impl Outputs {
+    pub fn is_empty(&self) -> bool {
+        !self.db && self.hep.is_empty() && self.duplicate.is_empty()
+    }
+}
+
+/// One row of the `sip_trace` table, borrowed from its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Row<'a> {
+    pub msg: &'a [u8],
+    pub callid: &'a [u8],
+    pub method: &'a [u8],
+    pub status: &'a [u8],
+    pub fromip: &'a [u8],
+    pub toip: &'a [u8],
+    pub time: Timestamp,
+    pub direction: Direction,
+    pub fromtag: &'a [u8],
+    pub traced_user: &'a [u8],
+    pub totag: &'a [u8],
 }
 
 #[cfg(test)]

@@ -1,24 +1,27 @@
 //! `sip_trace` rows through Kamailio's generic DB API, so that every DB
 //! driver module (db_sqlite, db_postgres, db_mysql, ...) works unchanged.
+//! Senders write a batch of rows in one transaction where the driver
+//! allows it.
 
 use crate::core::config::{redact_url, Columns, Config, TABLE_VERSION};
-use crate::core::record::{Direction, Timestamp};
+use crate::core::record::{Direction, Row};
 use crate::kamailio::{shared, sys};
 use std::ffi::CString;
 use std::os::raw::{c_char, c_int};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 const COLUMN_COUNT: usize = 12;
 
-/// How long an SQLite insert waits for the file: for another process's
+/// How long an SQLite write waits for the file: for another process's
 /// write, and for a reader.
-const WRITER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+const WRITER_WAIT: Duration = Duration::from_secs(1);
 
 /// The bound driver and the table layout, set up once in mod_init.
 struct DbSetup {
     funcs: sys::db_func_t,
-    /// SQLite: one writer at a time, across processes.
-    serialize: bool,
+    /// SQLite: one writer at a time, across processes; transactions by SQL.
+    sqlite: bool,
     url: sys::str_,
     table: sys::str_,
     keys: [sys::str_; COLUMN_COUNT],
@@ -33,19 +36,8 @@ unsafe impl Send for BoundSetup {}
 
 static SETUP: OnceLock<BoundSetup> = OnceLock::new();
 
-/// One row of the `sip_trace` table.
-pub struct Row<'a> {
-    pub msg: &'a [u8],
-    pub callid: &'a [u8],
-    pub method: &'a [u8],
-    pub status: &'a [u8],
-    pub fromip: &'a [u8],
-    pub toip: &'a [u8],
-    pub time: Timestamp,
-    pub direction: Direction,
-    pub fromtag: &'a [u8],
-    pub traced_user: &'a [u8],
-    pub totag: &'a [u8],
+fn setup() -> Option<&'static DbSetup> {
+    SETUP.get().map(|BoundSetup(s)| s)
 }
 
 /// A string that lives as long as the process, as the DB API expects.
@@ -100,9 +92,42 @@ pub fn bind(config: &Config) -> Result<(), String> {
         return Err(format!("the database module for db_url '{}' cannot insert rows", redact_url(&url)));
     }
     let keys = column_names(&config.columns).map(leak_str);
-    let serialize = url.starts_with("sqlite:");
-    let setup = DbSetup { funcs, serialize, url: url_str, table: leak_str(&config.table), keys };
+    let sqlite = url.starts_with("sqlite:");
+    let setup = DbSetup { funcs, sqlite, url: url_str, table: leak_str(&config.table), keys };
     SETUP.set(BoundSetup(setup)).map_err(|_| "database bound twice".to_string())
+}
+
+/// At startup, in the main process: a table of the wrong version stops
+/// the server, as it would write wrong rows. A database that does not
+/// answer does not: the senders connect when it does, and count the rows
+/// they cannot store until then.
+pub fn check_at_startup() -> Result<(), String> {
+    match connect() {
+        Ok(conn) => {
+            drop(conn);
+            Ok(())
+        }
+        Err(ConnectError::Unreachable(e)) => {
+            crate::log_warn!(
+                "the database does not answer now ({e}); rows are dropped and counted until it does"
+            );
+            Ok(())
+        }
+        Err(ConnectError::Table(e)) => Err(e),
+    }
+}
+
+pub enum ConnectError {
+    Unreachable(String),
+    Table(String),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Unreachable(e) | ConnectError::Table(e) => f.write_str(e),
+        }
+    }
 }
 
 /// A connection of one process.
@@ -110,16 +135,14 @@ pub struct DbConn {
     con: *mut sys::db1_con_t,
 }
 
-/// Opens this process's connection and checks the table version.
-pub fn connect() -> Result<DbConn, String> {
-    let Some(BoundSetup(setup)) = SETUP.get() else {
-        return Err("database not bound".into());
-    };
-    let init = setup.funcs.init.ok_or("driver has no init")?;
+/// Opens a connection and checks the table version.
+pub fn connect() -> Result<DbConn, ConnectError> {
+    let setup = setup().ok_or_else(|| ConnectError::Unreachable("database not bound".into()))?;
+    let init = setup.funcs.init.ok_or_else(|| ConnectError::Unreachable("driver has no init".into()))?;
     // SAFETY: url is a valid str for the life of the process.
     let con = unsafe { init(&setup.url) };
     if con.is_null() {
-        return Err("cannot connect to the database; check db_url".into());
+        return Err(ConnectError::Unreachable("cannot connect; check db_url".into()));
     }
     let conn = DbConn { con };
     if setup.funcs.cap & sys::db_cap_DB_CAP_QUERY != 0 {
@@ -127,104 +150,155 @@ pub fn connect() -> Result<DbConn, String> {
         // SAFETY: valid function table, connection and table name.
         let rc = unsafe { sys::db_check_table_version(&mut funcs, con, &setup.table, TABLE_VERSION) };
         if rc < 0 {
-            drop(conn);
             // SAFETY: table is a valid str built from a &str.
             let table =
                 unsafe { std::slice::from_raw_parts(setup.table.s as *const u8, setup.table.len as usize) };
-            return Err(format!(
+            return Err(ConnectError::Table(format!(
                 "table '{}' is missing or not at version {TABLE_VERSION}; create it with the schema in sql/",
                 String::from_utf8_lossy(table)
-            ));
+            )));
         }
     }
-    if setup.serialize {
-        conn.wait_for_readers();
+    if setup.sqlite {
+        let pragma = format!("PRAGMA busy_timeout = {}", WRITER_WAIT.as_millis());
+        if conn.raw(&pragma).is_err() {
+            crate::log_warn!("could not set the SQLite busy timeout; inserts fail while the file is read");
+        }
     }
     Ok(conn)
 }
 
 impl DbConn {
-    /// Lets an SQLite insert wait a moment for a reader of the file (an
-    /// operator's query, a backup) instead of failing at once; db_sqlite
-    /// sets no busy timeout of its own. Our writers already take turns
-    /// through the shared lock.
-    fn wait_for_readers(&self) {
-        let Some(BoundSetup(setup)) = SETUP.get() else { return };
+    /// Runs one SQL statement that returns nothing the caller needs.
+    fn raw(&self, sql: &str) -> Result<(), ()> {
+        let Some(setup) = setup() else { return Err(()) };
         let (Some(raw_query), Some(free_result)) = (setup.funcs.raw_query, setup.funcs.free_result) else {
-            return;
+            return Err(());
         };
-        let pragma = format!("PRAGMA busy_timeout = {}", WRITER_WAIT.as_millis());
-        let sql = str_of(pragma.as_bytes());
+        let text = str_of(sql.as_bytes());
         let mut result: *mut sys::db1_res_t = std::ptr::null_mut();
-        // SAFETY: open connection, valid query text; the result is freed once.
-        let rc = unsafe { raw_query(self.con, &sql, &mut result) };
+        // SAFETY: open connection, valid query text; a result is freed once.
+        let rc = unsafe { raw_query(self.con, &text, &mut result) };
         if !result.is_null() {
             // SAFETY: a result the driver allocated for this connection.
             unsafe { free_result(self.con, result) };
         }
         if rc < 0 {
-            crate::log_warn!("could not set the SQLite busy timeout; inserts fail while the file is read");
+            Err(())
+        } else {
+            Ok(())
         }
     }
 
-    pub fn insert(&self, row: &Row<'_>) -> Result<(), String> {
-        let Some(BoundSetup(setup)) = SETUP.get() else {
-            return Err("database not bound".into());
-        };
-        let direction = match row.direction {
-            Direction::In => c"in",
-            Direction::Out => c"out",
-        };
-        let text = |b: &[u8]| value(sys::db_type_t_DB1_STR, |v| v.str_val = str_of(b));
-        let vals: [sys::db_val_t; COLUMN_COUNT] = [
-            // Text, not a blob as the C module passes it: db_postgres would
-            // store a blob in the TEXT column as a \x hex escape (kamailio#2831).
-            text(row.msg),
-            text(row.callid),
-            text(row.method),
-            text(row.status),
-            text(row.fromip),
-            text(row.toip),
-            value(sys::db_type_t_DB1_DATETIME, |v| v.time_val = row.time.secs as sys::time_t),
-            value(sys::db_type_t_DB1_STRING, |v| v.string_val = direction.as_ptr()),
-            text(row.fromtag),
-            text(row.traced_user),
-            value(sys::db_type_t_DB1_INT, |v| v.int_val = row.time.usecs as c_int),
-            text(row.totag),
-        ];
-        let keys: [sys::db_key_t; COLUMN_COUNT] =
-            std::array::from_fn(|i| &setup.keys[i] as *const _ as sys::db_key_t);
+    /// Whether the connection still answers a trivial query.
+    pub fn is_alive(&self) -> bool {
+        self.raw("SELECT 1").is_ok()
+    }
+
+    /// Stores `rows` in one transaction where the driver has them. Returns
+    /// how many were stored and, when not all, why.
+    pub fn insert_batch(&self, rows: &[Row<'_>]) -> (usize, Option<String>) {
+        let Some(setup) = setup() else { return (0, Some("database not bound".into())) };
         let (Some(use_table), Some(insert)) = (setup.funcs.use_table, setup.funcs.insert) else {
-            return Err("the driver cannot insert".into());
+            return (0, Some("the driver cannot insert".into()));
         };
-        let _writer = match (setup.serialize, shared::get()) {
+        // Several senders writing one SQLite file take turns.
+        let _writer = match (setup.sqlite, shared::get()) {
             (true, Some(shared)) => match shared.db_lock.lock_timeout(WRITER_WAIT) {
                 Some(guard) => Some(guard),
-                None => return Err(format!("another process held the database for {WRITER_WAIT:?}")),
+                None => return (0, Some(format!("another process held the database for {WRITER_WAIT:?}"))),
             },
             _ => None,
         };
-        // SAFETY: the connection is open; keys, values and the strings they
-        // point at outlive the call, and the driver only reads them.
-        let rc = unsafe {
-            use_table(self.con, &setup.table);
-            insert(self.con, keys.as_ptr(), vals.as_ptr(), COLUMN_COUNT as c_int)
-        };
-        if rc < 0 {
-            Err("the database refused the insert".into())
-        } else {
-            Ok(())
+        let transaction = self.begin(setup);
+        let keys: [sys::db_key_t; COLUMN_COUNT] =
+            std::array::from_fn(|i| &setup.keys[i] as *const _ as sys::db_key_t);
+        // SAFETY: open connection; the table name lives for the process.
+        unsafe { use_table(self.con, &setup.table) };
+        let mut stored = 0;
+        let mut error = None;
+        for row in rows {
+            let vals = values(row);
+            // SAFETY: keys, values and the strings they point at outlive the
+            // call, and the driver only reads them.
+            if unsafe { insert(self.con, keys.as_ptr(), vals.as_ptr(), COLUMN_COUNT as c_int) } < 0 {
+                error = Some("the database refused a row".to_string());
+                if transaction {
+                    // One failed statement spoils the transaction.
+                    self.rollback(setup);
+                    return (0, error);
+                }
+            } else {
+                stored += 1;
+            }
+        }
+        if transaction && !self.commit(setup) {
+            return (0, Some("the database refused the transaction".into()));
+        }
+        (stored, error)
+    }
+
+    fn begin(&self, setup: &DbSetup) -> bool {
+        if setup.sqlite {
+            return self.raw("BEGIN IMMEDIATE").is_ok();
+        }
+        match (setup.funcs.start_transaction, setup.funcs.end_transaction) {
+            // SAFETY: open connection; no table lock asked for.
+            (Some(start), Some(_)) => unsafe { start(self.con, sys::db_locking_t_DB_LOCKING_NONE) >= 0 },
+            _ => false,
+        }
+    }
+
+    fn commit(&self, setup: &DbSetup) -> bool {
+        if setup.sqlite {
+            return self.raw("COMMIT").is_ok();
+        }
+        // SAFETY: the transaction begin() opened on this connection.
+        setup.funcs.end_transaction.is_some_and(|end| unsafe { end(self.con) } >= 0)
+    }
+
+    fn rollback(&self, setup: &DbSetup) {
+        if setup.sqlite {
+            let _ = self.raw("ROLLBACK");
+        } else if let Some(abort) = setup.funcs.abort_transaction {
+            // SAFETY: as above.
+            unsafe { abort(self.con) };
         }
     }
 }
 
 impl Drop for DbConn {
     fn drop(&mut self) {
-        if let Some(close) = SETUP.get().and_then(|BoundSetup(s)| s.funcs.close) {
+        if let Some(close) = setup().and_then(|s| s.funcs.close) {
             // SAFETY: the connection was opened by this driver and is closed once.
             unsafe { close(self.con) };
         }
     }
+}
+
+/// The values of a row, in the order of the keys.
+fn values(row: &Row<'_>) -> [sys::db_val_t; COLUMN_COUNT] {
+    let direction = match row.direction {
+        Direction::In => c"in",
+        Direction::Out => c"out",
+    };
+    let text = |b: &[u8]| value(sys::db_type_t_DB1_STR, |v| v.str_val = str_of(b));
+    [
+        // Text, not a blob as the C module passes it: db_postgres would
+        // store a blob in the TEXT column as a \x hex escape (kamailio#2831).
+        text(row.msg),
+        text(row.callid),
+        text(row.method),
+        text(row.status),
+        text(row.fromip),
+        text(row.toip),
+        value(sys::db_type_t_DB1_DATETIME, |v| v.time_val = row.time.secs as sys::time_t),
+        value(sys::db_type_t_DB1_STRING, |v| v.string_val = direction.as_ptr()),
+        text(row.fromtag),
+        text(row.traced_user),
+        value(sys::db_type_t_DB1_INT, |v| v.int_val = row.time.usecs as c_int),
+        text(row.totag),
+    ]
 }
 
 fn value(kind: sys::db_type_t, set: impl FnOnce(&mut sys::db_val_t__bindgen_ty_1)) -> sys::db_val_t {

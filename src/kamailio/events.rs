@@ -1,8 +1,8 @@
 //! `trace_mode`: every SIP message the core receives or sends, seen
 //! through the core's network data events.
 
+use crate::core::endpoint::Endpoint;
 use crate::core::record::{Direction, Outputs, Timestamp, TraceRecord};
-use crate::core::sip;
 use crate::kamailio::guard::guard;
 use crate::kamailio::{module, net, shared, sys, tracer};
 use std::os::raw::c_int;
@@ -62,12 +62,7 @@ unsafe fn net_info<'a>(evp: *mut sys::sr_event_param_t) -> Option<&'a sys::sr_ne
     (!info.data.s.is_null() && info.data.len > 0).then_some(info)
 }
 
-fn trace(
-    direction: Direction,
-    src: crate::core::endpoint::Endpoint,
-    dst: crate::core::endpoint::Endpoint,
-    info: &sys::sr_net_info_t,
-) {
+fn trace(direction: Direction, src: Endpoint, dst: Endpoint, info: &sys::sr_net_info_t) {
     let Some(module) = module::get() else { return };
     // SAFETY: the core hands over `len` valid bytes for the event's duration.
     let payload = unsafe { std::slice::from_raw_parts(info.data.s as *const u8, info.data.len as usize) };
@@ -75,9 +70,8 @@ fn trace(
     let mode = module.config.trace_mode;
     let outputs = Outputs {
         db: mode.db(),
-        hep: if mode.hep() { module.duplicate } else { None },
-        duplicate: if mode.duplicate() { module.duplicate } else { None },
+        hep: if mode.hep() { module.duplicates.clone() } else { Default::default() },
+        duplicate: if mode.duplicate() { module.duplicates.clone() } else { Default::default() },
     };
-    let fields = sip::extract(payload);
-    tracer::deliver(&record, &fields, &outputs);
+    tracer::enqueue(&record, &outputs);
 }

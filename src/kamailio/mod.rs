@@ -12,6 +12,7 @@ mod net;
 mod params;
 mod rpc;
 mod script;
+mod sender;
 mod shared;
 mod stats;
 mod sys;

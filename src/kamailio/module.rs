@@ -1,18 +1,27 @@
 //! The module's life cycle in Kamailio: parameters while the config is
-//! read, mod_init in the main process, child_init in every forked process.
+//! read, mod_init in the main process, child_init in every forked process,
+//! and the sender processes forked from the main one.
 
 use crate::core::config::{redact_url, Config, ConfigError, ParamValue};
 use crate::core::dest::{DestUri, Destination};
-use crate::kamailio::{db, events, shared, stats, sys, tracer};
+use crate::core::endpoint::Transport;
+use crate::core::ring::Ring;
+use crate::core::sender::tls;
+use crate::kamailio::{db, events, sender, shared, stats, sys};
+use smallvec::SmallVec;
 use std::collections::HashMap;
+use std::os::raw::c_char;
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 /// What mod_init settled. Read-only afterwards, and inherited by every
 /// process Kamailio forks.
 pub struct Module {
     pub config: Config,
-    /// `duplicate_uri`, resolved at startup.
-    pub duplicate: Option<Destination>,
+    /// The `duplicate_uri` destinations, resolved at startup.
+    pub duplicates: SmallVec<[Destination; 2]>,
+    /// One queue per sender process, in shared memory.
+    pub queues: Vec<Ring>,
 }
 
 static MODULE: OnceLock<Module> = OnceLock::new();
@@ -20,8 +29,15 @@ static MODULE: OnceLock<Module> = OnceLock::new();
 /// Parameters as Kamailio reads them from the config, before mod_init.
 static PENDING: Mutex<Option<Config>> = Mutex::new(None);
 
-/// Destination URIs that were resolved at startup, by their text.
-static RESOLVED: Mutex<Option<HashMap<String, Destination>>> = Mutex::new(None);
+/// Destinations resolved at startup: by the URI text, and for TLS the name
+/// the collector's certificate must carry.
+#[derive(Default)]
+struct Resolved {
+    by_text: HashMap<String, Destination>,
+    tls_names: HashMap<Destination, String>,
+}
+
+static RESOLVED: Mutex<Option<Resolved>> = Mutex::new(None);
 
 pub fn get() -> Option<&'static Module> {
     MODULE.get()
@@ -29,7 +45,7 @@ pub fn get() -> Option<&'static Module> {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves consistent data: each write is
-    // a single assignment.
+    // a single insertion or assignment.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -37,25 +53,53 @@ pub fn set_param(name: &str, value: ParamValue<'_>) -> Result<(), ConfigError> {
     lock(&PENDING).get_or_insert_with(Config::default).set(name, value)
 }
 
+/// The TLS CA file in force: the configured one, or the default before
+/// mod_init has run.
+fn tls_ca_file() -> String {
+    match get() {
+        Some(m) => m.config.senders.tls_ca_file.clone(),
+        None => lock(&PENDING).get_or_insert_with(Config::default).senders.tls_ca_file.clone(),
+    }
+}
+
 /// Parses and resolves a destination URI while the server starts; it is
-/// then found by [`destination`] without another lookup.
+/// then found by [`destination`] without another lookup. A TLS
+/// destination also needs a usable CA file.
 pub fn resolve_at_startup(text: &str) -> Result<Destination, String> {
-    let dest = DestUri::parse_supported(text).and_then(|uri| uri.resolve()).map_err(|e| e.0)?;
+    let uri = DestUri::parse_supported(text).map_err(|e| e.0)?;
+    let dest = uri.resolve().map_err(|e| e.0)?;
+    if dest.transport == Transport::Tls {
+        tls::server_name(&uri.host_text())?;
+        tls::client_config(Path::new(&tls_ca_file()))?;
+    }
     crate::log_debug!("destination {text} resolved to {}", dest.addr);
-    lock(&RESOLVED).get_or_insert_with(HashMap::new).insert(text.to_string(), dest);
+    let mut resolved = lock(&RESOLVED);
+    let resolved = resolved.get_or_insert_with(Resolved::default);
+    resolved.by_text.insert(text.to_string(), dest);
+    if dest.transport == Transport::Tls {
+        resolved.tls_names.insert(dest, uri.host_text());
+    }
     Ok(dest)
 }
 
 /// The destination for a URI given at run time: one resolved at startup,
 /// or an IP literal. Host names are never looked up per message.
 pub fn destination(text: &str) -> Result<Destination, String> {
-    if let Some(dest) = lock(&RESOLVED).as_ref().and_then(|m| m.get(text)) {
+    if let Some(dest) = lock(&RESOLVED).as_ref().and_then(|r| r.by_text.get(text)) {
         return Ok(*dest);
     }
     let uri = DestUri::parse_supported(text).map_err(|e| format!("bad destination URI '{text}': {}", e.0))?;
     uri.literal().ok_or_else(|| {
         format!("destination '{text}' names a host that was not resolved at startup; use an IP address")
     })
+}
+
+/// The name a TLS collector's certificate must carry.
+pub fn tls_name(dest: Destination) -> String {
+    lock(&RESOLVED)
+        .as_ref()
+        .and_then(|r| r.tls_names.get(&dest).cloned())
+        .unwrap_or_else(|| dest.addr.ip().to_string())
 }
 
 pub fn mod_init() -> Result<(), String> {
@@ -65,21 +109,32 @@ pub fn mod_init() -> Result<(), String> {
     stats::register()?;
     if config.uses_database() {
         db::bind(&config)?;
+        db::check_at_startup()?;
     }
-    let duplicate = match &config.duplicate_uri {
-        Some(p) => Some(
-            resolve_at_startup(&p.text)
-                .map_err(|e| format!("modparam 'duplicate_uri' has a bad value '{}': {e}", p.text))?,
-        ),
-        None => None,
-    };
+    let mut duplicates: SmallVec<[Destination; 2]> = SmallVec::new();
+    for p in &config.duplicate_uri {
+        let dest = resolve_at_startup(&p.text)
+            .map_err(|e| format!("modparam 'duplicate_uri' has a bad value '{}': {e}", p.text))?;
+        duplicates.push(dest);
+    }
     refuse_unimplemented_event_route()?;
+    let queues = (0..config.senders.count)
+        .map(|_| shared::new_queue(config.senders.queue_bytes))
+        .collect::<Result<Vec<Ring>, String>>()?;
+    let count = config.senders.count as i32;
+    // SAFETY: plain registration calls, made from mod_init as required.
+    unsafe {
+        if sys::register_procs(count) < 0 {
+            return Err("cannot register the sender processes".into());
+        }
+        sys::cfg_register_child(count);
+    }
     let core_events = config.init_mode.core_events() && config.trace_mode.any();
     if core_events {
         events::register()?;
     }
     crate::log_info!(
-        "tracing {} (trace_on={}), database: {}, duplicate_uri: {}",
+        "tracing {} (trace_on={}), database: {}, duplicate_uri: {}, {} sender(s) with {} KiB queues",
         if core_events { "core events and script calls" } else { "script calls" },
         config.trace_on as u8,
         if config.uses_database() {
@@ -87,9 +142,19 @@ pub fn mod_init() -> Result<(), String> {
         } else {
             "off".into()
         },
-        duplicate.map_or("none".to_string(), |d| d.addr.to_string()),
+        if duplicates.is_empty() {
+            "none".to_string()
+        } else {
+            duplicates
+                .iter()
+                .map(|d| format!("{}:{}", d.transport.name(), d.addr))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        config.senders.count,
+        config.senders.queue_bytes / 1024,
     );
-    MODULE.set(Module { config, duplicate }).map_err(|_| "initialized twice".to_string())
+    MODULE.set(Module { config, duplicates, queues }).map_err(|_| "initialized twice".to_string())
 }
 
 /// `event_route[siptrace:msg]` runs for every traced message in the C
@@ -99,7 +164,7 @@ fn refuse_unimplemented_event_route() -> Result<(), String> {
     // SAFETY: event_rt is the core's route table, complete once the config
     // is parsed; the name is NUL-terminated.
     let idx =
-        unsafe { sys::route_lookup(std::ptr::addr_of_mut!(sys::event_rt), name.as_mut_ptr() as *mut _) };
+        unsafe { sys::route_lookup(std::ptr::addr_of_mut!(sys::event_rt), name.as_mut_ptr() as *mut c_char) };
     if idx >= 0 {
         return Err("event_route[siptrace:msg] is not implemented yet by siptrace-rs; remove it, or keep \
                     Kamailio's C siptrace module for this configuration"
@@ -108,13 +173,25 @@ fn refuse_unimplemented_event_route() -> Result<(), String> {
     Ok(())
 }
 
+/// In the main process, forks the senders; other processes need nothing.
 pub fn child_init(rank: i32) -> Result<(), String> {
-    if rank == sys::PROC_INIT || rank == sys::PROC_MAIN as i32 || rank == sys::PROC_TCP_MAIN {
+    if rank != sys::PROC_MAIN as i32 {
         return Ok(());
     }
     let Some(module) = get() else { return Ok(()) };
-    if module.config.uses_database() {
-        tracer::set_db(db::connect()?);
+    for index in 0..module.queues.len() {
+        let desc = std::ffi::CString::new(format!("siptrace sender {index}")).unwrap_or_default();
+        // SAFETY: forking from child_init(PROC_MAIN), as the process API
+        // requires; the description outlives the call.
+        let pid = unsafe { sys::fork_process(sys::PROC_NOCHLDINIT, desc.as_ptr() as *mut c_char, 0) };
+        if pid < 0 {
+            return Err(format!("cannot fork sender {index}"));
+        }
+        if pid == 0 {
+            // In the sender, which never comes back here: returning would
+            // run the main process's error path in this child.
+            sender::run(module, index);
+        }
     }
     Ok(())
 }

@@ -5,11 +5,12 @@
 //! dialog tracing, or for `hlog()`, are refused at startup.
 
 use crate::core::counters::DropReason;
+use crate::core::dest::Destination;
 use crate::core::endpoint::Endpoint;
 use crate::core::record::{Direction, Outputs, Scope, Timestamp, TraceRecord};
-use crate::core::sip;
 use crate::kamailio::guard::guard;
 use crate::kamailio::{module, net, shared, sys, tracer};
+use smallvec::{smallvec, SmallVec};
 use std::ffi::{c_void, CStr};
 use std::os::raw::{c_char, c_int};
 
@@ -171,8 +172,8 @@ unsafe fn param_value(msg: *mut sys::sip_msg, param: *mut c_char) -> Option<Stri
 }
 
 /// Traces the current message, as `sip_trace()` does in message mode.
-/// Returns 1 when the message was handed to its outputs (a failed output is
-/// counted, not returned), -1 when tracing is off or nothing can be traced.
+/// Returns 1 when the message was queued for its outputs (what happens
+/// there is counted), -1 when tracing is off or nothing can be traced.
 fn trace_call(msg: *mut sys::sip_msg, dest: Option<*mut c_char>, cid: Option<*mut c_char>) -> c_int {
     let Some(module) = module::get() else { return -1 };
     if !shared::tracing_on() {
@@ -200,17 +201,20 @@ fn trace_call(msg: *mut sys::sip_msg, dest: Option<*mut c_char>, cid: Option<*mu
             },
         },
     };
-    let target = explicit.or(module.duplicate);
+    let targets: SmallVec<[Destination; 2]> = match explicit {
+        Some(d) => smallvec![d],
+        None => module.duplicates.clone(),
+    };
     // Without a URI argument, the C module copies SIP only when nothing
     // goes to the database.
     let wants_copy = dest.is_some() || !config.trace_to_database;
     let sends = config.hep_mode_on || wants_copy;
     let outputs = Outputs {
         db: config.uses_database(),
-        hep: target.filter(|_| config.hep_mode_on),
-        duplicate: target.filter(|_| !config.hep_mode_on && wants_copy),
+        hep: if config.hep_mode_on { targets.clone() } else { SmallVec::new() },
+        duplicate: if !config.hep_mode_on && wants_copy { targets.clone() } else { SmallVec::new() },
     };
-    if sends && target.is_none() {
+    if sends && targets.is_empty() {
         tracer::drop_record(
             DropReason::NoDestination,
             "sip_trace(): no URI argument and no duplicate_uri modparam",
@@ -226,11 +230,6 @@ fn trace_call(msg: *mut sys::sip_msg, dest: Option<*mut c_char>, cid: Option<*mu
     // SAFETY: Kamailio passes the live message it is routing.
     let Some(msg) = (unsafe { msg.as_ref() }) else { return -1 };
     let Some((payload, src, dst, direction)) = current_message(msg) else { return -1 };
-    let fields = sip::extract(payload);
-    if let Err(e) = &fields {
-        tracer::drop_record(DropReason::Unparsable, format_args!("sip_trace(): {e}"));
-        return -1;
-    }
     let record = TraceRecord {
         time: Timestamp::now(),
         direction,
@@ -239,8 +238,11 @@ fn trace_call(msg: *mut sys::sip_msg, dest: Option<*mut c_char>, cid: Option<*mu
         payload,
         correlation_id: (!correlation.is_empty()).then_some(correlation.as_bytes()),
     };
-    tracer::deliver(&record, &fields, &outputs);
-    1
+    if tracer::enqueue(&record, &outputs) {
+        1
+    } else {
+        -1
+    }
 }
 
 /// The bytes and addresses of the message being routed: what is about to

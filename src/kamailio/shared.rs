@@ -4,6 +4,7 @@
 
 use crate::core::counters::{Counters, DropReason};
 use crate::core::ratelimit::LogLimiter;
+use crate::core::ring::Ring;
 use crate::core::shmlock::ProcessMutex;
 use crate::kamailio::sys;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
@@ -51,6 +52,21 @@ pub fn get() -> Option<&'static Shared> {
 
 pub fn tracing_on() -> bool {
     get().is_some_and(|s| s.trace_on.load(Ordering::Relaxed))
+}
+
+/// A queue of `bytes` bytes in shared memory, for one sender.
+pub fn new_queue(bytes: usize) -> Result<Ring, String> {
+    // SAFETY: plain allocation from Kamailio's shared memory pool.
+    let mem = unsafe { sys::siptrace_shim_shm_malloc(bytes) } as *mut u8;
+    if mem.is_null() {
+        return Err(format!(
+            "cannot allocate a {} KiB queue in shared memory; give Kamailio more (-m) or set a smaller queue_size",
+            bytes / 1024
+        ));
+    }
+    // SAFETY: a fresh shm block of `bytes` bytes, 8-byte aligned, kept
+    // until the server exits.
+    unsafe { Ring::init(mem, bytes) }.map_err(|e| format!("cannot create a queue: {e}"))
 }
 
 pub fn free() {

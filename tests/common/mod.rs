@@ -333,7 +333,10 @@ impl Sipcapture {
     pub fn start(dir: &TestDir, ip: &str) -> Sipcapture {
         let port = free_port();
         let db = dir.file("capture.db");
-        sqlite_with_schema(&db, &fs::read_to_string(fixture("sip_capture.sql")).unwrap());
+        let conn = sqlite_with_schema(&db, &fs::read_to_string(fixture("sip_capture.sql")).unwrap());
+        // sipcapture's db_sqlite waits for no reader: in WAL mode the
+        // test's polling never blocks its inserts.
+        conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
         let listen = format!("udp:{}:{port}", host_in_uri(ip));
         // One worker: db_sqlite has no busy timeout, so two writers collide.
         let config = config_head_children(dir, "collector", &listen, 1)

@@ -1,0 +1,327 @@
+//! A sender drains one queue: it reads the records SIP workers queued,
+//! turns them into table rows, HEP packets and plain SIP copies, and
+//! delivers them in bursts: one `sendmmsg` for the datagrams, one database
+//! batch for the rows, and writes to the TCP and TLS collectors.
+//!
+//! It runs in a process of its own, so that none of this costs the SIP
+//! workers anything but the copy into the queue.
+
+pub mod stream;
+pub mod tls;
+pub mod udp;
+
+use crate::core::counters::{Counters, DropReason};
+use crate::core::dest::Destination;
+use crate::core::endpoint::{EndpointText, Transport};
+use crate::core::hep::{EncodeError, HepSettings};
+use crate::core::record::{Outputs, Row, TraceRecord};
+use crate::core::ring::Ring;
+use crate::core::sip;
+use crate::core::wire;
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use stream::{Refused, Stream};
+use udp::UdpOut;
+
+#[derive(Debug, Clone)]
+pub struct SenderSettings {
+    /// Most records handled in one burst.
+    pub batch_size: usize,
+    /// How long a sender with an empty queue waits before looking again.
+    pub flush_interval: Duration,
+    pub hep: HepSettings,
+    /// Most bytes waiting for one TCP or TLS collector.
+    pub stream_backlog: usize,
+}
+
+/// What a sender needs from the server it runs in.
+pub trait SenderHost {
+    /// Stores rows as one batch; returns how many were stored and, when
+    /// not all were, why.
+    fn store_rows(&mut self, rows: &[Row<'_>]) -> (usize, Option<(DropReason, String)>);
+    /// TLS settings and the certificate name for a TLS collector.
+    fn tls_for(&self, dest: Destination) -> Option<(Arc<ClientConfig>, ServerName<'static>)>;
+    /// Reports records that were dropped (they are already counted).
+    fn dropped(&self, reason: DropReason, count: u64, detail: &dyn Display);
+    /// Reports a connection to a collector that failed or came back.
+    fn connection(&self, dest: Destination, up: bool, detail: &dyn Display);
+}
+
+/// What a packet is, for counting it when it goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Hep,
+    Copy,
+}
+
+/// Where the bytes of an outgoing packet are.
+#[derive(Debug, Clone)]
+enum Bytes {
+    /// In the sender's scratch buffer.
+    Encoded(Range<usize>),
+    /// The payload of the batch's record at this index.
+    Payload(usize),
+}
+
+pub struct Sender<'c> {
+    settings: SenderSettings,
+    counters: &'c Counters,
+    udp: UdpOut,
+    streams: HashMap<(Destination, Kind), Stream>,
+    scratch: Vec<u8>,
+}
+
+impl<'c> Sender<'c> {
+    pub fn new(settings: SenderSettings, counters: &'c Counters) -> Sender<'c> {
+        Sender { settings, counters, udp: UdpOut::new(), streams: HashMap::new(), scratch: Vec::new() }
+    }
+
+    pub fn flush_interval(&self) -> Duration {
+        self.settings.flush_interval
+    }
+
+    /// Delivers up to one batch from `ring` and moves the collector
+    /// connections along. Returns how many records it took.
+    pub fn step(&mut self, ring: &Ring, host: &mut dyn SenderHost) -> usize {
+        let mut reader = ring.reader();
+        let mut batch: Vec<(TraceRecord<'_>, Outputs)> = Vec::new();
+        let mut corrupt = 0;
+        while batch.len() < self.settings.batch_size {
+            let Some(bytes) = reader.next_record() else { break };
+            match wire::decode(bytes) {
+                Ok(record) => batch.push(record),
+                Err(_) => corrupt += 1,
+            }
+        }
+        if corrupt > 0 {
+            self.drop(host, DropReason::Unparsable, corrupt, &"corrupt records in the queue");
+        }
+        let taken = batch.len();
+        if taken > 0 {
+            Counters::add_n(&self.counters.dequeued, taken as u64);
+            self.deliver(&batch, host);
+        }
+        ring.release(reader.position());
+        self.poll_streams(host);
+        taken
+    }
+
+    fn deliver(&mut self, batch: &[(TraceRecord<'_>, Outputs)], host: &mut dyn SenderHost) {
+        self.scratch.clear();
+        let mut packets: Vec<(Destination, Kind, Bytes)> = Vec::new();
+        let mut rows: Vec<(usize, sip::SipFields<'_>)> = Vec::new();
+        for (i, (record, outputs)) in batch.iter().enumerate() {
+            let fields = if outputs.db { Some(sip::extract(record.payload)) } else { None };
+            let is_reply = match &fields {
+                Some(Ok(f)) => f.is_reply(),
+                _ => record.payload.starts_with(b"SIP/"),
+            };
+            let c = self.counters;
+            Counters::add(if is_reply { &c.traced_replies } else { &c.traced_requests });
+            match fields {
+                Some(Ok(f)) => rows.push((i, f)),
+                Some(Err(e)) => {
+                    self.drop(host, DropReason::Unparsable, 1, &format_args!("no database row: {e}"))
+                }
+                None => {}
+            }
+            if !outputs.hep.is_empty() {
+                let start = self.scratch.len();
+                let ok_fields = rows.last().filter(|(r, _)| *r == i).map(|(_, f)| f);
+                match record.encode_hep(ok_fields, &self.settings.hep, &mut self.scratch) {
+                    Ok(()) => {
+                        let range = start..self.scratch.len();
+                        packets.extend(
+                            outputs.hep.iter().map(|d| (*d, Kind::Hep, Bytes::Encoded(range.clone()))),
+                        );
+                    }
+                    Err(e) => {
+                        let reason = match e {
+                            EncodeError::Oversize { .. } => DropReason::Oversize,
+                            EncodeError::MixedFamily => DropReason::MixedFamily,
+                            EncodeError::EmptyPayload => DropReason::Unparsable,
+                        };
+                        let n = outputs.hep.len() as u64;
+                        self.drop(host, reason, n, &format_args!("HEP packet not sent: {e}"));
+                    }
+                }
+            }
+            packets.extend(outputs.duplicate.iter().map(|d| (*d, Kind::Copy, Bytes::Payload(i))));
+        }
+        self.store_rows(batch, &rows, host);
+        self.send_packets(batch, &packets, host);
+    }
+
+    fn store_rows(
+        &mut self,
+        batch: &[(TraceRecord<'_>, Outputs)],
+        rows: &[(usize, sip::SipFields<'_>)],
+        host: &mut dyn SenderHost,
+    ) {
+        if rows.is_empty() {
+            return;
+        }
+        let texts: Vec<(EndpointText, EndpointText)> =
+            rows.iter().map(|(i, _)| (batch[*i].0.src.text(), batch[*i].0.dst.text())).collect();
+        let table_rows: Vec<Row<'_>> = rows
+            .iter()
+            .zip(&texts)
+            .map(|((i, f), (from, to))| {
+                let record = &batch[*i].0;
+                Row {
+                    msg: record.payload,
+                    callid: f.call_id,
+                    method: f.method(),
+                    status: f.status(),
+                    fromip: from.as_bytes(),
+                    toip: to.as_bytes(),
+                    time: record.time,
+                    direction: record.direction,
+                    fromtag: f.from_tag,
+                    traced_user: b"",
+                    totag: f.to_tag,
+                }
+            })
+            .collect();
+        let (stored, error) = host.store_rows(&table_rows);
+        if stored > 0 {
+            Counters::add(&self.counters.db_batches);
+            Counters::add_n(&self.counters.db_rows, stored as u64);
+        }
+        let lost = (table_rows.len() - stored.min(table_rows.len())) as u64;
+        if lost > 0 {
+            let (reason, why) = error.unwrap_or((DropReason::DbFailed, "the database refused them".into()));
+            self.drop(host, reason, lost, &format_args!("{lost} rows not stored: {why}"));
+        }
+    }
+
+    fn send_packets(
+        &mut self,
+        batch: &[(TraceRecord<'_>, Outputs)],
+        packets: &[(Destination, Kind, Bytes)],
+        host: &mut dyn SenderHost,
+    ) {
+        let bytes = |b: &Bytes| -> &[u8] {
+            match b {
+                Bytes::Encoded(r) => &self.scratch[r.clone()],
+                Bytes::Payload(i) => batch[*i].0.payload,
+            }
+        };
+        let datagrams: Vec<(SocketAddr, &[u8], Kind)> = packets
+            .iter()
+            .filter(|(d, _, _)| d.transport == Transport::Udp)
+            .map(|(d, k, b)| (d.addr, bytes(b), *k))
+            .collect();
+        let mut refused: Vec<(DropReason, String)> = Vec::new();
+        if !datagrams.is_empty() {
+            let burst: Vec<(SocketAddr, &[u8])> = datagrams.iter().map(|(a, b, _)| (*a, *b)).collect();
+            let result = self.udp.send_burst(&burst);
+            let mut failed = vec![false; datagrams.len()];
+            for (i, e) in &result.failed {
+                failed[*i] = true;
+                let reason = if e.raw_os_error() == Some(libc::EMSGSIZE) {
+                    DropReason::Oversize
+                } else {
+                    DropReason::SendFailed
+                };
+                refused
+                    .push((reason, format!("{} bytes to {}: {e}", datagrams[*i].1.len(), datagrams[*i].0)));
+            }
+            for ((_, _, kind), failed) in datagrams.iter().zip(failed) {
+                if !failed {
+                    Counters::add(self.counter(*kind));
+                }
+            }
+        }
+        let now = Instant::now();
+        for (dest, kind, b) in packets.iter().filter(|(d, _, _)| d.transport != Transport::Udp) {
+            let stream = match self.streams.get_mut(&(*dest, *kind)) {
+                Some(s) => s,
+                None => {
+                    let tls = if dest.transport == Transport::Tls {
+                        match host.tls_for(*dest) {
+                            Some(t) => Some(t),
+                            None => {
+                                refused.push((
+                                    DropReason::NotConnected,
+                                    format!("no TLS settings for {}", dest.addr),
+                                ));
+                                continue;
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    self.streams
+                        .entry((*dest, *kind))
+                        .or_insert_with(|| Stream::new(*dest, tls, self.settings.stream_backlog))
+                }
+            };
+            let frame = match b {
+                Bytes::Encoded(r) => &self.scratch[r.clone()],
+                Bytes::Payload(i) => batch[*i].0.payload,
+            };
+            match stream.queue(frame, now) {
+                Ok(()) => {}
+                Err(Refused::NotConnected) => refused
+                    .push((DropReason::NotConnected, format!("collector {} is not connected", dest.addr))),
+                Err(Refused::Backlog) => refused
+                    .push((DropReason::QueueFull, format!("backlog to collector {} is full", dest.addr))),
+            }
+        }
+        for (reason, detail) in refused {
+            self.drop(host, reason, 1, &detail);
+        }
+    }
+
+    fn poll_streams(&mut self, host: &mut dyn SenderHost) {
+        let now = Instant::now();
+        let mut events = Vec::new();
+        for ((dest, kind), stream) in self.streams.iter_mut() {
+            let report = stream.poll(now);
+            if report.sent > 0 {
+                Counters::add_n(counter_of(self.counters, *kind), report.sent);
+            }
+            events.push((*dest, report));
+        }
+        for (dest, report) in events {
+            if report.reconnected {
+                Counters::add(&self.counters.reconnects);
+                host.connection(dest, true, &"connected again");
+            }
+            if let Some(error) = &report.error {
+                host.connection(dest, false, error);
+            }
+            if report.lost > 0 {
+                let detail = format_args!("{} frames lost on the connection to {}", report.lost, dest.addr);
+                self.drop(host, DropReason::SendFailed, report.lost, &detail);
+            }
+        }
+    }
+
+    fn counter(&self, kind: Kind) -> &'c AtomicU64 {
+        counter_of(self.counters, kind)
+    }
+
+    fn drop(&self, host: &dyn SenderHost, reason: DropReason, count: u64, detail: &dyn Display) {
+        self.counters.drop_n(reason, count);
+        host.dropped(reason, count, detail);
+    }
+}
+
+fn counter_of(counters: &Counters, kind: Kind) -> &AtomicU64 {
+    match kind {
+        Kind::Hep => &counters.hep_sent,
+        Kind::Copy => &counters.duplicates_sent,
+    }
+}
+
+#[cfg(test)]
+mod tests;

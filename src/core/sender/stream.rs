@@ -1,0 +1,401 @@
+//! HEP over TCP and TLS to one collector: HEP frames follow each other on
+//! the connection, and their own length fields delimit them. Everything is
+//! non-blocking; a sender polls its streams between bursts.
+//!
+//! A stream connects on first use and reconnects with a growing delay
+//! after any failure. Frames queued while it is down, or beyond its
+//! backlog, are refused at once and counted by the caller; frames that
+//! were waiting when the connection broke are reported as lost.
+
+use crate::core::dest::Destination;
+use crate::core::endpoint::Transport;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a frame was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The collector is unreachable and the next attempt is not due yet.
+    NotConnected,
+    /// The frames waiting for the socket fill the backlog.
+    Backlog,
+}
+
+/// What happened on a stream during a poll.
+#[derive(Debug, Default)]
+pub struct PollReport {
+    /// Frames written to the connection.
+    pub sent: u64,
+    /// Frames that were waiting and are lost because the connection failed.
+    pub lost: u64,
+    /// The connection came up after having been down.
+    pub reconnected: bool,
+    /// Why the connection failed, when it did.
+    pub error: Option<String>,
+}
+
+enum State {
+    /// Not tried yet.
+    Idle,
+    Down {
+        retry_at: Instant,
+    },
+    Connecting {
+        socket: TcpStream,
+        since: Instant,
+    },
+    Up {
+        socket: TcpStream,
+        tls: Option<Box<ClientConnection>>,
+    },
+}
+
+pub struct Stream {
+    dest: Destination,
+    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    state: State,
+    backoff: Duration,
+    /// Whether it has ever been up; a later success is a reconnection.
+    was_up: bool,
+    /// Bytes of frames not yet written, and the length of each frame.
+    pending: VecDeque<u8>,
+    frames: VecDeque<usize>,
+    /// Bytes of the first pending frame already written.
+    written: usize,
+    backlog: usize,
+}
+
+impl Stream {
+    /// A stream to `dest`. For TLS, `tls` gives the client settings and
+    /// the name the collector's certificate must carry.
+    pub fn new(
+        dest: Destination,
+        tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+        backlog: usize,
+    ) -> Stream {
+        debug_assert_eq!(dest.transport == Transport::Tls, tls.is_some());
+        Stream {
+            dest,
+            tls,
+            state: State::Idle,
+            backoff: FIRST_BACKOFF,
+            was_up: false,
+            pending: VecDeque::new(),
+            frames: VecDeque::new(),
+            written: 0,
+            backlog,
+        }
+    }
+
+    pub fn destination(&self) -> Destination {
+        self.dest
+    }
+
+    pub fn is_up(&self) -> bool {
+        matches!(self.state, State::Up { .. })
+    }
+
+    /// Queues a frame; it goes out at the next polls.
+    pub fn queue(&mut self, frame: &[u8], now: Instant) -> Result<(), Refused> {
+        if let State::Down { retry_at } = self.state {
+            if now < retry_at {
+                return Err(Refused::NotConnected);
+            }
+        }
+        if self.pending.len() + frame.len() > self.backlog {
+            return Err(Refused::Backlog);
+        }
+        self.pending.extend(frame);
+        self.frames.push_back(frame.len());
+        Ok(())
+    }
+
+    /// Connects, handshakes and writes as far as possible without blocking.
+    pub fn poll(&mut self, now: Instant) -> PollReport {
+        let mut report = PollReport::default();
+        if let Err(e) = self.advance(now, &mut report) {
+            report.lost += self.frames.len() as u64;
+            self.pending.clear();
+            self.frames.clear();
+            self.written = 0;
+            report.error = Some(e.to_string());
+            self.state = State::Down { retry_at: now + self.backoff };
+            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        }
+        report
+    }
+
+    fn advance(&mut self, now: Instant, report: &mut PollReport) -> io::Result<()> {
+        loop {
+            // Taken out while it changes; an error leaves Down, which poll
+            // then sets with the back-off.
+            match std::mem::replace(&mut self.state, State::Down { retry_at: now }) {
+                State::Idle if self.frames.is_empty() => {
+                    self.state = State::Idle;
+                    return Ok(());
+                }
+                State::Down { retry_at } if now < retry_at || self.frames.is_empty() => {
+                    self.state = State::Down { retry_at };
+                    return Ok(());
+                }
+                State::Idle | State::Down { .. } => {
+                    self.state = State::Connecting { socket: start_connect(self.dest)?, since: now };
+                }
+                State::Connecting { socket, since } => {
+                    if !connect_finished(&socket)? {
+                        if now.duration_since(since) > CONNECT_TIMEOUT {
+                            return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
+                        }
+                        self.state = State::Connecting { socket, since };
+                        return Ok(());
+                    }
+                    let tls = match &self.tls {
+                        Some((config, name)) => Some(Box::new(
+                            ClientConnection::new(config.clone(), name.clone()).map_err(io::Error::other)?,
+                        )),
+                        None => None,
+                    };
+                    self.state = State::Up { socket, tls };
+                    self.backoff = FIRST_BACKOFF;
+                    report.reconnected = self.was_up;
+                    self.was_up = true;
+                }
+                State::Up { mut socket, mut tls } => {
+                    let written = match tls.as_deref_mut() {
+                        None => write_plain(&mut socket, &mut self.pending),
+                        Some(conn) => write_tls(&mut socket, conn, &mut self.pending),
+                    };
+                    self.state = State::Up { socket, tls };
+                    report.sent += self.complete_frames(written?);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Counts the frames that `n` more written bytes complete.
+    fn complete_frames(&mut self, mut n: usize) -> u64 {
+        let mut done = 0;
+        while let Some(&len) = self.frames.front() {
+            let left = len - self.written;
+            if n < left {
+                self.written += n;
+                break;
+            }
+            n -= left;
+            self.written = 0;
+            self.frames.pop_front();
+            done += 1;
+        }
+        done
+    }
+}
+
+/// Writes pending bytes to a plain TCP connection; returns how many.
+fn write_plain(socket: &mut TcpStream, pending: &mut VecDeque<u8>) -> io::Result<usize> {
+    check_open(socket)?;
+    let mut written = 0;
+    while !pending.is_empty() {
+        let (front, _) = pending.as_slices();
+        match socket.write(front) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "connection closed")),
+            Ok(n) => {
+                pending.drain(..n);
+                written += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
+/// Moves the TLS connection along and hands it pending bytes; returns how
+/// many it took.
+fn write_tls(
+    socket: &mut TcpStream,
+    conn: &mut ClientConnection,
+    pending: &mut VecDeque<u8>,
+) -> io::Result<usize> {
+    // Read what the server sends: handshake messages, tickets, alerts.
+    loop {
+        match conn.read_tls(socket) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed")),
+            Ok(_) => {
+                conn.process_new_packets().map_err(io::Error::other)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // Hand frames over once the handshake is done and what TLS holds is
+    // out, so that its buffer stays one burst deep.
+    let mut taken = 0;
+    if !conn.is_handshaking() && !conn.wants_write() && !pending.is_empty() {
+        let (a, b) = pending.as_slices();
+        conn.writer().write_all(a)?;
+        conn.writer().write_all(b)?;
+        taken = pending.len();
+        pending.clear();
+    }
+    while conn.wants_write() {
+        match conn.write_tls(socket) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(taken)
+}
+
+fn start_connect(dest: Destination) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(dest.addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&dest.addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(socket.into())
+}
+
+/// Whether a non-blocking connect has completed; its error if it failed.
+fn connect_finished(socket: &TcpStream) -> io::Result<bool> {
+    let mut pfd = libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+    // SAFETY: one valid pollfd, no wait.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    if n <= 0 {
+        return Ok(false);
+    }
+    if let Some(e) = socket.take_error()? {
+        return Err(e);
+    }
+    socket.peer_addr()?;
+    Ok(true)
+}
+
+/// Fails when the peer closed or reset the connection. A collector sends
+/// nothing over plain TCP, so anything readable is the end.
+fn check_open(socket: &mut TcpStream) -> io::Result<()> {
+    let mut buf = [0u8; 256];
+    loop {
+        match socket.read(&mut buf) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed by the collector",
+                ))
+            }
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn dest(listener: &TcpListener) -> Destination {
+        Destination { addr: listener.local_addr().unwrap(), transport: Transport::Tcp }
+    }
+
+    fn poll_until(stream: &mut Stream, mut done: impl FnMut(&Stream, &PollReport) -> bool) -> PollReport {
+        let mut total = PollReport::default();
+        for _ in 0..500 {
+            let r = stream.poll(Instant::now());
+            total.sent += r.sent;
+            total.lost += r.lost;
+            total.reconnected |= r.reconnected;
+            if r.error.is_some() {
+                total.error = r.error;
+            }
+            if done(stream, &total) {
+                return total;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("stream did not get there: {total:?}");
+    }
+
+    #[test]
+    fn frames_arrive_back_to_back() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut stream = Stream::new(dest(&listener), None, 1 << 20);
+        for i in 0..100u8 {
+            stream.queue(&[i; 100], Instant::now()).unwrap();
+        }
+        let report = poll_until(&mut stream, |_, r| r.sent == 100);
+        assert_eq!(report.lost, 0);
+        let (mut peer, _) = listener.accept().unwrap();
+        let mut got = vec![0u8; 100 * 100];
+        peer.read_exact(&mut got).unwrap();
+        for (i, frame) in got.chunks(100).enumerate() {
+            assert!(frame.iter().all(|&b| b == i as u8));
+        }
+    }
+
+    #[test]
+    fn refused_connection_backs_off_and_reconnects_later() {
+        // Take a port, then free it so that connecting is refused.
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let d = Destination { addr: ([127, 0, 0, 1], port).into(), transport: Transport::Tcp };
+        let mut stream = Stream::new(d, None, 1 << 20);
+        stream.queue(b"lost", Instant::now()).unwrap();
+        let report = poll_until(&mut stream, |_, r| r.error.is_some());
+        assert_eq!(report.lost, 1);
+        // Within the back-off, frames are refused at once.
+        assert_eq!(stream.queue(b"x", Instant::now()), Err(Refused::NotConnected));
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        std::thread::sleep(FIRST_BACKOFF);
+        stream.queue(b"hello", Instant::now()).unwrap();
+        let report = poll_until(&mut stream, |_, r| r.sent == 1);
+        assert!(!report.reconnected, "first success is not a reconnection");
+        let (mut peer, _) = listener.accept().unwrap();
+        let mut got = [0u8; 5];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello");
+
+        // The collector goes away: the stream notices and comes back.
+        drop(peer);
+        drop(listener);
+        let report = poll_until(&mut stream, |s, _| !s.is_up());
+        assert!(report.error.is_some());
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        std::thread::sleep(FIRST_BACKOFF);
+        stream.queue(b"again", Instant::now()).unwrap();
+        let report = poll_until(&mut stream, |_, r| r.sent == 1);
+        assert!(report.reconnected);
+        let (mut peer, _) = listener.accept().unwrap();
+        let mut got = [0u8; 5];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"again");
+    }
+
+    #[test]
+    fn backlog_is_bounded() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut stream = Stream::new(dest(&listener), None, 250);
+        assert!(stream.queue(&[0; 100], Instant::now()).is_ok());
+        assert!(stream.queue(&[0; 100], Instant::now()).is_ok());
+        assert_eq!(stream.queue(&[0; 100], Instant::now()), Err(Refused::Backlog));
+    }
+}

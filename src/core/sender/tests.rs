@@ -1,0 +1,203 @@
+use super::*;
+use crate::core::endpoint::Endpoint;
+use crate::core::hep::{decode_v3, Decoded};
+use crate::core::record::{Direction, Timestamp};
+use crate::core::ring::tests::shared_memory;
+use std::cell::RefCell;
+use std::io::Read;
+use std::net::{TcpListener, UdpSocket};
+
+/// callid, method, status, fromip, direction.
+type StoredRow = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
+
+#[derive(Default)]
+struct FakeHost {
+    rows: RefCell<Vec<StoredRow>>,
+    fail_rows_after: Option<usize>,
+    drops: RefCell<Vec<(DropReason, u64)>>,
+}
+
+impl SenderHost for FakeHost {
+    fn store_rows(&mut self, rows: &[Row<'_>]) -> (usize, Option<(DropReason, String)>) {
+        let take = self.fail_rows_after.map_or(rows.len(), |n| n.min(rows.len()));
+        for r in &rows[..take] {
+            self.rows.borrow_mut().push((
+                r.callid.to_vec(),
+                r.method.to_vec(),
+                r.status.to_vec(),
+                r.fromip.to_vec(),
+                r.direction.as_str().as_bytes().to_vec(),
+            ));
+        }
+        (take, (take < rows.len()).then(|| (DropReason::DbFailed, "disk full".to_string())))
+    }
+    fn tls_for(&self, _dest: Destination) -> Option<(Arc<ClientConfig>, ServerName<'static>)> {
+        None
+    }
+    fn dropped(&self, reason: DropReason, count: u64, _detail: &dyn Display) {
+        self.drops.borrow_mut().push((reason, count));
+    }
+    fn connection(&self, _dest: Destination, _up: bool, _detail: &dyn Display) {}
+}
+
+fn ring() -> Ring {
+    let len = Ring::header_size() + (256 << 10);
+    unsafe { Ring::init(shared_memory(len), len).unwrap() }
+}
+
+fn message(n: u32, reply: bool) -> Vec<u8> {
+    let start = if reply { "SIP/2.0 200 OK".to_string() } else { "OPTIONS sip:x SIP/2.0".to_string() };
+    format!("{start}\r\nCall-ID: call-{n}\r\nFrom: <sip:a@b>;tag=f{n}\r\nTo: <sip:c@d>\r\nCSeq: {n} OPTIONS\r\n\r\n")
+        .into_bytes()
+}
+
+fn push(ring: &Ring, payload: &[u8], outputs: &Outputs) {
+    let record = TraceRecord {
+        time: Timestamp { secs: 0, usecs: 0 },
+        direction: Direction::In,
+        src: Endpoint::new(Transport::Udp, "192.0.2.1".parse().unwrap(), 5060),
+        dst: Endpoint::new(Transport::Udp, "192.0.2.2".parse().unwrap(), 5080),
+        payload,
+        correlation_id: None,
+    };
+    let len = wire::encoded_len(&record, outputs);
+    ring.push(len, |buf| wire::encode(buf, &record, outputs, Timestamp { secs: 1_800_000_000, usecs: 7 }))
+        .unwrap();
+}
+
+fn settings(batch_size: usize) -> SenderSettings {
+    SenderSettings {
+        batch_size,
+        flush_interval: Duration::from_millis(1),
+        hep: HepSettings { capture_id: 5, auth_key: None },
+        stream_backlog: 1 << 20,
+    }
+}
+
+fn dest(addr: SocketAddr, transport: Transport) -> Destination {
+    Destination { addr, transport }
+}
+
+#[test]
+fn records_become_rows_hep_packets_and_copies() {
+    let ring = ring();
+    let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
+    collector.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let copies = UdpSocket::bind("127.0.0.1:0").unwrap();
+    copies.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut outputs = Outputs { db: true, ..Outputs::default() };
+    outputs.hep.push(dest(collector.local_addr().unwrap(), Transport::Udp));
+    outputs.duplicate.push(dest(copies.local_addr().unwrap(), Transport::Udp));
+    for n in 0..10 {
+        push(&ring, &message(n, n % 2 == 1), &outputs);
+    }
+    let counters = Counters::default();
+    let mut sender = Sender::new(settings(4), &counters);
+    let mut host = FakeHost::default();
+    assert_eq!(sender.step(&ring, &mut host), 4, "one batch at a time");
+    assert_eq!(sender.step(&ring, &mut host), 4);
+    assert_eq!(sender.step(&ring, &mut host), 2);
+    assert_eq!(sender.step(&ring, &mut host), 0);
+    assert_eq!(ring.depth(), 0);
+
+    let rows = host.rows.borrow();
+    assert_eq!(rows.len(), 10);
+    assert_eq!(
+        rows[1],
+        (
+            b"call-1".to_vec(),
+            b"OPTIONS".to_vec(),
+            b"200".to_vec(),
+            b"udp:192.0.2.1:5060".to_vec(),
+            b"in".to_vec()
+        )
+    );
+    let mut buf = vec![0u8; 2048];
+    for n in 0..10 {
+        let len = collector.recv(&mut buf).unwrap();
+        let chunks = decode_v3(&buf[..len]).unwrap();
+        let d = Decoded::from_chunks(&chunks);
+        assert_eq!(d.payload, Some(message(n, n % 2 == 1).as_slice()), "HEP packets in queue order");
+        assert_eq!(d.correlation_id, Some(format!("call-{n}").as_bytes()));
+        assert_eq!((d.time_sec, d.time_usec, d.capture_id), (Some(1_800_000_000), Some(7), Some(5)));
+        let len = copies.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..len], message(n, n % 2 == 1).as_slice());
+    }
+    assert_eq!(counters.dequeued.load(std::sync::atomic::Ordering::Relaxed), 10);
+    assert_eq!(counters.hep_sent.load(std::sync::atomic::Ordering::Relaxed), 10);
+    assert_eq!(counters.duplicates_sent.load(std::sync::atomic::Ordering::Relaxed), 10);
+    assert_eq!(counters.db_rows.load(std::sync::atomic::Ordering::Relaxed), 10);
+    assert_eq!(counters.db_batches.load(std::sync::atomic::Ordering::Relaxed), 3);
+    assert_eq!(counters.traced_replies.load(std::sync::atomic::Ordering::Relaxed), 5);
+    assert_eq!(counters.dropped_total(), 0);
+}
+
+#[test]
+fn rows_the_database_refuses_are_counted() {
+    let ring = ring();
+    let outputs = Outputs { db: true, ..Outputs::default() };
+    for n in 0..5 {
+        push(&ring, &message(n, false), &outputs);
+    }
+    push(&ring, b"garbage, not SIP", &outputs);
+    let counters = Counters::default();
+    let mut host = FakeHost { fail_rows_after: Some(3), ..FakeHost::default() };
+    Sender::new(settings(64), &counters).step(&ring, &mut host);
+    assert_eq!(counters.dropped(DropReason::DbFailed), 2);
+    assert_eq!(counters.dropped(DropReason::Unparsable), 1);
+    assert_eq!(host.rows.borrow().len(), 3);
+    assert_eq!(*host.drops.borrow(), [(DropReason::Unparsable, 1), (DropReason::DbFailed, 2)]);
+}
+
+#[test]
+fn hep_over_tcp_reaches_the_collector_framed() {
+    let ring = ring();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut outputs = Outputs::default();
+    outputs.hep.push(dest(listener.local_addr().unwrap(), Transport::Tcp));
+    for n in 0..20 {
+        push(&ring, &message(n, false), &outputs);
+    }
+    let counters = Counters::default();
+    let mut sender = Sender::new(settings(64), &counters);
+    let mut host = FakeHost::default();
+    sender.step(&ring, &mut host);
+    for _ in 0..200 {
+        if counters.hep_sent.load(std::sync::atomic::Ordering::Relaxed) == 20 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        sender.step(&ring, &mut host);
+    }
+    assert_eq!(counters.hep_sent.load(std::sync::atomic::Ordering::Relaxed), 20, "{:?}", host.drops.borrow());
+    let (mut peer, _) = listener.accept().unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for n in 0..20 {
+        let mut head = [0u8; 6];
+        peer.read_exact(&mut head).unwrap();
+        let len = u16::from_be_bytes([head[4], head[5]]) as usize;
+        let mut frame = head.to_vec();
+        frame.resize(len, 0);
+        peer.read_exact(&mut frame[6..]).unwrap();
+        let d = Decoded::from_chunks(&decode_v3(&frame).unwrap()).payload.map(<[u8]>::to_vec);
+        assert_eq!(d, Some(message(n, false)));
+    }
+}
+
+#[test]
+fn an_unreachable_tcp_collector_costs_counted_drops_only() {
+    let ring = ring();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut outputs = Outputs::default();
+    outputs.hep.push(dest(([127, 0, 0, 1], port).into(), Transport::Tcp));
+    let counters = Counters::default();
+    let mut sender = Sender::new(settings(64), &counters);
+    let mut host = FakeHost::default();
+    for n in 0..50 {
+        push(&ring, &message(n, false), &outputs);
+        sender.step(&ring, &mut host);
+    }
+    let lost = counters.dropped(DropReason::SendFailed) + counters.dropped(DropReason::NotConnected);
+    assert_eq!(lost, 50, "every record is either lost on the failed connect or refused while down");
+    assert_eq!(counters.hep_sent.load(std::sync::atomic::Ordering::Relaxed), 0);
+}

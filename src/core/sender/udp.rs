@@ -1,0 +1,219 @@
+//! Datagrams out of a sender: one non-blocking socket per IP family, and a
+//! whole burst handed to the kernel in one `sendmmsg` call.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+
+/// Socket send buffer asked for, to absorb a burst.
+const SEND_BUFFER: libc::c_int = 4 << 20;
+/// Most datagrams handed to one sendmmsg call (the kernel's UIO_MAXIOV).
+const MAX_BURST: usize = 1024;
+
+#[derive(Debug, Default)]
+pub struct UdpOut {
+    v4: Option<UdpSocket>,
+    v6: Option<UdpSocket>,
+}
+
+/// What became of a burst.
+#[derive(Debug, Default)]
+pub struct BurstResult {
+    pub sent: usize,
+    /// Datagrams the kernel refused, each with why.
+    pub failed: Vec<(usize, io::Error)>,
+}
+
+impl UdpOut {
+    pub const fn new() -> UdpOut {
+        UdpOut { v4: None, v6: None }
+    }
+
+    /// Sends every datagram of `burst`, in order; one system call per
+    /// family and up to 1024 datagrams where the kernel takes them all.
+    pub fn send_burst(&mut self, burst: &[(SocketAddr, &[u8])]) -> BurstResult {
+        let mut result = BurstResult::default();
+        for v6 in [false, true] {
+            let indexes: Vec<usize> = (0..burst.len()).filter(|&i| burst[i].0.is_ipv6() == v6).collect();
+            if indexes.is_empty() {
+                continue;
+            }
+            let socket = match self.socket(v6) {
+                Ok(s) => s,
+                Err(e) => {
+                    result
+                        .failed
+                        .extend(indexes.iter().map(|&i| (i, io::Error::new(e.kind(), e.to_string()))));
+                    continue;
+                }
+            };
+            for chunk in indexes.chunks(MAX_BURST) {
+                send_chunk(socket, burst, chunk, &mut result);
+            }
+        }
+        result
+    }
+
+    fn socket(&mut self, v6: bool) -> io::Result<&UdpSocket> {
+        let slot = if v6 { &mut self.v6 } else { &mut self.v4 };
+        match slot {
+            Some(socket) => Ok(socket),
+            None => {
+                let any: SocketAddr =
+                    if v6 { (Ipv6Addr::UNSPECIFIED, 0).into() } else { (Ipv4Addr::UNSPECIFIED, 0).into() };
+                let socket = UdpSocket::bind(any)?;
+                socket.set_nonblocking(true)?;
+                // SAFETY: setting an int option on a socket we own; a
+                // refusal only leaves the default size.
+                unsafe {
+                    libc::setsockopt(
+                        socket.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_SNDBUF,
+                        &SEND_BUFFER as *const libc::c_int as *const libc::c_void,
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    );
+                }
+                Ok(slot.insert(socket))
+            }
+        }
+    }
+}
+
+fn send_chunk(socket: &UdpSocket, burst: &[(SocketAddr, &[u8])], chunk: &[usize], result: &mut BurstResult) {
+    let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> =
+        chunk.iter().map(|&i| sockaddr(burst[i].0)).collect();
+    let mut iovecs: Vec<libc::iovec> = chunk
+        .iter()
+        .map(|&i| libc::iovec {
+            iov_base: burst[i].1.as_ptr() as *mut libc::c_void,
+            iov_len: burst[i].1.len(),
+        })
+        .collect();
+    let mut headers: Vec<libc::mmsghdr> = (0..chunk.len())
+        .map(|k| {
+            // SAFETY: an all-zero msghdr is valid; the pointers set below
+            // stay alive until the last sendmmsg call returns.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = &mut addrs[k].0 as *mut libc::sockaddr_storage as *mut libc::c_void;
+            h.msg_hdr.msg_namelen = addrs[k].1;
+            h.msg_hdr.msg_iov = &mut iovecs[k];
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+    let mut at = 0;
+    while at < headers.len() {
+        // SAFETY: `headers[at..]` point at live addresses and buffers.
+        let n = unsafe {
+            libc::sendmmsg(
+                socket.as_raw_fd(),
+                headers[at..].as_mut_ptr(),
+                (headers.len() - at) as libc::c_uint,
+                0,
+            )
+        };
+        if n > 0 {
+            result.sent += n as usize;
+            at += n as usize;
+            continue;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if matches!(err.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ENOBUFS)) {
+            // The buffer is full: the rest of the burst cannot go now.
+            for &i in &chunk[at..] {
+                result.failed.push((i, io::Error::new(err.kind(), err.to_string())));
+            }
+            return;
+        }
+        // This datagram is refused (too big, unreachable); go on with the next.
+        result.failed.push((chunk[at], err));
+        at += 1;
+    }
+}
+
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: zeroed storage is a valid sockaddr_storage; each branch
+    // writes a complete address of its family into it.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
+                sin_zero: [0; 8],
+            };
+            unsafe { (&mut storage as *mut libc::sockaddr_storage as *mut libc::sockaddr_in).write(sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_scope_id: a.scope_id(),
+            };
+            unsafe { (&mut storage as *mut libc::sockaddr_storage as *mut libc::sockaddr_in6).write(sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_burst_arrives_in_order_on_both_families() {
+        let v4 = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let v6 = UdpSocket::bind("[::1]:0").ok();
+        for s in [Some(&v4), v6.as_ref()].into_iter().flatten() {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        }
+        let payloads: Vec<Vec<u8>> = (0..50u8).map(|i| vec![i; 10 + i as usize]).collect();
+        let mut burst: Vec<(SocketAddr, &[u8])> =
+            payloads.iter().map(|p| (v4.local_addr().unwrap(), p.as_slice())).collect();
+        if let Some(v6) = &v6 {
+            burst.push((v6.local_addr().unwrap(), b"six"));
+        }
+        let mut out = UdpOut::new();
+        let result = out.send_burst(&burst);
+        assert!(result.failed.is_empty(), "{:?}", result.failed);
+        assert_eq!(result.sent, burst.len());
+        let mut buf = [0u8; 128];
+        for p in &payloads {
+            let n = v4.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], p.as_slice());
+        }
+        if let Some(v6) = &v6 {
+            let n = v6.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"six");
+        }
+    }
+
+    #[test]
+    fn an_oversize_datagram_fails_alone() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let to = rx.local_addr().unwrap();
+        let huge = vec![0u8; 70_000];
+        let burst: Vec<(SocketAddr, &[u8])> = vec![(to, b"before"), (to, &huge), (to, b"after")];
+        let result = UdpOut::new().send_burst(&burst);
+        assert_eq!(result.sent, 2);
+        assert_eq!(result.failed.len(), 1);
+        assert_eq!(result.failed[0].0, 1);
+        assert_eq!(result.failed[0].1.raw_os_error(), Some(libc::EMSGSIZE));
+        let mut buf = [0u8; 16];
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"before");
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"after");
+    }
+}
