@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod calls;
+
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::net::{TcpListener, UdpSocket};
@@ -328,16 +330,63 @@ pub struct Captured {
     pub msg: Vec<u8>,
 }
 
+/// What sipcapture needs to read HEP frames on TCP and TLS connections:
+/// the core's HEP framing, and the non-SIP hook that hands each frame to
+/// sipcapture, whose event route lets it on to the routes as SIP.
+const STREAM_HEP: &str = "tcp_accept_hep3=yes\ntcp_accept_no_cl=yes\n\
+    modparam(\"sipcapture\", \"nonsip_hook\", 1)\n\
+    event_route[sipcapture:request] { return 1; }\n";
+
+/// How a collector listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CollectorTransport {
+    Udp,
+    Tcp,
+    /// With a certificate for 127.0.0.1 signed by the test's own CA.
+    Tls,
+}
+
 impl Sipcapture {
-    /// `ip` is "127.0.0.1" or "::1".
+    /// A UDP collector; `ip` is "127.0.0.1" or "::1".
     pub fn start(dir: &TestDir, ip: &str) -> Sipcapture {
-        let port = free_port();
+        Self::start_on(dir, ip, CollectorTransport::Udp, free_port())
+    }
+
+    /// A collector on a given transport and port (to restart one in place).
+    pub fn start_on(dir: &TestDir, ip: &str, transport: CollectorTransport, port: u16) -> Sipcapture {
         let db = dir.file("capture.db");
-        let conn = sqlite_with_schema(&db, &fs::read_to_string(fixture("sip_capture.sql")).unwrap());
-        // sipcapture's db_sqlite waits for no reader: in WAL mode the
-        // test's polling never blocks its inserts.
-        conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
-        let listen = format!("udp:{}:{port}", host_in_uri(ip));
+        if !db.exists() {
+            let conn = sqlite_with_schema(&db, &fs::read_to_string(fixture("sip_capture.sql")).unwrap());
+            // sipcapture's db_sqlite waits for no reader: in WAL mode the
+            // test's polling never blocks its inserts.
+            conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
+        }
+        let host = host_in_uri(ip);
+        let (listen, transport_config) = match transport {
+            CollectorTransport::Udp => (format!("udp:{host}:{port}"), String::new()),
+            CollectorTransport::Tcp => (format!("tcp:{host}:{port}"), STREAM_HEP.to_string()),
+            CollectorTransport::Tls => {
+                let certs = test_certificates(dir);
+                let tls_cfg = dir.file("collector-tls.cfg");
+                fs::write(
+                    &tls_cfg,
+                    format!(
+                        "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n\
+                         private_key = {}\ncertificate = {}\n",
+                        certs.server_key.display(),
+                        certs.server_cert.display()
+                    ),
+                )
+                .unwrap();
+                (
+                    format!("tls:{host}:{port}"),
+                    format!(
+                        "enable_tls=yes\nloadmodule \"tls.so\"\nmodparam(\"tls\", \"config\", \"{}\")\n{STREAM_HEP}",
+                        tls_cfg.display()
+                    ),
+                )
+            }
+        };
         // One worker: db_sqlite has no busy timeout, so two writers collide.
         let config = config_head_children(dir, "collector", &listen, 1)
             + &format!(
@@ -345,11 +394,11 @@ impl Sipcapture {
                  loadmodule \"sipcapture.so\"\n\
                  modparam(\"sipcapture\", \"db_url\", \"sqlite:///{db}\")\n\
                  modparam(\"sipcapture\", \"capture_on\", 1)\n\
-                 modparam(\"sipcapture\", \"hep_capture_on\", 1)\n\
-                 request_route {{ sip_capture(); exit; }}\n\
-                 onreply_route {{ sip_capture(); drop; }}\n",
+                 modparam(\"sipcapture\", \"hep_capture_on\", 1)\n",
                 db = db.display()
-            );
+            )
+            + &transport_config
+            + "request_route { sip_capture(); exit; }\nonreply_route { sip_capture(); drop; }\n";
         let kamailio = Kamailio::start(dir, "collector", &config);
         Sipcapture { kamailio, ip: ip.to_string(), port, db }
     }
@@ -724,4 +773,62 @@ impl Drop for Postgres {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1 it signed, made with openssl.
+pub struct Certificates {
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+pub fn test_certificates(dir: &TestDir) -> Certificates {
+    let certs = Certificates {
+        ca_cert: dir.file("ca.pem"),
+        server_cert: dir.file("server.pem"),
+        server_key: dir.file("server.key"),
+    };
+    if certs.server_cert.exists() {
+        return certs;
+    }
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(&dir.path).output().expect("run openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=siptrace-rs test CA"]
+        .iter()
+        .copied()
+        .chain(["-keyout", "ca.key", "-out", "ca.pem"])
+        .collect::<Vec<_>>());
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    fs::write(dir.file("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    certs
 }

@@ -3,7 +3,7 @@
 //! non-blocking; a sender polls its streams between bursts.
 //!
 //! A stream connects on first use and reconnects with a growing delay
-//! after any failure. Frames queued while it is down, or beyond its
+//! after any failure, whether or not frames are waiting. Frames queued while it is down, or beyond its
 //! backlog, are refused at once and counted by the caller; frames that
 //! were waiting when the connection broke are reported as lost.
 
@@ -145,7 +145,9 @@ impl Stream {
                     self.state = State::Idle;
                     return Ok(());
                 }
-                State::Down { retry_at } if now < retry_at || self.frames.is_empty() => {
+                // Once used, a collector is reconnected as soon as the delay
+                // allows, so that traces flow again as soon as it is back.
+                State::Down { retry_at } if now < retry_at => {
                     self.state = State::Down { retry_at };
                     return Ok(());
                 }
