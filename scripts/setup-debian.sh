@@ -35,7 +35,7 @@ apt-get install -y -q --no-install-recommends \
     kamailio kamailio-sqlite-modules kamailio-extra-modules kamailio-postgres-modules kamailio-tls-modules \
     sip-tester sngrep sqlite3 libsqlite3-dev postgresql postgresql-client \
     dpkg-dev build-essential make pkg-config libclang-dev clang libssl-dev \
-    ca-certificates curl
+    ca-certificates curl python3 openssl
 # hep-js needs node and npm; a machine may already have them from elsewhere.
 command -v npm >/dev/null 2>&1 || apt-get install -y -q --no-install-recommends nodejs npm
 

@@ -443,3 +443,24 @@ fn an_sqlite_reader_delays_rows_but_costs_none() {
     assert_eq!(proxy.stat("dropped"), 0);
     assert_eq!(count_trace_rows(&db), CALL_FLOW.len());
 }
+
+#[test]
+fn held_rows_are_written_when_kamailio_stops() {
+    let dir = TestDir::new("drain-on-stop");
+    let (db, db_url) = trace_db(&dir);
+    // Rows wait up to 10 s for their transaction: far longer than this test.
+    let params = [
+        modparam("trace_on", 1),
+        modparam("trace_mode", 2),
+        modparam("trace_to_database", 0),
+        modparam("db_url", &db_url),
+        modparam("db_flush_interval", 10_000),
+    ];
+    let mut proxy = Proxy::start(&dir, "127.0.0.1", &params, &Hooks::default());
+    proxy.calls(&dir, 2);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(count_trace_rows(&db), 0, "the rows are still held");
+    proxy.kamailio.stop();
+    assert_eq!(count_trace_rows(&db), 2 * CALL_FLOW.len(), "stopping wrote them");
+    assert!(proxy.kamailio.log_text().contains("sender 0 stopped"));
+}

@@ -63,6 +63,8 @@ pub const PARAMS: &[(&CStr, ParamType)] = &[
     (c"batch_size", ParamType::Int),
     (c"flush_interval", ParamType::Int),
     (c"tls_ca_file", ParamType::Str),
+    (c"db_batch_size", ParamType::Int),
+    (c"db_flush_interval", ParamType::Int),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,6 +231,10 @@ pub struct Senders {
     pub flush_interval_ms: u64,
     /// CA certificates that TLS collectors' certificates are checked against.
     pub tls_ca_file: String,
+    /// Most rows written in one transaction.
+    pub db_batch_size: usize,
+    /// Milliseconds a row waits, at most, for others to share its transaction.
+    pub db_flush_interval_ms: u64,
 }
 
 impl Default for Senders {
@@ -239,6 +245,8 @@ impl Default for Senders {
             batch_size: 64,
             flush_interval_ms: 10,
             tls_ca_file: crate::core::sender::tls::SYSTEM_CA_FILE.into(),
+            db_batch_size: 1000,
+            db_flush_interval_ms: 200,
         }
     }
 }
@@ -315,6 +323,12 @@ impl Config {
                 self.senders.flush_interval_ms = int_in(name, n, 1, 1000)? as u64
             }
             ("tls_ca_file", ParamValue::Str(s)) => self.senders.tls_ca_file = non_empty(name, s)?.to_string(),
+            ("db_batch_size", ParamValue::Int(n)) => {
+                self.senders.db_batch_size = int_in(name, n, 1, 100_000)? as usize
+            }
+            ("db_flush_interval", ParamValue::Int(n)) => {
+                self.senders.db_flush_interval_ms = int_in(name, n, 1, 10_000)? as u64;
+            }
             // Values that ask for nothing beyond what the module does.
             (
                 "trace_db_mode" | "trace_delayed" | "xheaders_write" | "xheaders_read" | "trace_sl_acks",
@@ -454,7 +468,7 @@ mod tests {
                 assert!(!e.reason.contains("unknown parameter"), "{name}: {e}");
             }
         }
-        assert_eq!(PARAMS.len(), 41);
+        assert_eq!(PARAMS.len(), 43);
     }
 
     #[test]
@@ -511,6 +525,8 @@ mod tests {
             ("queue_size", ParamValue::Int(8), "between 64 and"),
             ("batch_size", ParamValue::Int(5000), "between 1 and 1024"),
             ("flush_interval", ParamValue::Int(0), "between 1 and 1000"),
+            ("db_flush_interval", ParamValue::Int(0), "between 1 and 10000"),
+            ("db_batch_size", ParamValue::Int(0), "between 1 and 100000"),
             ("hep_capture_id", ParamValue::Int(-1), "negative"),
             ("trace_mode", ParamValue::Int(8), "bits"),
             ("trace_init_mode", ParamValue::Int(3), "must be 0"),
@@ -545,6 +561,8 @@ mod tests {
         c.set("batch_size", ParamValue::Int(128)).unwrap();
         c.set("flush_interval", ParamValue::Int(5)).unwrap();
         c.set("tls_ca_file", ParamValue::Str("/etc/homer/ca.pem")).unwrap();
+        c.set("db_batch_size", ParamValue::Int(50)).unwrap();
+        c.set("db_flush_interval", ParamValue::Int(1000)).unwrap();
         assert_eq!(
             c.senders,
             Senders {
@@ -552,7 +570,9 @@ mod tests {
                 queue_bytes: 1 << 20,
                 batch_size: 128,
                 flush_interval_ms: 5,
-                tls_ca_file: "/etc/homer/ca.pem".into()
+                tls_ca_file: "/etc/homer/ca.pem".into(),
+                db_batch_size: 50,
+                db_flush_interval_ms: 1000,
             }
         );
         let d = Senders::default();

@@ -12,4 +12,5 @@ pub mod ring;
 pub mod sender;
 pub mod shmlock;
 pub mod sip;
+pub mod sql;
 pub mod wire;

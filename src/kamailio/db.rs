@@ -5,6 +5,7 @@
 
 use crate::core::config::{redact_url, Columns, Config, TABLE_VERSION};
 use crate::core::record::{Direction, Row};
+use crate::core::sql::{self, Dialect};
 use crate::kamailio::{shared, sys};
 use std::ffi::CString;
 use std::os::raw::{c_char, c_int};
@@ -17,11 +18,18 @@ const COLUMN_COUNT: usize = 12;
 /// write, and for a reader.
 const WRITER_WAIT: Duration = Duration::from_secs(1);
 
+/// Largest multi-row INSERT statement, in bytes.
+const MAX_STATEMENT: usize = 1 << 20;
+
 /// The bound driver and the table layout, set up once in mod_init.
 struct DbSetup {
     funcs: sys::db_func_t,
     /// SQLite: one writer at a time, across processes; transactions by SQL.
     sqlite: bool,
+    /// Drivers whose SQL literals we can write take many rows per statement.
+    dialect: Option<Dialect>,
+    /// `INSERT INTO table (columns) VALUES `, for the multi-row statements.
+    insert_head: String,
     url: sys::str_,
     table: sys::str_,
     keys: [sys::str_; COLUMN_COUNT],
@@ -92,8 +100,16 @@ pub fn bind(config: &Config) -> Result<(), String> {
         return Err(format!("the database module for db_url '{}' cannot insert rows", redact_url(&url)));
     }
     let keys = column_names(&config.columns).map(leak_str);
-    let sqlite = url.starts_with("sqlite:");
-    let setup = DbSetup { funcs, sqlite, url: url_str, table: leak_str(&config.table), keys };
+    let dialect = Dialect::of_url(&url).filter(|_| funcs.raw_query.is_some() && funcs.free_result.is_some());
+    let setup = DbSetup {
+        funcs,
+        sqlite: url.starts_with("sqlite:"),
+        dialect,
+        insert_head: sql::insert_head(&config.table, &config.columns),
+        url: url_str,
+        table: leak_str(&config.table),
+        keys,
+    };
     SETUP.set(BoundSetup(setup)).map_err(|_| "database bound twice".to_string())
 }
 
@@ -199,9 +215,6 @@ impl DbConn {
     /// how many were stored and, when not all, why.
     pub fn insert_batch(&self, rows: &[Row<'_>]) -> (usize, Option<String>) {
         let Some(setup) = setup() else { return (0, Some("database not bound".into())) };
-        let (Some(use_table), Some(insert)) = (setup.funcs.use_table, setup.funcs.insert) else {
-            return (0, Some("the driver cannot insert".into()));
-        };
         // Several senders writing one SQLite file take turns.
         let _writer = match (setup.sqlite, shared::get()) {
             (true, Some(shared)) => match shared.db_lock.lock_timeout(WRITER_WAIT) {
@@ -211,31 +224,90 @@ impl DbConn {
             _ => None,
         };
         let transaction = self.begin(setup);
+        let result = match setup.dialect {
+            Some(dialect) => self.insert_statements(setup, dialect, rows),
+            None => self.insert_rows(setup, rows),
+        };
+        let committed = match result {
+            Ok(_) => !transaction || self.commit(setup),
+            Err(_) => {
+                if transaction {
+                    self.rollback(setup);
+                }
+                false
+            }
+        };
+        if committed {
+            return (rows.len(), None);
+        }
+        // Something in the batch was refused: store what can be stored, a
+        // row at a time, so that only the rows at fault are lost.
+        let mut stored = 0;
+        let mut error = None;
+        for row in rows {
+            match self.insert_rows(setup, std::slice::from_ref(row)) {
+                Ok(n) => stored += n,
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        (stored, error)
+    }
+
+    /// Inserts through the driver, one row per call.
+    fn insert_rows(&self, setup: &DbSetup, rows: &[Row<'_>]) -> Result<usize, String> {
+        let (Some(use_table), Some(insert)) = (setup.funcs.use_table, setup.funcs.insert) else {
+            return Err("the driver cannot insert".into());
+        };
         let keys: [sys::db_key_t; COLUMN_COUNT] =
             std::array::from_fn(|i| &setup.keys[i] as *const _ as sys::db_key_t);
         // SAFETY: open connection; the table name lives for the process.
         unsafe { use_table(self.con, &setup.table) };
-        let mut stored = 0;
-        let mut error = None;
         for row in rows {
             let vals = values(row);
             // SAFETY: keys, values and the strings they point at outlive the
             // call, and the driver only reads them.
             if unsafe { insert(self.con, keys.as_ptr(), vals.as_ptr(), COLUMN_COUNT as c_int) } < 0 {
-                error = Some("the database refused a row".to_string());
-                if transaction {
-                    // One failed statement spoils the transaction.
-                    self.rollback(setup);
-                    return (0, error);
-                }
-            } else {
-                stored += 1;
+                return Err("the database refused a row".into());
             }
         }
-        if transaction && !self.commit(setup) {
-            return (0, Some("the database refused the transaction".into()));
+        Ok(rows.len())
+    }
+
+    /// Inserts many rows per statement; rows no statement can carry go
+    /// through the driver one by one.
+    fn insert_statements(
+        &self,
+        setup: &DbSetup,
+        dialect: Dialect,
+        rows: &[Row<'_>],
+    ) -> Result<usize, String> {
+        let mut sql = String::with_capacity(MAX_STATEMENT.min(64 << 10));
+        let mut in_statement = 0;
+        for (i, row) in rows.iter().enumerate() {
+            let before = sql.len();
+            if in_statement == 0 {
+                sql.push_str(&setup.insert_head);
+            } else {
+                sql.push_str(", ");
+            }
+            if !sql::push_row(&mut sql, dialect, row) {
+                sql.truncate(before);
+                self.insert_rows(setup, std::slice::from_ref(row))?;
+                continue;
+            }
+            in_statement += 1;
+            if sql.len() >= MAX_STATEMENT || i + 1 == rows.len() {
+                self.raw(&sql).map_err(|_| "the database refused the rows".to_string())?;
+                sql.clear();
+                in_statement = 0;
+            }
         }
-        (stored, error)
+        if in_statement > 0 {
+            self.raw(&sql).map_err(|_| "the database refused the rows".to_string())?;
+        }
+        Ok(rows.len())
     }
 
     fn begin(&self, setup: &DbSetup) -> bool {

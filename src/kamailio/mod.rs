@@ -56,7 +56,8 @@ pub static exports: Export<sys::module_exports> = Export(sys::module_exports {
     response_f: None,
     init_mod_f: Some(mod_init),
     init_child_f: Some(child_init),
-    destroy_mod_f: Some(destroy),
+    // Nothing to free: the shared state outlives the senders' last work.
+    destroy_mod_f: None,
 });
 
 /// Called by Kamailio right after loading the module, before any parameter.
@@ -91,8 +92,4 @@ unsafe extern "C" fn child_init(rank: c_int) -> c_int {
             -1
         }
     })
-}
-
-unsafe extern "C" fn destroy() {
-    guard("destroy", (), module::destroy)
 }

@@ -195,7 +195,3 @@ pub fn child_init(rank: i32) -> Result<(), String> {
     }
     Ok(())
 }
-
-pub fn destroy() {
-    shared::free();
-}

@@ -56,7 +56,8 @@ const SETTERS: [Setter; PARAMS.len()] = [
     set_param::<18>, set_param::<19>, set_param::<20>, set_param::<21>, set_param::<22>, set_param::<23>,
     set_param::<24>, set_param::<25>, set_param::<26>, set_param::<27>, set_param::<28>, set_param::<29>,
     set_param::<30>, set_param::<31>, set_param::<32>, set_param::<33>, set_param::<34>, set_param::<35>,
-    set_param::<36>, set_param::<37>, set_param::<38>, set_param::<39>, set_param::<40>,
+    set_param::<36>, set_param::<37>, set_param::<38>, set_param::<39>, set_param::<40>, set_param::<41>,
+    set_param::<42>,
 ];
 
 pub const PARAM_COUNT: usize = PARAMS.len();

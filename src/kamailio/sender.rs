@@ -15,6 +15,7 @@ use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use std::fmt::Display;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,20 +38,66 @@ pub fn run(module: &'static Module, index: usize) -> ! {
         flush_interval: Duration::from_millis(config.senders.flush_interval_ms),
         hep: config.hep.clone(),
         stream_backlog: STREAM_BACKLOG,
+        db_flush_interval: Duration::from_millis(config.senders.db_flush_interval_ms),
+        db_batch_size: config.senders.db_batch_size,
     };
     let mut host =
         Host { shared, uses_db: config.uses_database(), db: None, next_db_attempt: Instant::now() };
     let mut sender = Sender::new(settings, &shared.counters);
     let queue = module.queues[index];
     let batch_size = config.senders.batch_size;
+    catch_stop_signal();
     crate::log_info!("sender {index} started");
-    loop {
+    while !STOP.load(Ordering::Relaxed) {
         // SAFETY: the cfg_update macro, for a process that joined the framework.
         unsafe { sys::siptrace_shim_cfg_update() };
         let taken = guard("the sender", 0, || sender.step(&queue, &mut host));
         if taken < batch_size {
             std::thread::sleep(sender.flush_interval());
         }
+    }
+    // The server is stopping: deliver what the workers queued and the rows
+    // held back, within a bounded time, so that nothing accepted goes unsaid.
+    let deadline = Instant::now() + DRAIN_TIME;
+    guard("the sender", (), || {
+        while Instant::now() < deadline && (sender.step(&queue, &mut host) > 0 || queue.depth() > 0) {}
+        sender.flush_rows(true, &mut host);
+        while Instant::now() < deadline && sender.streams_waiting() {
+            sender.step(&queue, &mut host);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let left = queue.depth();
+    if left > 0 {
+        crate::log_warn!("sender {index} stopped with {left} bytes of traces undelivered");
+    } else {
+        crate::log_info!("sender {index} stopped");
+    }
+    // SAFETY: this child is done; Kamailio's own exit path belongs to the
+    // main process.
+    unsafe { libc::_exit(0) }
+}
+
+/// Set when the sender is asked to stop.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// How long a stopping sender may take to deliver what is queued.
+const DRAIN_TIME: Duration = Duration::from_secs(3);
+
+extern "C" fn on_stop_signal(_signal: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Kamailio stops its children with SIGTERM; the sender finishes its work
+/// first instead of exiting in the middle of it.
+fn catch_stop_signal() {
+    // SAFETY: installing a handler that only stores to an atomic.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_stop_signal as *const () as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
+        libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut());
     }
 }
 

@@ -68,11 +68,3 @@ pub fn new_queue(bytes: usize) -> Result<Ring, String> {
     // until the server exits.
     unsafe { Ring::init(mem, bytes) }.map_err(|e| format!("cannot create a queue: {e}"))
 }
-
-pub fn free() {
-    let p = SHARED.swap(std::ptr::null_mut(), Ordering::AcqRel);
-    if !p.is_null() {
-        // SAFETY: `p` came from the shim's shm_malloc and is freed once.
-        unsafe { sys::siptrace_shim_shm_free(p as *mut std::ffi::c_void) };
-    }
-}

@@ -6,18 +6,20 @@
 //! It runs in a process of its own, so that none of this costs the SIP
 //! workers anything but the copy into the queue.
 
+pub mod rows;
 pub mod stream;
 pub mod tls;
 pub mod udp;
 
 use crate::core::counters::{Counters, DropReason};
 use crate::core::dest::Destination;
-use crate::core::endpoint::{EndpointText, Transport};
+use crate::core::endpoint::Transport;
 use crate::core::hep::{EncodeError, HepSettings};
 use crate::core::record::{Outputs, Row, TraceRecord};
 use crate::core::ring::Ring;
 use crate::core::sip;
 use crate::core::wire;
+use rows::PendingRows;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use std::collections::HashMap;
@@ -39,6 +41,10 @@ pub struct SenderSettings {
     pub hep: HepSettings,
     /// Most bytes waiting for one TCP or TLS collector.
     pub stream_backlog: usize,
+    /// Rows are written once the oldest has waited this long...
+    pub db_flush_interval: Duration,
+    /// ... or once this many are waiting, in one transaction.
+    pub db_batch_size: usize,
 }
 
 /// What a sender needs from the server it runs in.
@@ -76,19 +82,28 @@ pub struct Sender<'c> {
     udp: UdpOut,
     streams: HashMap<(Destination, Kind), Stream>,
     scratch: Vec<u8>,
+    rows: PendingRows,
 }
 
 impl<'c> Sender<'c> {
     pub fn new(settings: SenderSettings, counters: &'c Counters) -> Sender<'c> {
-        Sender { settings, counters, udp: UdpOut::new(), streams: HashMap::new(), scratch: Vec::new() }
+        Sender {
+            settings,
+            counters,
+            udp: UdpOut::new(),
+            streams: HashMap::new(),
+            scratch: Vec::new(),
+            rows: PendingRows::default(),
+        }
     }
 
     pub fn flush_interval(&self) -> Duration {
         self.settings.flush_interval
     }
 
-    /// Delivers up to one batch from `ring` and moves the collector
-    /// connections along. Returns how many records it took.
+    /// Delivers up to one batch from `ring`, writes the held rows when
+    /// they are due, and moves the collector connections along. Returns how
+    /// many records it took.
     pub fn step(&mut self, ring: &Ring, host: &mut dyn SenderHost) -> usize {
         let mut reader = ring.reader();
         let mut batch: Vec<(TraceRecord<'_>, Outputs)> = Vec::new();
@@ -109,14 +124,37 @@ impl<'c> Sender<'c> {
             self.deliver(&batch, host);
         }
         ring.release(reader.position());
+        self.flush_rows(false, host);
         self.poll_streams(host);
         taken
+    }
+
+    /// Writes the held rows in one batch if they are due, or if `now`.
+    pub fn flush_rows(&mut self, now: bool, host: &mut dyn SenderHost) {
+        let due = self.rows.len() >= self.settings.db_batch_size
+            || self.rows.since().is_some_and(|t| t.elapsed() >= self.settings.db_flush_interval);
+        if self.rows.is_empty() || !(due || now) {
+            return;
+        }
+        let rows = self.rows.rows();
+        let (stored, error) = host.store_rows(&rows);
+        if stored > 0 {
+            Counters::add(&self.counters.db_batches);
+            Counters::add_n(&self.counters.db_rows, stored as u64);
+        }
+        let lost = (rows.len() - stored.min(rows.len())) as u64;
+        drop(rows);
+        self.rows.clear();
+        if lost > 0 {
+            let (reason, why) = error.unwrap_or((DropReason::DbFailed, "the database refused them".into()));
+            self.drop(host, reason, lost, &format_args!("{lost} rows not stored: {why}"));
+        }
     }
 
     fn deliver(&mut self, batch: &[(TraceRecord<'_>, Outputs)], host: &mut dyn SenderHost) {
         self.scratch.clear();
         let mut packets: Vec<(Destination, Kind, Bytes)> = Vec::new();
-        let mut rows: Vec<(usize, sip::SipFields<'_>)> = Vec::new();
+        let now = Instant::now();
         for (i, (record, outputs)) in batch.iter().enumerate() {
             let fields = if outputs.db { Some(sip::extract(record.payload)) } else { None };
             let is_reply = match &fields {
@@ -125,8 +163,8 @@ impl<'c> Sender<'c> {
             };
             let c = self.counters;
             Counters::add(if is_reply { &c.traced_replies } else { &c.traced_requests });
-            match fields {
-                Some(Ok(f)) => rows.push((i, f)),
+            match &fields {
+                Some(Ok(f)) => self.rows.push(record, f, now),
                 Some(Err(e)) => {
                     self.drop(host, DropReason::Unparsable, 1, &format_args!("no database row: {e}"))
                 }
@@ -134,7 +172,7 @@ impl<'c> Sender<'c> {
             }
             if !outputs.hep.is_empty() {
                 let start = self.scratch.len();
-                let ok_fields = rows.last().filter(|(r, _)| *r == i).map(|(_, f)| f);
+                let ok_fields = fields.as_ref().and_then(|f| f.as_ref().ok());
                 match record.encode_hep(ok_fields, &self.settings.hep, &mut self.scratch) {
                     Ok(()) => {
                         let range = start..self.scratch.len();
@@ -155,51 +193,7 @@ impl<'c> Sender<'c> {
             }
             packets.extend(outputs.duplicate.iter().map(|d| (*d, Kind::Copy, Bytes::Payload(i))));
         }
-        self.store_rows(batch, &rows, host);
         self.send_packets(batch, &packets, host);
-    }
-
-    fn store_rows(
-        &mut self,
-        batch: &[(TraceRecord<'_>, Outputs)],
-        rows: &[(usize, sip::SipFields<'_>)],
-        host: &mut dyn SenderHost,
-    ) {
-        if rows.is_empty() {
-            return;
-        }
-        let texts: Vec<(EndpointText, EndpointText)> =
-            rows.iter().map(|(i, _)| (batch[*i].0.src.text(), batch[*i].0.dst.text())).collect();
-        let table_rows: Vec<Row<'_>> = rows
-            .iter()
-            .zip(&texts)
-            .map(|((i, f), (from, to))| {
-                let record = &batch[*i].0;
-                Row {
-                    msg: record.payload,
-                    callid: f.call_id,
-                    method: f.method(),
-                    status: f.status(),
-                    fromip: from.as_bytes(),
-                    toip: to.as_bytes(),
-                    time: record.time,
-                    direction: record.direction,
-                    fromtag: f.from_tag,
-                    traced_user: b"",
-                    totag: f.to_tag,
-                }
-            })
-            .collect();
-        let (stored, error) = host.store_rows(&table_rows);
-        if stored > 0 {
-            Counters::add(&self.counters.db_batches);
-            Counters::add_n(&self.counters.db_rows, stored as u64);
-        }
-        let lost = (table_rows.len() - stored.min(table_rows.len())) as u64;
-        if lost > 0 {
-            let (reason, why) = error.unwrap_or((DropReason::DbFailed, "the database refused them".into()));
-            self.drop(host, reason, lost, &format_args!("{lost} rows not stored: {why}"));
-        }
     }
 
     fn send_packets(
@@ -279,6 +273,11 @@ impl<'c> Sender<'c> {
         for (reason, detail) in refused {
             self.drop(host, reason, 1, &detail);
         }
+    }
+
+    /// Whether frames still wait for a collector that is up.
+    pub fn streams_waiting(&self) -> bool {
+        self.streams.values().any(|s| s.is_up() && s.has_pending())
     }
 
     fn poll_streams(&mut self, host: &mut dyn SenderHost) {

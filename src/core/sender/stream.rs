@@ -102,6 +102,10 @@ impl Stream {
         self.dest
     }
 
+    pub fn has_pending(&self) -> bool {
+        !self.frames.is_empty()
+    }
+
     pub fn is_up(&self) -> bool {
         matches!(self.state, State::Up { .. })
     }

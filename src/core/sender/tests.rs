@@ -71,6 +71,8 @@ fn settings(batch_size: usize) -> SenderSettings {
         flush_interval: Duration::from_millis(1),
         hep: HepSettings { capture_id: 5, auth_key: None },
         stream_backlog: 1 << 20,
+        db_flush_interval: Duration::ZERO,
+        db_batch_size: 1000,
     }
 }
 

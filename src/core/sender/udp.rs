@@ -1,6 +1,9 @@
-//! Datagrams out of a sender: one non-blocking socket per IP family, and a
-//! whole burst handed to the kernel in one `sendmmsg` call.
+//! Datagrams out of a sender: a non-blocking socket connected to each
+//! collector (the kernel then skips the route lookup of every datagram, and
+//! reports a collector that is not listening), and a whole burst to one
+//! collector handed to the kernel in one `sendmmsg` call.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -9,9 +12,12 @@ use std::os::fd::AsRawFd;
 const SEND_BUFFER: libc::c_int = 4 << 20;
 /// Most datagrams handed to one sendmmsg call (the kernel's UIO_MAXIOV).
 const MAX_BURST: usize = 1024;
+/// Most connected sockets; further destinations share an unconnected one.
+const MAX_CONNECTED: usize = 64;
 
 #[derive(Debug, Default)]
 pub struct UdpOut {
+    connected: HashMap<SocketAddr, UdpSocket>,
     v4: Option<UdpSocket>,
     v6: Option<UdpSocket>,
 }
@@ -25,62 +31,81 @@ pub struct BurstResult {
 }
 
 impl UdpOut {
-    pub const fn new() -> UdpOut {
-        UdpOut { v4: None, v6: None }
+    pub fn new() -> UdpOut {
+        UdpOut::default()
     }
 
-    /// Sends every datagram of `burst`, in order; one system call per
-    /// family and up to 1024 datagrams where the kernel takes them all.
+    /// Sends every datagram of `burst`; those to one destination go in
+    /// order, up to 1024 per system call.
     pub fn send_burst(&mut self, burst: &[(SocketAddr, &[u8])]) -> BurstResult {
         let mut result = BurstResult::default();
-        for v6 in [false, true] {
-            let indexes: Vec<usize> = (0..burst.len()).filter(|&i| burst[i].0.is_ipv6() == v6).collect();
-            if indexes.is_empty() {
-                continue;
+        let mut destinations: Vec<(SocketAddr, Vec<usize>)> = Vec::new();
+        for (i, (addr, _)) in burst.iter().enumerate() {
+            match destinations.iter_mut().find(|(a, _)| a == addr) {
+                Some((_, indexes)) => indexes.push(i),
+                None => destinations.push((*addr, vec![i])),
             }
-            let socket = match self.socket(v6) {
+        }
+        for (addr, indexes) in destinations {
+            let (socket, connected) = match self.socket_for(addr) {
                 Ok(s) => s,
                 Err(e) => {
-                    result
-                        .failed
-                        .extend(indexes.iter().map(|&i| (i, io::Error::new(e.kind(), e.to_string()))));
+                    let failed = indexes.iter().map(|&i| (i, io::Error::new(e.kind(), e.to_string())));
+                    result.failed.extend(failed);
                     continue;
                 }
             };
             for chunk in indexes.chunks(MAX_BURST) {
-                send_chunk(socket, burst, chunk, &mut result);
+                send_chunk(socket, connected, burst, chunk, &mut result);
             }
         }
         result
     }
 
-    fn socket(&mut self, v6: bool) -> io::Result<&UdpSocket> {
-        let slot = if v6 { &mut self.v6 } else { &mut self.v4 };
-        match slot {
-            Some(socket) => Ok(socket),
-            None => {
-                let any: SocketAddr =
-                    if v6 { (Ipv6Addr::UNSPECIFIED, 0).into() } else { (Ipv4Addr::UNSPECIFIED, 0).into() };
-                let socket = UdpSocket::bind(any)?;
-                socket.set_nonblocking(true)?;
-                // SAFETY: setting an int option on a socket we own; a
-                // refusal only leaves the default size.
-                unsafe {
-                    libc::setsockopt(
-                        socket.as_raw_fd(),
-                        libc::SOL_SOCKET,
-                        libc::SO_SNDBUF,
-                        &SEND_BUFFER as *const libc::c_int as *const libc::c_void,
-                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                    );
-                }
-                Ok(slot.insert(socket))
-            }
+    /// The socket for `addr`, and whether it is connected to it.
+    fn socket_for(&mut self, addr: SocketAddr) -> io::Result<(&UdpSocket, bool)> {
+        if !self.connected.contains_key(&addr) && self.connected.len() < MAX_CONNECTED {
+            let socket = new_socket(addr.is_ipv6())?;
+            socket.connect(addr)?;
+            self.connected.insert(addr, socket);
         }
+        if let Some(socket) = self.connected.get(&addr) {
+            return Ok((socket, true));
+        }
+        let slot = if addr.is_ipv6() { &mut self.v6 } else { &mut self.v4 };
+        if slot.is_none() {
+            *slot = Some(new_socket(addr.is_ipv6())?);
+        }
+        slot.as_ref().map(|s| (s, false)).ok_or_else(|| io::Error::other("no socket"))
     }
 }
 
-fn send_chunk(socket: &UdpSocket, burst: &[(SocketAddr, &[u8])], chunk: &[usize], result: &mut BurstResult) {
+fn new_socket(v6: bool) -> io::Result<UdpSocket> {
+    let any: SocketAddr =
+        if v6 { (Ipv6Addr::UNSPECIFIED, 0).into() } else { (Ipv4Addr::UNSPECIFIED, 0).into() };
+    let socket = UdpSocket::bind(any)?;
+    socket.set_nonblocking(true)?;
+    // SAFETY: setting an int option on a socket we own; a refusal only
+    // leaves the default size.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            &SEND_BUFFER as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    Ok(socket)
+}
+
+fn send_chunk(
+    socket: &UdpSocket,
+    connected: bool,
+    burst: &[(SocketAddr, &[u8])],
+    chunk: &[usize],
+    result: &mut BurstResult,
+) {
     let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> =
         chunk.iter().map(|&i| sockaddr(burst[i].0)).collect();
     let mut iovecs: Vec<libc::iovec> = chunk
@@ -95,8 +120,10 @@ fn send_chunk(socket: &UdpSocket, burst: &[(SocketAddr, &[u8])], chunk: &[usize]
             // SAFETY: an all-zero msghdr is valid; the pointers set below
             // stay alive until the last sendmmsg call returns.
             let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            h.msg_hdr.msg_name = &mut addrs[k].0 as *mut libc::sockaddr_storage as *mut libc::c_void;
-            h.msg_hdr.msg_namelen = addrs[k].1;
+            if !connected {
+                h.msg_hdr.msg_name = &mut addrs[k].0 as *mut libc::sockaddr_storage as *mut libc::c_void;
+                h.msg_hdr.msg_namelen = addrs[k].1;
+            }
             h.msg_hdr.msg_iov = &mut iovecs[k];
             h.msg_hdr.msg_iovlen = 1;
             h
@@ -122,11 +149,10 @@ fn send_chunk(socket: &UdpSocket, burst: &[(SocketAddr, &[u8])], chunk: &[usize]
         if err.kind() == io::ErrorKind::Interrupted {
             continue;
         }
-        if matches!(err.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ENOBUFS)) {
-            // The buffer is full: the rest of the burst cannot go now.
-            for &i in &chunk[at..] {
-                result.failed.push((i, io::Error::new(err.kind(), err.to_string())));
-            }
+        // A full buffer, or nobody listening: the rest cannot go now.
+        if matches!(err.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::ECONNREFUSED)) {
+            let code = err.raw_os_error().unwrap_or(libc::EIO);
+            result.failed.extend(chunk[at..].iter().map(|&i| (i, io::Error::from_raw_os_error(code))));
             return;
         }
         // This datagram is refused (too big, unreachable); go on with the next.
@@ -196,6 +222,20 @@ mod tests {
             let n = v6.recv(&mut buf).unwrap();
             assert_eq!(&buf[..n], b"six");
         }
+    }
+
+    #[test]
+    fn a_collector_that_is_not_listening_is_noticed() {
+        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let to: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut out = UdpOut::new();
+        assert_eq!(out.send_burst(&[(to, b"first")]).sent, 1);
+        std::thread::sleep(Duration::from_millis(50));
+        // The ICMP the first datagram caused fails the next burst.
+        let result = out.send_burst(&[(to, b"second"), (to, b"third")]);
+        assert_eq!(result.sent, 0);
+        assert_eq!(result.failed.len(), 2);
+        assert_eq!(result.failed[0].1.raw_os_error(), Some(libc::ECONNREFUSED));
     }
 
     #[test]

@@ -1,0 +1,386 @@
+#!/usr/bin/env python3
+"""Proxy benchmark: the CPU that tracing costs Kamailio.
+
+sipp UAC -> Kamailio 5.6.3 (tm, record_route, 2 children) -> sipp UAS,
+INVITE/ACK/BYE calls, 13 SIP messages per call at the proxy. For each
+variant it sums the CPU time (user + system) of every Kamailio process
+while the calls run, and counts what reached the HEP collector or the
+sip_trace table, and the calls that failed.
+
+Variants: no tracing; Debian's C siptrace.so and our module, each with
+HEPv3 (trace_mode=1), with rows in SQLite (trace_mode=2) and with rows in
+PostgreSQL (trace_mode=2).
+
+Usage: bench/run.py [--rate 200] [--duration 15] [--hep-rate 1000]
+       [--only name,name] [--module path/to/libsiptrace.so]
+Run bench/run.sh for a fresh machine: it installs, builds and runs this.
+"""
+
+import argparse
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules"
+C_MODULE = f"{MODULES}/siptrace.so"
+UAS_SCENARIO = ROOT / "tests" / "fixtures" / "uas.xml"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MESSAGES_PER_CALL = 13
+# Kamailio gets the first CPU to itself, the load generators the others,
+# so that they disturb its figures less. Set by main() from --pin.
+PIN_KAMAILIO = []
+PIN_OTHERS = []
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def group_cpu(pgid):
+    """User + system CPU seconds of each live process in a process group."""
+    cpu = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        # fields[2] is the process group, fields[11:13] utime and stime.
+        if int(fields[2]) == pgid:
+            cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return cpu
+
+
+def process_names(ctl):
+    """Kamailio's description of each of its processes, by pid."""
+    out = subprocess.run(["kamcmd", "-s", f"unix:{ctl}", "core.psx"], capture_output=True, text=True).stdout
+    pids = re.findall(r"PID:\s*(\d+)", out)
+    descs = re.findall(r"DSC:\s*(.*)", out)
+    return {int(p): d.strip() for p, d in zip(pids, descs)}
+
+
+class HepCounter:
+    """Counts the datagrams that reach a UDP port."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.count = 0
+        self.running = True
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while self.running:
+            try:
+                self.sock.recv(70000)
+            except socket.timeout:
+                continue
+            self.count += 1
+
+    def stop(self):
+        self.running = False
+        self.thread.join()
+        self.sock.close()
+
+
+class Postgres:
+    """A private PostgreSQL server in a temporary directory."""
+
+    def __init__(self, workdir):
+        bins = sorted(pathlib.Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not bins:
+            raise SystemExit("PostgreSQL is not installed; run scripts/setup-debian.sh")
+        self.bin = bins[-1].parent
+        self.data = pathlib.Path(workdir) / "pgdata"
+        self.data.mkdir()
+        self.as_postgres = os.getuid() == 0
+        if self.as_postgres:
+            shutil.chown(self.data, "postgres", "postgres")
+            os.chmod(workdir, 0o755)
+        self.port = free_port()
+        self.run("initdb", "-A", "trust", "-U", "postgres", "--no-sync", "-D", str(self.data))
+        self.proc = subprocess.Popen(
+            self.cmd("postgres", "-p", str(self.port), "-k", str(self.data), "-c", "listen_addresses=127.0.0.1",
+                     "-D", str(self.data)),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        for _ in range(100):
+            if self.psql("postgres", "SELECT 1", check=False) is not None:
+                return
+            time.sleep(0.2)
+        raise SystemExit("PostgreSQL did not start")
+
+    def cmd(self, program, *args):
+        path = str(self.bin / program)
+        return (["runuser", "-u", "postgres", "--", path] if self.as_postgres else [path]) + list(args)
+
+    def run(self, program, *args):
+        subprocess.run(self.cmd(program, *args), check=True, stdout=subprocess.DEVNULL)
+
+    def psql(self, db, sql, check=True):
+        r = subprocess.run([str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                            "-d", db, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            if check:
+                raise SystemExit(f"psql: {r.stderr}")
+            return None
+        return r.stdout.strip()
+
+    def fresh_database(self, name):
+        self.psql("postgres", f"DROP DATABASE IF EXISTS {name}")
+        self.psql("postgres", f"CREATE DATABASE {name}")
+        self.psql(name, (ROOT / "sql" / "postgres.sql").read_text())
+        return f"postgres://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self):
+        os.killpg(self.proc.pid, signal.SIGINT)
+        self.proc.wait(timeout=30)
+
+
+def kamailio_config(workdir, port, uas_port, module, params):
+    lines = [
+        "#!KAMAILIO",
+        "debug=1",
+        "log_stderror=yes",
+        "children=2",
+        "auto_aliases=no",
+        "disable_tcp=yes",
+        f"listen=udp:127.0.0.1:{port}",
+        f'mpath="{MODULES}"',
+        'loadmodule "tm.so"', 'loadmodule "sl.so"', 'loadmodule "rr.so"', 'loadmodule "pv.so"',
+        'loadmodule "siputils.so"', 'loadmodule "ctl.so"', 'loadmodule "db_sqlite.so"',
+        'loadmodule "db_postgres.so"',
+        f'modparam("ctl", "binrpc", "unix:{workdir}/ctl.sock")',
+    ]
+    if module:
+        lines.append(f'loadmodule "{module}"')
+        for name, value in params.items():
+            v = value if isinstance(value, int) else f'"{value}"'
+            lines.append(f'modparam("siptrace", "{name}", {v})')
+    lines += [
+        "request_route {",
+        "    if (has_totag()) {",
+        f'        if (!loose_route()) {{ $du = "sip:127.0.0.1:{uas_port}"; }}',
+        "        t_relay();",
+        "        exit;",
+        "    }",
+        "    record_route();",
+        f'    $du = "sip:127.0.0.1:{uas_port}";',
+        "    t_relay();",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def sipp_counts(output):
+    """Successful and failed calls from sipp's final screen."""
+    def cumulative(label):
+        m = re.findall(rf"{label}\s*\|\s*\d+\s*\|\s*(\d+)", output)
+        return int(m[-1]) if m else None
+    return cumulative("Successful call"), cumulative("Failed call")
+
+
+def run_variant(name, module, params, rate, duration, workdir, output_kind, counter=None, pg=None, db=None):
+    port, uas_port, uac_port = free_port(), free_port(), free_port()
+    vdir = pathlib.Path(workdir) / name
+    vdir.mkdir()
+    cfg = vdir / "kamailio.cfg"
+    cfg.write_text(kamailio_config(vdir, port, uas_port, module, params))
+    log = open(vdir / "kamailio.log", "w")
+    kam = subprocess.Popen(PIN_KAMAILIO + ["kamailio", "-f", str(cfg), "-DD", "-E", "-Y", str(vdir), "-m", "256"],
+                           stdout=log, stderr=log, start_new_session=True)
+    uas = None
+    try:
+        for _ in range(100):
+            ok = subprocess.run(["kamcmd", "-s", f"unix:{vdir}/ctl.sock", "core.uptime"],
+                                capture_output=True).returncode == 0
+            if ok:
+                break
+            if kam.poll() is not None:
+                raise SystemExit(f"{name}: kamailio exited; see {vdir}/kamailio.log")
+            time.sleep(0.1)
+        uas = subprocess.Popen(PIN_OTHERS + ["sipp", "-sf", str(UAS_SCENARIO), "-i", "127.0.0.1", "-p", str(uas_port),
+                                "-nostdin", "-nd"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               cwd=vdir, start_new_session=True)
+        time.sleep(0.5)
+        before_hep = counter.count if counter else 0
+        cpu_before = group_cpu(kam.pid)
+        calls = rate * duration
+        uac = subprocess.run(PIN_OTHERS + ["sipp", "-sn", "uac", f"127.0.0.1:{port}", "-i", "127.0.0.1", "-p", str(uac_port),
+                              "-r", str(rate), "-m", str(calls), "-l", str(rate * 4), "-nostdin", "-nd",
+                              "-timeout", f"{duration * 4 + 30}s"],
+                             capture_output=True, text=True, cwd=vdir)
+        # Let queued traces drain before the CPU is read.
+        time.sleep(2)
+        cpu_after = group_cpu(kam.pid)
+        names = process_names(vdir / "ctl.sock")
+        per_process = {}
+        for pid, seconds in cpu_after.items():
+            kind = names.get(pid, "other")
+            kind = "workers" if kind.startswith("udp receiver") else "senders" if "siptrace sender" in kind else "other"
+            per_process[kind] = per_process.get(kind, 0) + seconds - cpu_before.get(pid, 0)
+        cpu = sum(per_process.values())
+        ok_calls, failed = sipp_counts(uac.stdout + uac.stderr)
+        if ok_calls is None:
+            ok_calls, failed = (calls, 0) if uac.returncode == 0 else (0, calls)
+        if output_kind == "hep":
+            delivered = counter.count - before_hep
+        elif output_kind == "sqlite":
+            delivered = sqlite3.connect(db).execute("SELECT COUNT(*) FROM sip_trace").fetchone()[0]
+        elif output_kind == "postgres":
+            delivered = int(pg.psql(db, "SELECT COUNT(*) FROM sip_trace"))
+        else:
+            delivered = None
+        return {"name": name, "cpu": cpu, "split": per_process, "calls": calls,
+                "failed": calls - ok_calls if failed is None else failed,
+                "per_call": None if delivered is None else delivered / calls}
+    finally:
+        if uas:
+            os.killpg(uas.pid, signal.SIGKILL)
+            uas.wait()
+        os.killpg(kam.pid, signal.SIGTERM)
+        try:
+            kam.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(kam.pid, signal.SIGKILL)
+            kam.wait()
+        log.close()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rate", type=int, default=200, help="calls per second (default 200)")
+    ap.add_argument("--duration", type=int, default=15, help="seconds of calls per variant (default 15)")
+    ap.add_argument("--hep-rate", type=int, default=1000, help="rate of the extra HEP runs; 0 skips them")
+    ap.add_argument("--module", default=str(ROOT / "target" / "release" / "libsiptrace.so"))
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each variant; the median is reported")
+    ap.add_argument("--only", default="", help="comma-separated variant names")
+    ap.add_argument("--rust-param", action="append", default=[], metavar="NAME=VALUE",
+                    help="an extra modparam for our module's variants, e.g. batch_size=256")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin Kamailio and the load generators to CPUs")
+    args = ap.parse_args()
+    cpus = sorted(os.sched_getaffinity(0))
+    if not args.no_pin and len(cpus) >= 2 and shutil.which("taskset"):
+        global PIN_KAMAILIO, PIN_OTHERS
+        PIN_KAMAILIO = ["taskset", "-c", str(cpus[0])]
+        PIN_OTHERS = ["taskset", "-c", ",".join(map(str, cpus[1:]))]
+        os.sched_setaffinity(0, cpus[1:])
+    if not pathlib.Path(args.module).exists():
+        raise SystemExit(f"{args.module} is missing; run cargo build --release")
+
+    workdir = tempfile.mkdtemp(prefix="siptrace-bench-")
+    os.chmod(workdir, 0o755)
+    counter = HepCounter()
+    pg = Postgres(workdir)
+    hep = {"trace_on": 1, "trace_mode": 1, "trace_to_database": 0, "hep_mode_on": 1, "hep_version": 3,
+           "duplicate_uri": f"sip:127.0.0.1:{counter.port}"}
+
+    def db_params(url):
+        return {"trace_on": 1, "trace_mode": 2, "trace_to_database": 0, "db_url": url}
+
+    def sqlite_db(tag):
+        path = pathlib.Path(workdir) / f"{tag}.sqlite"
+        con = sqlite3.connect(path)
+        con.executescript((ROOT / "sql" / "sqlite.sql").read_text())
+        con.close()
+        return str(path)
+
+    plan = [("untraced", None, {}, "none", args.rate)]
+    for impl, module in (("c", C_MODULE), ("rust", args.module)):
+        plan.append((f"{impl}-hep", module, hep, "hep", args.rate))
+        plan.append((f"{impl}-sqlite", module, "sqlite", "sqlite", args.rate))
+        plan.append((f"{impl}-postgres", module, "postgres", "postgres", args.rate))
+    if args.hep_rate:
+        plan.append((f"untraced@{args.hep_rate}", None, {}, "none", args.hep_rate))
+        for impl, module in (("c", C_MODULE), ("rust", args.module)):
+            plan.append((f"{impl}-hep@{args.hep_rate}", module, hep, "hep", args.hep_rate))
+    only = set(filter(None, args.only.split(",")))
+
+    extra = {}
+    for item in args.rust_param:
+        key, _, value = item.partition("=")
+        extra[key] = int(value) if value.lstrip("-").isdigit() else value
+
+    runs = {}
+    try:
+        # Variants take turns, so that a slow patch of the machine does not
+        # land on one variant only.
+        for rep in range(args.repeat):
+            for name, module, params, kind, rate in plan:
+                if only and name not in only:
+                    continue
+                db = None
+                if kind == "sqlite":
+                    db = sqlite_db(f"{name}-{rep}")
+                    params = db_params(f"sqlite:///{db}")
+                elif kind == "postgres":
+                    db = name.replace("-", "_")
+                    params = db_params(pg.fresh_database(db))
+                if name.startswith("rust-"):
+                    params = {**params, **extra}
+                print(f"run {rep + 1}/{args.repeat}: {name} at {rate} calls/s for {args.duration} s",
+                      file=sys.stderr, flush=True)
+                r = run_variant(f"{name}-{rep}", module, params, rate, args.duration, workdir, kind, counter, pg, db)
+                runs.setdefault(name, []).append(r)
+    finally:
+        counter.stop()
+        pg.stop()
+
+    results = {name: summarize(rs) for name, rs in runs.items()}
+    print_table(results)
+    print(f"\nworking files: {workdir}", file=sys.stderr)
+
+
+def summarize(runs):
+    """The median run by CPU, with the spread and the worst delivery."""
+    ordered = sorted(runs, key=lambda r: r["cpu"])
+    median = dict(ordered[len(ordered) // 2])
+    median["spread"] = (ordered[0]["cpu"], ordered[-1]["cpu"])
+    per_call = [r["per_call"] for r in runs if r["per_call"] is not None]
+    median["per_call"] = min(per_call) if per_call else None
+    median["failed"] = max(r["failed"] for r in runs)
+    return median
+
+
+def print_table(results):
+    def untraced_for(name):
+        rate = name.split("@")[1] if "@" in name else None
+        return results.get(f"untraced@{rate}" if rate else "untraced")
+
+    print("| variant | Kamailio CPU (s), median [min-max] | workers / senders / other | vs untraced | vs C module "
+          "| delivered per call (worst) | failed calls (worst) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, r in results.items():
+        base = untraced_for(name)
+        vs_base = f"{r['cpu'] / base['cpu']:.2f}x" if base and base["cpu"] > 0 else "-"
+        c_name = name.replace("rust-", "c-", 1)
+        c = results.get(c_name) if name.startswith("rust-") else None
+        vs_c = f"{r['cpu'] / c['cpu']:.2f}x" if c and c["cpu"] > 0 else "-"
+        per_call = "-" if r["per_call"] is None else f"{r['per_call']:.2f}"
+        lo, hi = r["spread"]
+        split = " / ".join(f"{r['split'].get(k, 0):.2f}" for k in ("workers", "senders", "other"))
+        print(f"| {name} | {r['cpu']:.2f} [{lo:.2f}-{hi:.2f}] | {split} | {vs_base} | {vs_c} | {per_call} "
+              f"| {r['failed']} of {r['calls']} |")
+
+
+if __name__ == "__main__":
+    main()

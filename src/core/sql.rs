@@ -1,0 +1,211 @@
+//! One INSERT statement for many `sip_trace` rows, for the databases whose
+//! literal syntax is known here: SQLite and PostgreSQL. A row a statement
+//! cannot carry (a NUL byte) makes the caller store that batch row by row.
+//!
+//! The values are written exactly as Kamailio's own drivers write them for
+//! a single-row insert, so a row reads back the same either way.
+
+use crate::core::config::Columns;
+use crate::core::record::Row;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// The dialect of a Kamailio database URL, when it is one of ours.
+    pub fn of_url(url: &str) -> Option<Dialect> {
+        let scheme = url.split(':').next().unwrap_or_default();
+        match scheme {
+            "sqlite" => Some(Dialect::Sqlite),
+            "postgres" | "postgresql" | "pgsql" => Some(Dialect::Postgres),
+            _ => None,
+        }
+    }
+}
+
+/// The start of the statement: `INSERT INTO table (columns) VALUES `.
+pub fn insert_head(table: &str, c: &Columns) -> String {
+    format!(
+        "INSERT INTO {table} ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}) VALUES ",
+        c.msg,
+        c.callid,
+        c.method,
+        c.status,
+        c.fromip,
+        c.toip,
+        c.date,
+        c.direction,
+        c.fromtag,
+        c.traced_user,
+        c.time_us,
+        c.totag
+    )
+}
+
+/// Appends one row's `(values)` to `sql`; false, with `sql` unchanged, when
+/// the row holds a NUL byte, which no SQL text can carry, or bytes that are
+/// not UTF-8, which only a driver's own binding passes through unchanged.
+pub fn push_row(sql: &mut String, dialect: Dialect, row: &Row<'_>) -> bool {
+    let texts = [
+        row.msg,
+        row.callid,
+        row.method,
+        row.status,
+        row.fromip,
+        row.toip,
+        row.fromtag,
+        row.traced_user,
+        row.totag,
+    ];
+    if texts.iter().any(|t| t.contains(&0) || std::str::from_utf8(t).is_err()) {
+        return false;
+    }
+    let start = sql.len();
+    sql.push('(');
+    let [msg, callid, method, status, fromip, toip, fromtag, traced_user, totag] = texts;
+    for text in [msg, callid, method, status, fromip, toip] {
+        quote(sql, dialect, text);
+        sql.push_str(", ");
+    }
+    match dialect {
+        // db_sqlite stores a DATETIME as a Julian day number.
+        Dialect::Sqlite => sql.push_str(&sqlite_julian_day(row.time.secs as i64).to_string()),
+        // db_postgres writes the local time, as db_time2str does.
+        Dialect::Postgres => {
+            sql.push('\'');
+            sql.push_str(&local_time_text(row.time.secs as i64));
+            sql.push('\'');
+        }
+    }
+    sql.push_str(", '");
+    sql.push_str(row.direction.as_str());
+    sql.push_str("', ");
+    quote(sql, dialect, fromtag);
+    sql.push_str(", ");
+    quote(sql, dialect, traced_user);
+    sql.push_str(", ");
+    sql.push_str(&row.time.usecs.to_string());
+    sql.push_str(", ");
+    quote(sql, dialect, totag);
+    sql.push(')');
+    debug_assert!(sql.len() > start);
+    true
+}
+
+/// A string literal. SQLite doubles quotes; PostgreSQL gets an E'' string,
+/// which reads the same whatever standard_conforming_strings says.
+fn quote(sql: &mut String, dialect: Dialect, text: &[u8]) {
+    // push_row checked it is UTF-8.
+    let text = String::from_utf8_lossy(text);
+    match dialect {
+        Dialect::Sqlite => {
+            sql.push('\'');
+            sql.push_str(&text.replace('\'', "''"));
+        }
+        Dialect::Postgres => {
+            sql.push_str("E'");
+            sql.push_str(&text.replace('\\', "\\\\").replace('\'', "''"));
+        }
+    }
+    sql.push('\'');
+}
+
+/// The value db_sqlite binds for a DATETIME, computed the same way.
+pub fn sqlite_julian_day(secs: i64) -> f64 {
+    ((secs as f64) - 0.5) / 86400.0 + 2440587.5
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in the process's local time zone.
+pub fn local_time_text(secs: i64) -> String {
+    let t = secs as libc::time_t;
+    // SAFETY: zeroed tm is valid output space; localtime_r fills it.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        return "1970-01-01 00:00:00".into();
+    }
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::record::{Direction, Timestamp};
+
+    fn row(msg: &'static [u8]) -> Row<'static> {
+        Row {
+            msg,
+            callid: b"c'1",
+            method: b"INVITE",
+            status: b"",
+            fromip: b"udp:10.0.0.1:5060",
+            toip: b"udp:10.0.0.2:5060",
+            time: Timestamp { secs: 1_800_000_000, usecs: 42 },
+            direction: Direction::In,
+            fromtag: b"t\\1",
+            traced_user: b"",
+            totag: b"",
+        }
+    }
+
+    #[test]
+    fn dialects_from_urls() {
+        assert_eq!(Dialect::of_url("sqlite:////var/lib/t.db"), Some(Dialect::Sqlite));
+        assert_eq!(Dialect::of_url("postgres://u:p@h/db"), Some(Dialect::Postgres));
+        assert_eq!(Dialect::of_url("mysql://u:p@h/db"), None);
+    }
+
+    #[test]
+    fn sqlite_statement() {
+        let mut sql = insert_head("sip_trace", &Columns::default());
+        assert!(push_row(&mut sql, Dialect::Sqlite, &row(b"MSG 'x'")));
+        assert!(sql.starts_with(
+            "INSERT INTO sip_trace (msg, callid, method, status, fromip, toip, time_stamp, direction, fromtag, \
+             traced_user, time_us, totag) VALUES ("
+        ));
+        assert!(
+            sql.contains("('MSG ''x''', 'c''1', 'INVITE', '', 'udp:10.0.0.1:5060', 'udp:10.0.0.2:5060', ")
+        );
+        assert!(sql.ends_with(", 'in', 't\\1', '', 42, '')"), "{sql}");
+        // The exact double db_sqlite would bind, printed so that it reads back the same.
+        let jd = sqlite_julian_day(1_800_000_000);
+        assert!(sql.contains(&format!(", {jd}, ")));
+        assert_eq!(jd.to_string().parse::<f64>().unwrap().to_bits(), jd.to_bits());
+    }
+
+    #[test]
+    fn postgres_statement() {
+        let mut sql = String::new();
+        assert!(push_row(&mut sql, Dialect::Postgres, &row(b"a\\b'c")));
+        assert!(sql.starts_with("(E'a\\\\b''c', E'c''1', "), "{sql}");
+        assert!(
+            sql.contains(&format!(", '{}', 'in', E't\\\\1', E'', 42, E'')", local_time_text(1_800_000_000)))
+        );
+    }
+
+    #[test]
+    fn nul_bytes_and_other_encodings_are_left_to_the_driver() {
+        let mut sql = String::from("X");
+        assert!(!push_row(&mut sql, Dialect::Sqlite, &row(b"a\0b")));
+        assert!(!push_row(&mut sql, Dialect::Postgres, &row(b"caf\xe9")));
+        assert_eq!(sql, "X");
+    }
+
+    #[test]
+    fn local_time_follows_tz() {
+        // The test process's zone may be anything; the format is fixed.
+        let text = local_time_text(0);
+        assert_eq!(text.len(), 19);
+        assert_eq!(&text[4..5], "-");
+    }
+}
