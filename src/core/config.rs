@@ -243,7 +243,7 @@ impl Default for Senders {
             count: 1,
             queue_bytes: 4 << 20,
             batch_size: 64,
-            flush_interval_ms: 10,
+            flush_interval_ms: 20,
             tls_ca_file: crate::core::sender::tls::SYSTEM_CA_FILE.into(),
             db_batch_size: 1000,
             db_flush_interval_ms: 200,
@@ -576,7 +576,7 @@ mod tests {
             }
         );
         let d = Senders::default();
-        assert_eq!((d.count, d.queue_bytes, d.batch_size, d.flush_interval_ms), (1, 4 << 20, 64, 10));
+        assert_eq!((d.count, d.queue_bytes, d.batch_size, d.flush_interval_ms), (1, 4 << 20, 64, 20));
     }
 
     #[test]

@@ -18,8 +18,9 @@ const COLUMN_COUNT: usize = 12;
 /// write, and for a reader.
 const WRITER_WAIT: Duration = Duration::from_secs(1);
 
-/// Largest multi-row INSERT statement, in bytes.
-const MAX_STATEMENT: usize = 1 << 20;
+/// Largest multi-row INSERT statement, in bytes. db_postgres copies each
+/// statement into the process's private (pkg) memory, 8 MiB by default.
+const MAX_STATEMENT: usize = 256 << 10;
 
 /// The bound driver and the table layout, set up once in mod_init.
 struct DbSetup {
@@ -149,6 +150,8 @@ impl std::fmt::Display for ConnectError {
 /// A connection of one process.
 pub struct DbConn {
     con: *mut sys::db1_con_t,
+    /// The buffer multi-row statements are written in.
+    statement: std::cell::Cell<Vec<u8>>,
 }
 
 /// Opens a connection and checks the table version.
@@ -160,7 +163,7 @@ pub fn connect() -> Result<DbConn, ConnectError> {
     if con.is_null() {
         return Err(ConnectError::Unreachable("cannot connect; check db_url".into()));
     }
-    let conn = DbConn { con };
+    let conn = DbConn { con, statement: Default::default() };
     if setup.funcs.cap & sys::db_cap_DB_CAP_QUERY != 0 {
         let mut funcs = setup.funcs;
         // SAFETY: valid function table, connection and table name.
@@ -187,11 +190,15 @@ pub fn connect() -> Result<DbConn, ConnectError> {
 impl DbConn {
     /// Runs one SQL statement that returns nothing the caller needs.
     fn raw(&self, sql: &str) -> Result<(), ()> {
+        self.raw_bytes(sql.as_bytes())
+    }
+
+    fn raw_bytes(&self, sql: &[u8]) -> Result<(), ()> {
         let Some(setup) = setup() else { return Err(()) };
         let (Some(raw_query), Some(free_result)) = (setup.funcs.raw_query, setup.funcs.free_result) else {
             return Err(());
         };
-        let text = str_of(sql.as_bytes());
+        let text = str_of(sql);
         let mut result: *mut sys::db1_res_t = std::ptr::null_mut();
         // SAFETY: open connection, valid query text; a result is freed once.
         let rc = unsafe { raw_query(self.con, &text, &mut result) };
@@ -283,31 +290,37 @@ impl DbConn {
         dialect: Dialect,
         rows: &[Row<'_>],
     ) -> Result<usize, String> {
-        let mut sql = String::with_capacity(MAX_STATEMENT.min(64 << 10));
-        let mut in_statement = 0;
+        let mut sql = self.statement.take();
+        sql.clear();
+        let mut result = Ok(rows.len());
         for (i, row) in rows.iter().enumerate() {
             let before = sql.len();
-            if in_statement == 0 {
-                sql.push_str(&setup.insert_head);
+            if before == 0 {
+                sql.extend_from_slice(setup.insert_head.as_bytes());
             } else {
-                sql.push_str(", ");
+                sql.extend_from_slice(b", ");
             }
             if !sql::push_row(&mut sql, dialect, row) {
                 sql.truncate(before);
-                self.insert_rows(setup, std::slice::from_ref(row))?;
-                continue;
-            }
-            in_statement += 1;
-            if sql.len() >= MAX_STATEMENT || i + 1 == rows.len() {
-                self.raw(&sql).map_err(|_| "the database refused the rows".to_string())?;
+                if let Err(e) = self.insert_rows(setup, std::slice::from_ref(row)) {
+                    result = Err(e);
+                    break;
+                }
+            } else if sql.len() >= MAX_STATEMENT || i + 1 == rows.len() {
+                if self.raw_bytes(&sql).is_err() {
+                    result = Err("the database refused the rows".to_string());
+                    break;
+                }
                 sql.clear();
-                in_statement = 0;
             }
         }
-        if in_statement > 0 {
-            self.raw(&sql).map_err(|_| "the database refused the rows".to_string())?;
+        if result.is_ok() && !sql.is_empty() && self.raw_bytes(&sql).is_err() {
+            result = Err("the database refused the rows".to_string());
         }
-        Ok(rows.len())
+        // Kept for the next batch: the statements are about the same size.
+        sql.clear();
+        self.statement.set(sql);
+        result
     }
 
     fn begin(&self, setup: &DbSetup) -> bool {
