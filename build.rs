@@ -196,6 +196,8 @@ const API_FUNCTIONS: &[&str] = &[
     "register_procs",
     "cfg_register_child",
     "cfg_child_init",
+    "load_tm_api",
+    "sl_load_api",
 ];
 const API_TYPES: &[&str] = &[
     "module_exports",
@@ -218,6 +220,13 @@ const API_TYPES: &[&str] = &[
     "db_cap",
     "counter_val_t",
     "stat_var",
+    "tm_binds",
+    "tmcb_params",
+    "cell",
+    "sl_api_t",
+    "sl_cbelem_t",
+    "sl_cbp_t",
+    "request_method",
 ];
 const API_VARS: &[&str] = &[
     "siptrace_shim_.*",
@@ -231,6 +240,12 @@ const API_VARS: &[&str] = &[
     "SREV_NET_DATA_(RECV|SENT)",
     "PROC_(INIT|MAIN|TCP_MAIN|NOCHLDINIT)",
     "L_(ERR|WARN|INFO|DBG)",
+    "TMCB_(REQUEST_SENT|RESPONSE_IN|RESPONSE_SENT|RESPONSE_READY|ACK_NEG_IN|E2ECANCEL_IN|RETR_F)",
+    "SLCB_(REPLY_READY|ACK_FILTERED)",
+    "FL_SIPTRACE",
+    "T_IS_INVITE_FLAG",
+    "T_BR_UNDEFINED",
+    "SIP_(REQUEST|REPLY)",
 ];
 
 const LIB_DIR_CANDIDATES: &[&str] = &[

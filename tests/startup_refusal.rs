@@ -62,7 +62,6 @@ fn unresolvable_duplicate_uri() {
 fn parameters_not_implemented_yet() {
     let cases = [
         ("traced_user_avp", "$avp(traced)"),
-        ("trace_flag", "22"),
         ("xheaders_write", "1"),
         ("send_sock_name", "lan"),
         ("hep_version", "2"),
@@ -79,6 +78,17 @@ fn parameters_not_implemented_yet() {
             &[&quoted_param, &quoted_value, "not implemented yet"],
         );
     }
+}
+
+#[test]
+fn trace_flag_out_of_range() {
+    let params = no_db() + &modparam("trace_flag", 32);
+    assert_refused(
+        "trace-flag-32",
+        &params,
+        &Hooks::default(),
+        &["'trace_flag'", "'32'", "between -1 and 31"],
+    );
 }
 
 #[test]
@@ -105,15 +115,8 @@ fn database_without_its_driver_module() {
 }
 
 #[test]
-fn transaction_and_dialog_modes_not_implemented_yet() {
+fn dialog_mode_not_implemented_yet() {
     let params = no_db() + &modparam("duplicate_uri", "sip:127.0.0.1:9");
-    let hooks = Hooks { on_request: "sip_trace(\"sip:127.0.0.1:9\", \"$ci\", \"t\");", ..Default::default() };
-    assert_refused(
-        "mode-t",
-        &params,
-        &hooks,
-        &["sip_trace()", "'t'", "transaction tracing is not implemented yet"],
-    );
     let hooks = Hooks { on_request: "sip_trace_mode(\"d\");", ..Default::default() };
     assert_refused(
         "mode-d",

@@ -22,6 +22,8 @@
 #include "core/pt.h"
 #include "core/cfg/cfg_struct.h"
 #include "lib/srdb1/db.h"
+#include "modules/tm/tm_load.h"
+#include "modules/sl/sl.h"
 
 #include "shim.h"
 

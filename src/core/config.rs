@@ -215,6 +215,11 @@ pub struct Config {
     pub hep: HepSettings,
     pub init_mode: InitMode,
     pub trace_mode: TraceMode,
+    /// The message flag that makes `sip_trace()` without a mode trace the
+    /// whole transaction.
+    pub trace_flag: Option<u8>,
+    /// Whether ACKs that the SL module absorbs are traced.
+    pub trace_sl_acks: bool,
     pub senders: Senders,
 }
 
@@ -264,6 +269,8 @@ impl Default for Config {
             hep: HepSettings { capture_id: 1, auth_key: None },
             init_mode: InitMode::All,
             trace_mode: TraceMode::default(),
+            trace_flag: None,
+            trace_sl_acks: true,
             senders: Senders::default(),
         }
     }
@@ -329,18 +336,20 @@ impl Config {
             ("db_flush_interval", ParamValue::Int(n)) => {
                 self.senders.db_flush_interval_ms = int_in(name, n, 1, 10_000)? as u64;
             }
+            ("trace_flag", ParamValue::Int(n)) => {
+                // -1 is the C module's "no flag"; Kamailio's flags are 0..=31.
+                self.trace_flag = if n == -1 { None } else { Some(int_in(name, n, -1, 31)? as u8) };
+            }
+            ("trace_sl_acks", ParamValue::Int(n)) => self.trace_sl_acks = n != 0,
             // Values that ask for nothing beyond what the module does.
-            (
-                "trace_db_mode" | "trace_delayed" | "xheaders_write" | "xheaders_read" | "trace_sl_acks",
-                ParamValue::Int(0),
-            ) => {}
+            ("trace_db_mode" | "trace_delayed" | "xheaders_write" | "xheaders_read", ParamValue::Int(0)) => {}
             ("trace_db_mode", ParamValue::Int(n)) if !(0..=2).contains(&n) => {
                 return Err(bad("must be 0 (insert), 1 (delayed) or 2 (async)"));
             }
             (
-                "trace_flag" | "traced_user_avp" | "trace_table_avp" | "trace_local_ip" | "trace_sl_acks"
-                | "xheaders_write" | "xheaders_read" | "force_send_sock" | "send_sock_addr"
-                | "send_sock_name" | "trace_delayed" | "trace_db_mode" | "evcb_msg",
+                "traced_user_avp" | "trace_table_avp" | "trace_local_ip" | "xheaders_write" | "xheaders_read"
+                | "force_send_sock" | "send_sock_addr" | "send_sock_name" | "trace_delayed" | "trace_db_mode"
+                | "evcb_msg",
                 _,
             ) => return Err(ConfigError::not_implemented(name, value)),
             _ => return Err(bad("unknown parameter or wrong type")),
@@ -488,7 +497,10 @@ mod tests {
         set(&mut c, "trace_init_mode", ParamValue::Int(1)).unwrap();
         set(&mut c, "trace_db_mode", ParamValue::Int(0)).unwrap();
         set(&mut c, "trace_sl_acks", ParamValue::Int(0)).unwrap();
+        set(&mut c, "trace_flag", ParamValue::Int(22)).unwrap();
         c.validate().unwrap();
+        assert_eq!(c.trace_flag, Some(22));
+        assert!(!c.trace_sl_acks);
         assert_eq!(c.db_url.as_deref(), Some("sqlite:///tmp/x.db"));
         assert_eq!(c.table, "trace_2026");
         assert_eq!(c.columns.callid, "cid");
@@ -511,6 +523,7 @@ mod tests {
         assert_eq!(c.columns.date, "time_stamp");
         assert_eq!(c.init_mode, InitMode::All);
         assert!(!c.trace_mode.any());
+        assert!(c.trace_flag.is_none() && c.trace_sl_acks);
         c.validate().unwrap();
     }
 
@@ -535,8 +548,7 @@ mod tests {
             ("table", ParamValue::Str("sip_trace; DROP TABLE x"), "identifier"),
             ("db_url", ParamValue::Str(""), "empty"),
             ("traced_user_avp", ParamValue::Str("$avp(u)"), "not implemented yet"),
-            ("trace_flag", ParamValue::Int(22), "not implemented yet"),
-            ("trace_sl_acks", ParamValue::Int(1), "not implemented yet"),
+            ("trace_flag", ParamValue::Int(32), "between -1 and 31"),
             ("send_sock_name", ParamValue::Str("lan"), "not implemented yet"),
             ("evcb_msg", ParamValue::Str("ksr_siptrace_msg"), "not implemented yet"),
         ];

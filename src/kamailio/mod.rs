@@ -17,6 +17,7 @@ mod shared;
 mod stats;
 mod sys;
 mod tracer;
+mod transaction;
 
 use guard::guard;
 use std::os::raw::{c_char, c_int, c_void};

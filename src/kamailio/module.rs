@@ -2,12 +2,12 @@
 //! read, mod_init in the main process, child_init in every forked process,
 //! and the sender processes forked from the main one.
 
-use crate::core::config::{redact_url, Config, ConfigError, ParamValue};
+use crate::core::config::{redact_url, Config, ConfigError, InitMode, ParamValue};
 use crate::core::dest::{DestUri, Destination};
 use crate::core::endpoint::Transport;
 use crate::core::ring::Ring;
 use crate::core::sender::tls;
-use crate::kamailio::{db, events, sender, shared, stats, sys};
+use crate::kamailio::{db, events, sender, shared, stats, sys, transaction};
 use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::os::raw::c_char;
@@ -132,6 +132,9 @@ pub fn mod_init() -> Result<(), String> {
     let core_events = config.init_mode.core_events() && config.trace_mode.any();
     if core_events {
         events::register()?;
+    }
+    if config.init_mode != InitMode::CoreEvents {
+        transaction::mod_init(config.trace_sl_acks)?;
     }
     crate::log_info!(
         "tracing {} (trace_on={}), database: {}, duplicate_uri: {}, {} sender(s) with {} KiB queues",

@@ -1,23 +1,23 @@
 //! The script functions: `sip_trace([uri[, correlation_id[, mode]]])`,
 //! `sip_trace_mode(mode)` and `hlog(...)`, with their fixups.
 //!
-//! Only message mode exists so far; configs that ask for transaction or
-//! dialog tracing, or for `hlog()`, are refused at startup.
+//! Message and transaction modes exist so far; configs that ask for dialog
+//! tracing, or for `hlog()`, are refused at startup.
 
 use crate::core::counters::DropReason;
-use crate::core::dest::Destination;
 use crate::core::endpoint::Endpoint;
-use crate::core::record::{Direction, Outputs, Scope, Timestamp, TraceRecord};
+use crate::core::record::{Direction, Scope, Timestamp, TraceRecord};
 use crate::kamailio::guard::guard;
+use crate::kamailio::tracer::ScriptTarget;
+use crate::kamailio::transaction::{self, Start};
 use crate::kamailio::{module, net, shared, sys, tracer};
-use smallvec::{smallvec, SmallVec};
 use std::ffi::{c_void, CStr};
 use std::os::raw::{c_char, c_int};
 
 /// The trace scope a script call asks for, if this module has it.
 fn supported_scope(text: &str) -> Result<Scope, String> {
     match Scope::parse(text)? {
-        Scope::Message => Ok(Scope::Message),
+        scope @ (Scope::Message | Scope::Transaction) => Ok(scope),
         scope => Err(format!("{} tracing is not implemented yet by siptrace-rs", scope.name())),
     }
 }
@@ -110,15 +110,15 @@ unsafe extern "C" fn fixup_hlog(_param: *mut *mut c_void, _param_no: c_int) -> c
 }
 
 unsafe extern "C" fn w_sip_trace0(msg: *mut sys::sip_msg, _: *mut c_char, _: *mut c_char) -> c_int {
-    guard("sip_trace()", -1, || trace_call(msg, None, None))
+    guard("sip_trace()", -1, || trace_call(msg, None, None, None))
 }
 
 unsafe extern "C" fn w_sip_trace1(msg: *mut sys::sip_msg, dest: *mut c_char, _: *mut c_char) -> c_int {
-    guard("sip_trace()", -1, || trace_call(msg, Some(dest), None))
+    guard("sip_trace()", -1, || trace_call(msg, Some(dest), None, None))
 }
 
 unsafe extern "C" fn w_sip_trace2(msg: *mut sys::sip_msg, dest: *mut c_char, cid: *mut c_char) -> c_int {
-    guard("sip_trace()", -1, || trace_call(msg, Some(dest), Some(cid)))
+    guard("sip_trace()", -1, || trace_call(msg, Some(dest), Some(cid), None))
 }
 
 unsafe extern "C" fn w_sip_trace3(
@@ -128,11 +128,11 @@ unsafe extern "C" fn w_sip_trace3(
     mode: *mut c_char,
 ) -> c_int {
     guard("sip_trace()", -1, || {
-        // SAFETY: the fixup stored a Scope; only message mode passes it.
-        let Some(Scope::Message) = (unsafe { (mode as *const Scope).as_ref() }).copied() else {
+        // SAFETY: the fixup stored a Scope it supports.
+        let Some(scope) = (unsafe { (mode as *const Scope).as_ref() }).copied() else {
             return -1;
         };
-        trace_call(msg, Some(dest), Some(cid))
+        trace_call(msg, Some(dest), Some(cid), Some(scope))
     })
 }
 
@@ -143,7 +143,7 @@ unsafe extern "C" fn w_sip_trace_mode(msg: *mut sys::sip_msg, mode: *mut c_char,
             return -1;
         };
         match supported_scope(&text) {
-            Ok(_) => trace_call(msg, None, None),
+            Ok(scope) => trace_call(msg, None, None, Some(scope)),
             Err(e) => {
                 tracer::drop_record(DropReason::NoDestination, format_args!("sip_trace_mode('{text}'): {e}"));
                 -1
@@ -171,17 +171,23 @@ unsafe fn param_value(msg: *mut sys::sip_msg, param: *mut c_char) -> Option<Stri
     Some(if bytes == b"<null>" { String::new() } else { String::from_utf8_lossy(bytes).into_owned() })
 }
 
-/// Traces the current message, as `sip_trace()` does in message mode.
-/// Returns 1 when the message was queued for its outputs (what happens
-/// there is counted), -1 when tracing is off or nothing can be traced.
-fn trace_call(msg: *mut sys::sip_msg, dest: Option<*mut c_char>, cid: Option<*mut c_char>) -> c_int {
+/// Traces what the script asked for: the current message, and with the
+/// transaction scope (or, without a scope, `trace_flag` set on the
+/// message) what its transaction sends and receives. Returns 1 when
+/// something was queued for its outputs (what happens there is counted),
+/// -1 when tracing is off or nothing can be traced.
+fn trace_call(
+    msg: *mut sys::sip_msg,
+    dest: Option<*mut c_char>,
+    cid: Option<*mut c_char>,
+    scope: Option<Scope>,
+) -> c_int {
     let Some(module) = module::get() else { return -1 };
-    if !shared::tracing_on() {
+    if !shared::tracing_on() || msg.is_null() {
         return -1;
     }
-    let config = &module.config;
-    let explicit = match dest {
-        None => None,
+    let target = match dest {
+        None => ScriptTarget { uri_given: false, dest: None },
         // SAFETY: parameters were fixed by fixup_spve_all; msg is live.
         Some(p) => match unsafe { param_value(msg, p) }.as_deref() {
             None => {
@@ -191,9 +197,9 @@ fn trace_call(msg: *mut sys::sip_msg, dest: Option<*mut c_char>, cid: Option<*mu
                 );
                 return -1;
             }
-            Some("") => None,
+            Some("") => ScriptTarget { uri_given: true, dest: None },
             Some(text) => match module::destination(text) {
-                Ok(d) => Some(d),
+                Ok(d) => ScriptTarget { uri_given: true, dest: Some(d) },
                 Err(e) => {
                     tracer::drop_record(DropReason::NoDestination, e);
                     return -1;
@@ -201,33 +207,28 @@ fn trace_call(msg: *mut sys::sip_msg, dest: Option<*mut c_char>, cid: Option<*mu
             },
         },
     };
-    let targets: SmallVec<[Destination; 2]> = match explicit {
-        Some(d) => smallvec![d],
-        None => module.duplicates.clone(),
-    };
-    // Without a URI argument, the C module copies SIP only when nothing
-    // goes to the database.
-    let wants_copy = dest.is_some() || !config.trace_to_database;
-    let sends = config.hep_mode_on || wants_copy;
-    let outputs = Outputs {
-        db: config.uses_database(),
-        hep: if config.hep_mode_on { targets.clone() } else { SmallVec::new() },
-        duplicate: if !config.hep_mode_on && wants_copy { targets.clone() } else { SmallVec::new() },
-    };
-    if sends && targets.is_empty() {
-        tracer::drop_record(
-            DropReason::NoDestination,
-            "sip_trace(): no URI argument and no duplicate_uri modparam",
-        );
-        if !outputs.db {
-            return -1;
-        }
-    }
     // A correlation id that cannot be evaluated leaves the default, the Call-ID.
     // SAFETY: as above.
     let correlation = cid.and_then(|p| unsafe { param_value(msg, p) }).unwrap_or_default();
 
     // SAFETY: Kamailio passes the live message it is routing.
+    let flags = unsafe { (*msg).flags };
+    let scope = scope.unwrap_or(match module.config.trace_flag {
+        Some(flag) if flags & (1 << flag) != 0 => Scope::Transaction,
+        _ => Scope::Message,
+    });
+    if scope == Scope::Transaction {
+        // SAFETY: msg is the live message being routed.
+        match unsafe { transaction::start(msg, target, correlation.as_bytes()) } {
+            Ok(Start::TraceCurrent) => {}
+            Ok(Start::AlreadyTraced) => return 1,
+            Err(e) => {
+                crate::log_warn!("sip_trace(): {e}");
+                return -1;
+            }
+        }
+    }
+    // SAFETY: as above.
     let Some(msg) = (unsafe { msg.as_ref() }) else { return -1 };
     let Some((payload, src, dst, direction)) = current_message(msg) else { return -1 };
     let record = TraceRecord {
@@ -238,7 +239,7 @@ fn trace_call(msg: *mut sys::sip_msg, dest: Option<*mut c_char>, cid: Option<*mu
         payload,
         correlation_id: (!correlation.is_empty()).then_some(correlation.as_bytes()),
     };
-    if tracer::enqueue(&record, &outputs) {
+    if tracer::enqueue(&record, &tracer::script_outputs(&target)) {
         1
     } else {
         -1

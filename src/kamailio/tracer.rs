@@ -7,12 +7,46 @@
 //! all processes.
 
 use crate::core::counters::{Counters, DropReason};
+use crate::core::dest::Destination;
 use crate::core::record::{Outputs, Timestamp, TraceRecord};
 use crate::core::ring::PushError;
 use crate::core::{sip, wire};
 use crate::kamailio::shared::Shared;
 use crate::kamailio::{module, shared};
+use smallvec::{smallvec, SmallVec};
 use std::fmt::Display;
+
+/// Where a trace started by the script goes: the URI the script gave, or
+/// the `duplicate_uri` list when it gave none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScriptTarget {
+    /// Whether the script passed a URI argument (even an empty one).
+    pub uri_given: bool,
+    /// The destination of a non-empty URI argument.
+    pub dest: Option<Destination>,
+}
+
+/// The outputs of a trace the script asked for. Without a URI argument the
+/// C module copies SIP only when nothing goes to the database; the same
+/// holds here.
+pub fn script_outputs(target: &ScriptTarget) -> Outputs {
+    let Some(module) = module::get() else { return Outputs::default() };
+    let config = &module.config;
+    let targets: SmallVec<[Destination; 2]> = match target.dest {
+        Some(d) => smallvec![d],
+        None => module.duplicates.clone(),
+    };
+    let wants_copy = target.uri_given || !config.trace_to_database;
+    let sends = config.hep_mode_on || wants_copy;
+    if sends && targets.is_empty() {
+        drop_record(DropReason::NoDestination, "sip_trace(): no URI argument and no duplicate_uri modparam");
+    }
+    Outputs {
+        db: config.uses_database(),
+        hep: if config.hep_mode_on { targets.clone() } else { SmallVec::new() },
+        duplicate: if !config.hep_mode_on && wants_copy { targets } else { SmallVec::new() },
+    }
+}
 
 /// Seconds between two log lines about the same kind of drop.
 const LOG_INTERVAL_SECS: u64 = 10;

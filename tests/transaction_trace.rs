@@ -1,0 +1,115 @@
+//! Transaction tracing against a real Kamailio: `sip_trace_mode("t")`,
+//! `sip_trace(uri, cid, "t")` and `trace_flag`, with the rows read back
+//! from SQLite and the HEP decoded by sipcapture.
+
+mod common;
+
+use common::calls::*;
+use common::*;
+
+/// What transaction tracing of every request of a call shows: everything
+/// but the forwarded end-to-end ACK, which has no transaction of its own
+/// (as with the C module).
+const TRANSACTION_FLOW: [(Role, Role, &str); 12] = [
+    (Role::Uac, Role::Proxy, "INVITE"),
+    (Role::Proxy, Role::Uac, "100 INVITE"),
+    (Role::Proxy, Role::Uas, "INVITE"),
+    (Role::Uas, Role::Proxy, "180 INVITE"),
+    (Role::Proxy, Role::Uac, "180 INVITE"),
+    (Role::Uas, Role::Proxy, "200 INVITE"),
+    (Role::Proxy, Role::Uac, "200 INVITE"),
+    (Role::Uac, Role::Proxy, "ACK"),
+    (Role::Uac, Role::Proxy, "BYE"),
+    (Role::Proxy, Role::Uas, "BYE"),
+    (Role::Uas, Role::Proxy, "200 BYE"),
+    (Role::Proxy, Role::Uac, "200 BYE"),
+];
+
+fn row_flows(db: &std::path::Path, ports: &Ports) -> Vec<(String, Role, Role, String)> {
+    let port = |ip: &str| ip.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    trace_rows(db)
+        .into_iter()
+        .map(|r| {
+            let kind = kind_of_text(&String::from_utf8_lossy(&r.msg));
+            (r.callid.clone(), ports.role(port(&r.fromip)), ports.role(port(&r.toip)), kind)
+        })
+        .collect()
+}
+
+fn db_params(db_url: &str) -> Vec<String> {
+    vec![modparam("trace_on", 1), modparam("db_url", db_url), modparam("hep_mode_on", 0)]
+}
+
+#[test]
+fn sip_trace_mode_t_traces_each_transaction_once() {
+    let dir = TestDir::new("t-mode");
+    let (db, db_url) = trace_db(&dir);
+    let hooks = Hooks { on_request: "sip_trace_mode(\"t\");", ..Default::default() };
+    let proxy = Proxy::start(&dir, "127.0.0.1", &db_params(&db_url), &hooks);
+    let calls = 3;
+    let ports = proxy.calls(&dir, calls);
+    let expected = TRANSACTION_FLOW.len() * calls as usize;
+    proxy.wait_for_rows(expected);
+    // Late retransmissions or doubles would show up as extra rows.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_flows(row_flows(&db, &ports), &TRANSACTION_FLOW, calls as usize);
+    assert_eq!(proxy.stat("dropped"), 0);
+    for r in trace_rows(&db) {
+        let text = String::from_utf8_lossy(&r.msg).to_string();
+        let is_reply = text.starts_with("SIP/2.0 ");
+        assert_eq!(r.status, if is_reply { text[8..11].to_string() } else { String::new() });
+        assert_eq!(r.direction, if r.toip.ends_with(&format!(":{}", proxy.port)) { "in" } else { "out" });
+    }
+    // TM's lookups of CANCEL and ACK left no transaction unreleased.
+    let log = proxy.kamailio.log_text();
+    assert!(!log.contains("ERROR") && !log.contains("WARNING"), "proxy log:\n{log}");
+}
+
+#[test]
+fn trace_flag_makes_sip_trace_follow_the_transaction() {
+    let dir = TestDir::new("t-flag");
+    let (db, db_url) = trace_db(&dir);
+    let mut params = db_params(&db_url);
+    params.push(modparam("trace_flag", 22));
+    // Only the INVITE carries the flag: its transaction is traced, the
+    // other requests only as single messages.
+    let on_request = "if (is_method(\"INVITE\")) { setflag(22); } sip_trace();";
+    let hooks = Hooks { on_request, ..Default::default() };
+    let proxy = Proxy::start(&dir, "127.0.0.1", &params, &hooks);
+    let ports = proxy.calls(&dir, 2);
+    let flow: Vec<_> = TRANSACTION_FLOW
+        .iter()
+        .copied()
+        .filter(|(from, to, kind)| !kind.ends_with("BYE") || (*from, *to) == (Role::Uac, Role::Proxy))
+        .collect();
+    proxy.wait_for_rows(flow.len() * 2);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_flows(row_flows(&db, &ports), &flow, 2);
+}
+
+#[test]
+fn transaction_hep_carries_the_scripts_correlation_id_to_its_uri() {
+    let dir = TestDir::new("t-hep");
+    let collector = Sipcapture::start(&dir, "127.0.0.1");
+    let params = [
+        modparam("trace_on", 1),
+        modparam("trace_to_database", 0),
+        modparam("hep_mode_on", 1),
+        modparam("hep_version", 3),
+    ];
+    let on_request = format!(
+        "if (is_method(\"INVITE|BYE\")) {{ sip_trace(\"{}\", \"cid-$ci\", \"t\"); }}",
+        collector.uri()
+    );
+    let hooks = Hooks { on_request: &on_request, ..Default::default() };
+    let proxy = Proxy::start(&dir, "127.0.0.1", &params, &hooks);
+    let ports = proxy.calls(&dir, 2);
+    let flow: Vec<_> = TRANSACTION_FLOW.iter().copied().filter(|(_, _, k)| *k != "ACK").collect();
+    let packets = collector.wait_for_packets(flow.len() * 2);
+    let seen =
+        packets.iter().map(|p| (p.callid.clone(), ports.role(p.src_port), ports.role(p.dst_port), kind(p)));
+    assert_flows(seen, &flow, 2);
+    for p in &packets {
+        assert_eq!(p.correlation_id, format!("cid-{}", p.callid), "{}", first_line(&p.msg));
+    }
+}
