@@ -464,3 +464,37 @@ fn held_rows_are_written_when_kamailio_stops() {
     assert_eq!(count_trace_rows(&db), 2 * CALL_FLOW.len(), "stopping wrote them");
     assert!(proxy.kamailio.log_text().contains("sender 0 stopped"));
 }
+
+#[test]
+fn hep_versions_1_and_2_reach_sipcapture() {
+    for version in [1, 2] {
+        let dir = TestDir::new(&format!("hep-v{version}"));
+        let collector = Sipcapture::start(&dir, "127.0.0.1");
+        let params = [
+            modparam("trace_on", 1),
+            modparam("trace_mode", 1),
+            modparam("trace_to_database", 0),
+            modparam("hep_mode_on", 1),
+            modparam("hep_version", version),
+            modparam("hep_capture_id", 77),
+            modparam("duplicate_uri", collector.uri()),
+        ];
+        let proxy = Proxy::start(&dir, "127.0.0.1", &params, &Hooks::default());
+        let ports = proxy.calls(&dir, 2);
+        let packets = collector.wait_for_packets(CALL_FLOW.len() * 2);
+        assert_captured_flows(&packets, &ports, 2);
+        for p in &packets {
+            assert_eq!((p.src_ip.as_str(), p.dst_ip.as_str()), ("127.0.0.1", "127.0.0.1"));
+            assert_eq!(p.proto, 1, "UDP");
+            let text = String::from_utf8_lossy(&p.msg);
+            assert!(
+                text.contains(&format!("Call-ID: {}\r\n", p.callid)),
+                "payload of {}",
+                first_line(&p.msg)
+            );
+            if version == 2 {
+                assert_eq!(p.node, "homer01:77", "capture id of v2");
+            }
+        }
+    }
+}

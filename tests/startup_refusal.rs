@@ -64,7 +64,6 @@ fn parameters_not_implemented_yet() {
         ("traced_user_avp", "$avp(traced)"),
         ("xheaders_write", "1"),
         ("send_sock_name", "lan"),
-        ("hep_version", "2"),
         ("trace_db_mode", "2"),
     ];
     for (param, value) in cases {
@@ -78,6 +77,13 @@ fn parameters_not_implemented_yet() {
             &[&quoted_param, &quoted_value, "not implemented yet"],
         );
     }
+}
+
+#[test]
+fn hep_v1_to_a_stream_destination() {
+    let params =
+        no_db() + &modparam("hep_version", 1) + &modparam("duplicate_uri", "sip:127.0.0.1:9;transport=tcp");
+    assert_refused("hep-v1-tcp", &params, &Hooks::default(), &["'duplicate_uri'", "no length field"]);
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! configured.
 
 use crate::core::dest::{DestError, DestUri};
+use crate::core::endpoint::Transport;
 use crate::core::hep::HepSettings;
 use std::ffi::CStr;
 use std::fmt;
@@ -266,7 +267,7 @@ impl Default for Config {
             duplicate_uri: Vec::new(),
             trace_to_database: true,
             hep_mode_on: false,
-            hep: HepSettings { capture_id: 1, auth_key: None },
+            hep: HepSettings { capture_id: 1, auth_key: None, version: 3 },
             init_mode: InitMode::All,
             trace_mode: TraceMode::default(),
             trace_flag: None,
@@ -295,8 +296,7 @@ impl Config {
                 self.duplicate_uri.push(UriParam { text: s.to_string(), uri });
             }
             ("hep_version", ParamValue::Int(n)) => match n {
-                3 => {}
-                1 | 2 => return Err(ConfigError::not_implemented(name, n)),
+                1..=3 => self.hep.version = n as u8,
                 _ => return Err(bad("supported HEP versions are 1, 2 and 3")),
             },
             ("hep_capture_id", ParamValue::Int(n)) => {
@@ -367,6 +367,18 @@ impl Config {
                 mode.0,
                 "tracing to HEP or as a SIP duplicate needs duplicate_uri, which is not set",
             ));
+        }
+        if self.hep.version < 3 {
+            if let Some(p) = self.duplicate_uri.iter().find(|p| p.uri.transport != Transport::Udp) {
+                return Err(ConfigError::new(
+                    "duplicate_uri",
+                    &p.text,
+                    format!(
+                        "HEP version {} has no length field to frame it on a stream; use UDP or hep_version 3",
+                        self.hep.version
+                    ),
+                ));
+            }
         }
         if self.init_mode == InitMode::CoreEvents && !mode.any() {
             return Err(ConfigError::new(
@@ -505,7 +517,7 @@ mod tests {
         assert_eq!(c.table, "trace_2026");
         assert_eq!(c.columns.callid, "cid");
         assert!(c.trace_on && !c.trace_to_database && c.hep_mode_on);
-        assert_eq!(c.hep, HepSettings { capture_id: 4242, auth_key: Some(b"secret".to_vec()) });
+        assert_eq!(c.hep, HepSettings { capture_id: 4242, auth_key: Some(b"secret".to_vec()), version: 3 });
         let dup = &c.duplicate_uri[0];
         assert_eq!(dup.text, "sip:capture.example.net:9060");
         assert_eq!(dup.uri.host, Host::Name("capture.example.net".into()));
@@ -531,7 +543,6 @@ mod tests {
     fn bad_values_name_the_parameter_and_value() {
         let cases: &[(&str, ParamValue<'_>, &str)] = &[
             ("hep_version", ParamValue::Int(7), "supported HEP versions"),
-            ("hep_version", ParamValue::Int(2), "not implemented yet"),
             ("duplicate_uri", ParamValue::Str("!!garbage!!"), "expected a sip: URI"),
             ("duplicate_uri", ParamValue::Str("sip:10.0.0.1:9060;transport=ws"), "transport 'ws'"),
             ("senders", ParamValue::Int(0), "between 1 and 16"),

@@ -34,6 +34,10 @@ pub mod chunk {
 }
 
 const AF_INET: u8 = 2;
+/// Version, header length, family, protocol and the two ports.
+const V1_HEADER_LEN: usize = 8;
+/// Seconds, microseconds, capture id and padding.
+const V2_TIME_HEADER_LEN: usize = 12;
 const AF_INET6: u8 = 10;
 const HEADER_LEN: usize = 6;
 const CHUNK_HEADER_LEN: usize = 6;
@@ -45,6 +49,8 @@ pub const MAX_PACKET_LEN: usize = u16::MAX as usize;
 pub struct HepSettings {
     pub capture_id: u32,
     pub auth_key: Option<Vec<u8>>,
+    /// 1, 2 or 3; anything else encodes as 3.
+    pub version: u8,
 }
 
 /// One packet to encode.
@@ -83,6 +89,54 @@ impl std::fmt::Display for EncodeError {
 }
 
 /// Appends `packet`, encoded as HEPv3, to `out`.
+/// Appends `packet` to `out` in the HEP version of `settings`.
+pub fn encode(packet: &HepPacket<'_>, settings: &HepSettings, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    match settings.version {
+        1 | 2 => encode_v1_v2(packet, settings, out),
+        _ => encode_v3(packet, settings, out),
+    }
+}
+
+/// HEPv1 and v2: a fixed header (version, header length, family, IP
+/// protocol, ports), the two addresses, for v2 a time header, then the
+/// payload. Ports are in network order, as captagent and sipcapture read
+/// them. These versions carry no protocol type, correlation id or auth key.
+fn encode_v1_v2(
+    packet: &HepPacket<'_>,
+    settings: &HepSettings,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    if packet.payload.is_empty() {
+        return Err(EncodeError::EmptyPayload);
+    }
+    let (family, addresses): (u8, Vec<u8>) = match (packet.src.addr.ip(), packet.dst.addr.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => (AF_INET, [s.octets(), d.octets()].concat()),
+        (IpAddr::V6(s), IpAddr::V6(d)) => (AF_INET6, [s.octets(), d.octets()].concat()),
+        _ => return Err(EncodeError::MixedFamily),
+    };
+    let header_len = V1_HEADER_LEN + addresses.len();
+    let time_len = if settings.version == 2 { V2_TIME_HEADER_LEN } else { 0 };
+    let len = header_len + time_len + packet.payload.len();
+    if len > MAX_PACKET_LEN {
+        return Err(EncodeError::Oversize { len });
+    }
+    out.reserve(len);
+    out.extend_from_slice(&[settings.version, header_len as u8, family, packet.src.transport.hep_ip_proto()]);
+    out.extend_from_slice(&packet.src.addr.port().to_be_bytes());
+    out.extend_from_slice(&packet.dst.addr.port().to_be_bytes());
+    out.extend_from_slice(&addresses);
+    if settings.version == 2 {
+        // The time header is in the sender's byte order, little-endian on
+        // every host Kamailio runs on; the capture id has 16 bits.
+        out.extend_from_slice(&packet.time_sec.to_le_bytes());
+        out.extend_from_slice(&packet.time_usec.to_le_bytes());
+        out.extend_from_slice(&(settings.capture_id as u16).to_le_bytes());
+        out.extend_from_slice(&[0, 0]);
+    }
+    out.extend_from_slice(packet.payload);
+    Ok(())
+}
+
 pub fn encode_v3(
     packet: &HepPacket<'_>,
     settings: &HepSettings,
@@ -288,7 +342,7 @@ mod tests {
 
     #[test]
     fn ipv4_packet_has_the_exact_bytes_of_kamailios_layout() {
-        let settings = HepSettings { capture_id: 0x0102_0304, auth_key: Some(b"k".to_vec()) };
+        let settings = HepSettings { capture_id: 0x0102_0304, auth_key: Some(b"k".to_vec()), version: 3 };
         let mut out = Vec::new();
         encode_v3(&packet(b"SIP", Some(b"cid")), &settings, &mut out).unwrap();
         let expected: Vec<u8> = [
@@ -317,7 +371,7 @@ mod tests {
         let mut p = packet(b"INVITE sip:x SIP/2.0\r\n\r\n", Some(b"call-1"));
         p.src = endpoint(Transport::Tls, "[2001:db8::1]:5061");
         p.dst = endpoint(Transport::Tls, "[2001:db8::2]:6000");
-        let settings = HepSettings { capture_id: 7, auth_key: None };
+        let settings = HepSettings { capture_id: 7, auth_key: None, version: 3 };
         let mut out = Vec::new();
         encode_v3(&p, &settings, &mut out).unwrap();
         let chunks = decode_v3(&out).unwrap();
@@ -339,8 +393,38 @@ mod tests {
     }
 
     #[test]
+    fn versions_1_and_2_byte_by_byte() {
+        let p = packet(b"OPTIONS", Some(b"ignored"));
+        let mut v1 = Vec::new();
+        let s1 = HepSettings { capture_id: 0x0102, auth_key: Some(b"k".to_vec()), version: 1 };
+        encode(&p, &s1, &mut v1).unwrap();
+        let addresses = [p.src.addr.ip(), p.dst.addr.ip()].map(|ip| match ip {
+            IpAddr::V4(a) => a.octets(),
+            IpAddr::V6(_) => unreachable!(),
+        });
+        let ports = [p.src.addr.port().to_be_bytes(), p.dst.addr.port().to_be_bytes()].concat();
+        let head = [&[1u8, 16, 2, 17][..], &ports, &addresses[0], &addresses[1]].concat();
+        assert_eq!(v1, [&head[..], b"OPTIONS"].concat());
+
+        let mut v2 = Vec::new();
+        encode(&p, &HepSettings { version: 2, ..s1 }, &mut v2).unwrap();
+        let time = [&1_700_000_000u32.to_le_bytes()[..], &123_456u32.to_le_bytes(), &[2, 1, 0, 0]].concat();
+        let mut head2 = head.clone();
+        head2[0] = 2;
+        assert_eq!(v2, [&head2[..], &time, b"OPTIONS"].concat());
+
+        let mut v6 = Vec::new();
+        let mut p6 = p;
+        p6.src = endpoint(Transport::Tcp, "[2001:db8::1]:5060");
+        p6.dst = endpoint(Transport::Tcp, "[2001:db8::2]:5070");
+        encode(&p6, &HepSettings { version: 1, ..Default::default() }, &mut v6).unwrap();
+        assert_eq!(&v6[..4], &[1, 40, 10, 6]);
+        assert_eq!(v6.len(), 40 + 7);
+    }
+
+    #[test]
     fn empty_correlation_and_auth_key_are_left_out() {
-        let settings = HepSettings { capture_id: 1, auth_key: Some(Vec::new()) };
+        let settings = HepSettings { capture_id: 1, auth_key: Some(Vec::new()), version: 3 };
         let mut out = Vec::new();
         encode_v3(&packet(b"x", Some(b"")), &settings, &mut out).unwrap();
         let kinds: Vec<u16> = decode_v3(&out).unwrap().iter().map(|c| c.kind).collect();

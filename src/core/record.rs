@@ -77,7 +77,7 @@ impl<'a> TraceRecord<'a> {
             correlation_id: self.hep_correlation(fields),
             payload: self.payload,
         };
-        hep::encode_v3(&packet, settings, out)
+        hep::encode(&packet, settings, out)
     }
 }
 
@@ -180,7 +180,9 @@ To: <sip:c@d>\r\nCSeq: 1 OPTIONS\r\n\r\n";
     #[test]
     fn hep_packet_carries_the_record() {
         let mut out = Vec::new();
-        record(None).encode_hep(None, &HepSettings { capture_id: 9, auth_key: None }, &mut out).unwrap();
+        record(None)
+            .encode_hep(None, &HepSettings { capture_id: 9, auth_key: None, version: 3 }, &mut out)
+            .unwrap();
         let chunks = decode_v3(&out).unwrap();
         let d = Decoded::from_chunks(&chunks);
         assert_eq!(d.ip_proto, Some(6));
