@@ -498,3 +498,44 @@ fn hep_versions_1_and_2_reach_sipcapture() {
         }
     }
 }
+
+#[test]
+fn hlog_sends_log_records_correlated_with_the_call() {
+    let dir = TestDir::new("hlog");
+    let hepjs = HepJs::start(&dir);
+    // trace_on and hep_mode_on stay off: hlog() does not depend on them.
+    let params = [modparam("trace_to_database", 0), modparam("duplicate_uri", hepjs.uri())];
+    let on_request =
+        "if (is_method(\"INVITE\")) { hlog(\"routing $rm from $fu\"); hlog(\"cid-$ci\", \"second\"); }";
+    let hooks = Hooks { on_request, ..Default::default() };
+    let proxy = Proxy::start(&dir, "127.0.0.1", &params, &hooks);
+    proxy.calls(&dir, 2);
+    let packets = hepjs.wait_for_packets(4);
+    assert_eq!(packets.len(), 4, "two log records per call");
+    let mut texts = Vec::new();
+    for p in &packets {
+        let order: Vec<u64> =
+            p["chunks"].as_array().unwrap().iter().map(|c| c[1].as_u64().unwrap()).collect();
+        assert_eq!(order, [1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 17, 15], "chunk types in order");
+        let info = &p["decoded"]["rcinfo"];
+        assert_eq!(info["payloadType"], 100, "log");
+        assert_eq!(info["dstPort"].as_u64(), Some(u64::from(hepjs.port)), "to the collector");
+        assert_eq!(info["srcPort"].as_u64(), Some(u64::from(proxy.port)), "from the proxy's socket");
+        let text = p["decoded"]["payload"].as_str().unwrap().to_string();
+        let cid = info["correlation_id"].as_str().unwrap().to_string();
+        texts.push((text, cid));
+    }
+    let callids: std::collections::BTreeSet<String> = texts
+        .iter()
+        .filter(|(t, _)| t.starts_with("routing"))
+        .map(|(t, cid)| {
+            assert!(t.starts_with("routing INVITE from sip:"), "{t}");
+            cid.clone()
+        })
+        .collect();
+    assert_eq!(callids.len(), 2, "one Call-ID per call: {texts:?}");
+    for cid in &callids {
+        assert!(texts.contains(&("second".to_string(), format!("cid-{cid}"))), "{texts:?}");
+    }
+    assert_eq!(proxy.stat("traced_requests"), 0, "log lines are not SIP requests");
+}

@@ -48,6 +48,8 @@ pub struct TraceRecord<'a> {
     pub payload: &'a [u8],
     /// The correlation id the script gave, if any.
     pub correlation_id: Option<&'a [u8]>,
+    /// The HEP protocol type of the payload: SIP, or a log line.
+    pub proto_type: u8,
 }
 
 impl<'a> TraceRecord<'a> {
@@ -73,11 +75,16 @@ impl<'a> TraceRecord<'a> {
             // HEP time is 32-bit; it wraps in 2106.
             time_sec: self.time.secs as u32,
             time_usec: self.time.usecs,
-            proto_type: hep::proto_type::SIP,
+            proto_type: self.proto_type,
             correlation_id: self.hep_correlation(fields),
             payload: self.payload,
         };
-        hep::encode(&packet, settings, out)
+        if self.proto_type == hep::proto_type::SIP {
+            hep::encode(&packet, settings, out)
+        } else {
+            // Only HEPv3 says what a payload is; a log line always uses it.
+            hep::encode_v3(&packet, settings, out)
+        }
     }
 }
 
@@ -162,6 +169,7 @@ To: <sip:c@d>\r\nCSeq: 1 OPTIONS\r\n\r\n";
             dst: Endpoint::new(Transport::Tcp, "192.0.2.2".parse().unwrap(), 5060),
             payload: MSG,
             correlation_id,
+            proto_type: hep::proto_type::SIP,
         }
     }
 

@@ -9,7 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 const VERSION: u8 = 1;
 const FLAG_DB: u8 = 1;
-/// version, direction, flags, hep count, duplicate count, 3 spare,
+/// version, direction, flags, hep count, duplicate count, HEP proto type,
+/// 2 spare,
 /// seconds, microseconds, correlation length, payload length.
 const FIXED: usize = 8 + 8 + 4 + 4 + 4;
 /// transport, family, port, 16 address bytes.
@@ -43,7 +44,7 @@ pub fn encode(buf: &mut [u8], record: &TraceRecord<'_>, outputs: &Outputs, time:
         if outputs.db { FLAG_DB } else { 0 },
         outputs.hep.len() as u8,
         outputs.duplicate.len() as u8,
-        0,
+        record.proto_type,
         0,
         0,
     ]);
@@ -99,6 +100,7 @@ pub fn decode(buf: &[u8]) -> Result<(TraceRecord<'_>, Outputs), WireError> {
         dst,
         payload,
         correlation_id: (!correlation.is_empty()).then_some(correlation),
+        proto_type: head[5],
     };
     Ok((record, outputs))
 }
@@ -196,6 +198,7 @@ mod tests {
             dst: Endpoint::new(Transport::Tls, "2001:db8::2".parse().unwrap(), 40000),
             payload,
             correlation_id: correlation,
+            proto_type: crate::core::hep::proto_type::LOG,
         };
         let mut outputs = Outputs { db: true, ..Outputs::default() };
         outputs.hep.push(Destination { addr: "10.0.0.1:9060".parse().unwrap(), transport: Transport::Udp });

@@ -2,6 +2,7 @@
 //! through the core's network data events.
 
 use crate::core::endpoint::Endpoint;
+use crate::core::hep::proto_type::SIP;
 use crate::core::record::{Direction, Outputs, Timestamp, TraceRecord};
 use crate::kamailio::guard::guard;
 use crate::kamailio::{module, net, shared, sys, tracer};
@@ -66,7 +67,15 @@ fn trace(direction: Direction, src: Endpoint, dst: Endpoint, info: &sys::sr_net_
     let Some(module) = module::get() else { return };
     // SAFETY: the core hands over `len` valid bytes for the event's duration.
     let payload = unsafe { std::slice::from_raw_parts(info.data.s as *const u8, info.data.len as usize) };
-    let record = TraceRecord { time: Timestamp::now(), direction, src, dst, payload, correlation_id: None };
+    let record = TraceRecord {
+        time: Timestamp::now(),
+        direction,
+        src,
+        dst,
+        payload,
+        correlation_id: None,
+        proto_type: SIP,
+    };
     let mode = module.config.trace_mode;
     let outputs = Outputs {
         db: mode.db(),

@@ -91,3 +91,32 @@ pub unsafe fn sent(dst: &sys::dest_info) -> Option<(Endpoint, Endpoint)> {
     let peer = socket_addr(&dst.to)?;
     Some((src, Endpoint { transport: t, addr: peer }))
 }
+
+/// The listening socket Kamailio would send from to reach `dest`, as an
+/// endpoint; the broadcast stand-in when there is none.
+pub fn local_toward(dest: &crate::core::dest::Destination) -> Endpoint {
+    // SAFETY: an all-zero sockaddr_union is a valid (unspecified) address.
+    let mut to: sys::sockaddr_union = unsafe { std::mem::zeroed() };
+    match dest.addr {
+        SocketAddr::V4(a) => {
+            // Writing a union's Copy fields needs no unsafe.
+            to.sin.sin_family = AF_INET as _;
+            to.sin.sin_port = a.port().to_be();
+            to.sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+        }
+        SocketAddr::V6(a) => {
+            to.sin6.sin6_family = AF_INET6 as _;
+            to.sin6.sin6_port = a.port().to_be();
+            to.sin6.sin6_addr.__in6_u.__u6_addr8 = a.ip().octets();
+        }
+    }
+    let proto = match dest.transport {
+        Transport::Tcp => sys::sip_protos_PROTO_TCP,
+        Transport::Tls => sys::sip_protos_PROTO_TLS,
+        _ => sys::sip_protos_PROTO_UDP,
+    };
+    // SAFETY: `to` is a valid address; a null msg is allowed.
+    let sock = unsafe { sys::get_send_socket(std::ptr::null_mut(), &mut to, proto as c_int) };
+    // SAFETY: null or a live listening socket.
+    unsafe { sock.as_ref() }.and_then(local).unwrap_or_else(unknown_source)
+}

@@ -2,11 +2,11 @@
 //! `sip_trace_mode(mode)` and `hlog(...)`, with their fixups.
 //!
 //! Message and transaction modes exist so far; configs that ask for dialog
-//! tracing, or for `hlog()`, are refused at startup.
+//! tracing are refused at startup.
 
 use crate::core::counters::DropReason;
-use crate::core::endpoint::Endpoint;
-use crate::core::record::{Direction, Scope, Timestamp, TraceRecord};
+use crate::core::endpoint::{Endpoint, Transport};
+use crate::core::record::{Direction, Outputs, Scope, Timestamp, TraceRecord};
 use crate::kamailio::guard::guard;
 use crate::kamailio::tracer::ScriptTarget;
 use crate::kamailio::transaction::{self, Start};
@@ -100,13 +100,57 @@ unsafe extern "C" fn fixup_sip_trace_mode(param: *mut *mut c_void, param_no: c_i
     })
 }
 
-unsafe extern "C" fn fixup_hlog(_param: *mut *mut c_void, _param_no: c_int) -> c_int {
-    guard("hlog() fixup", -1, || {
-        crate::log_error!(
-            "hlog() is not implemented yet by siptrace-rs; remove it, or keep Kamailio's C siptrace module"
-        );
+unsafe extern "C" fn w_hlog1(msg: *mut sys::sip_msg, text: *mut c_char, _: *mut c_char) -> c_int {
+    guard("hlog()", -1, || hlog(msg, None, text))
+}
+
+unsafe extern "C" fn w_hlog2(msg: *mut sys::sip_msg, cid: *mut c_char, text: *mut c_char) -> c_int {
+    guard("hlog()", -1, || hlog(msg, Some(cid), text))
+}
+
+/// `hlog([correlation_id,] text)`: a HEPv3 log record (type 100) to the
+/// `duplicate_uri` collectors, from the socket Kamailio would use toward
+/// the first one, correlated by the given id or the message's Call-ID.
+/// As in the C module, it does not depend on trace_on or hep_mode_on.
+fn hlog(msg: *mut sys::sip_msg, cid: Option<*mut c_char>, text: *mut c_char) -> c_int {
+    let Some(module) = module::get() else { return -1 };
+    let Some(first) = module.duplicates.first() else {
+        tracer::drop_record(DropReason::NoDestination, "hlog(): no duplicate_uri modparam");
+        return -1;
+    };
+    // SAFETY: both parameters were fixed by fixup_spve_all; msg is live.
+    let Some(text) = (unsafe { param_value(msg, text) }) else { return -1 };
+    let correlation = match cid {
+        // SAFETY: as above.
+        Some(p) => unsafe { param_value(msg, p) }.unwrap_or_default().into_bytes(),
+        None => {
+            // SAFETY: a live message's buffer holds `len` bytes.
+            let Some(m) = (unsafe { msg.as_ref() }) else { return -1 };
+            let buf = unsafe { std::slice::from_raw_parts(m.buf as *const u8, m.len.max(0) as usize) };
+            match crate::core::sip::call_id(buf) {
+                Some(id) => id.to_vec(),
+                None => {
+                    tracer::drop_record(DropReason::Unparsable, "hlog(): the message has no Call-ID");
+                    return -1;
+                }
+            }
+        }
+    };
+    let record = TraceRecord {
+        time: Timestamp::now(),
+        direction: Direction::Out,
+        src: net::local_toward(first),
+        dst: Endpoint { transport: Transport::Udp, addr: first.addr },
+        payload: text.as_bytes(),
+        correlation_id: Some(&correlation),
+        proto_type: crate::core::hep::proto_type::LOG,
+    };
+    let outputs = Outputs { db: false, hep: module.duplicates.clone(), duplicate: Default::default() };
+    if tracer::enqueue(&record, &outputs) {
+        1
+    } else {
         -1
-    })
+    }
 }
 
 unsafe extern "C" fn w_sip_trace0(msg: *mut sys::sip_msg, _: *mut c_char, _: *mut c_char) -> c_int {
@@ -238,6 +282,7 @@ fn trace_call(
         dst,
         payload,
         correlation_id: (!correlation.is_empty()).then_some(correlation.as_bytes()),
+        proto_type: crate::core::hep::proto_type::SIP,
     };
     if tracer::enqueue(&record, &tracer::script_outputs(&target)) {
         1
@@ -297,7 +342,6 @@ pub const fn cmd_exports() -> [sys::cmd_export_t; CMD_COUNT + 1] {
     let w_sip_trace3_slot = unsafe { std::mem::transmute::<Fn3, Fn2>(w_sip_trace3) };
     let fixup = Some(fixup_sip_trace as unsafe extern "C" fn(*mut *mut c_void, c_int) -> c_int);
     let free = Some(free_fixup_sip_trace as unsafe extern "C" fn(*mut *mut c_void, c_int) -> c_int);
-    let hlog = Some(fixup_hlog as unsafe extern "C" fn(*mut *mut c_void, c_int) -> c_int);
     [
         cmd(c"sip_trace", w_sip_trace0, 0, None, None),
         cmd(c"sip_trace", w_sip_trace1, 1, fixup, free),
@@ -310,8 +354,8 @@ pub const fn cmd_exports() -> [sys::cmd_export_t; CMD_COUNT + 1] {
             Some(fixup_sip_trace_mode),
             Some(sys::fixup_free_spve_all),
         ),
-        cmd(c"hlog", w_sip_trace0, 1, hlog, None),
-        cmd(c"hlog", w_sip_trace0, 2, hlog, None),
+        cmd(c"hlog", w_hlog1, 1, Some(sys::fixup_spve_all), Some(sys::fixup_free_spve_all)),
+        cmd(c"hlog", w_hlog2, 2, Some(sys::fixup_spve_all), Some(sys::fixup_free_spve_all)),
         sys::cmd_export_t {
             name: std::ptr::null_mut(),
             function: None,

@@ -251,6 +251,7 @@ fn enqueue(direction: Direction, ends: (Endpoint, Endpoint), payload: &[u8], inf
         dst: ends.1,
         payload,
         correlation_id: info.and_then(TraceInfo::correlation),
+        proto_type: crate::core::hep::proto_type::SIP,
     };
     tracer::enqueue(&record, &tracer::script_outputs(&target));
 }

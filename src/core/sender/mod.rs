@@ -14,7 +14,7 @@ pub mod udp;
 use crate::core::counters::{Counters, DropReason};
 use crate::core::dest::Destination;
 use crate::core::endpoint::Transport;
-use crate::core::hep::{EncodeError, HepSettings};
+use crate::core::hep::{self, EncodeError, HepSettings};
 use crate::core::record::{Outputs, Row, TraceRecord};
 use crate::core::ring::Ring;
 use crate::core::sip;
@@ -156,13 +156,17 @@ impl<'c> Sender<'c> {
         let mut packets: Vec<(Destination, Kind, Bytes)> = Vec::new();
         let now = Instant::now();
         for (i, (record, outputs)) in batch.iter().enumerate() {
-            let fields = if outputs.db { Some(sip::extract(record.payload)) } else { None };
+            let is_sip = record.proto_type == hep::proto_type::SIP;
+            // Only SIP becomes a row; a log line goes to HEP alone.
+            let fields = if outputs.db && is_sip { Some(sip::extract(record.payload)) } else { None };
             let is_reply = match &fields {
                 Some(Ok(f)) => f.is_reply(),
                 _ => record.payload.starts_with(b"SIP/"),
             };
             let c = self.counters;
-            Counters::add(if is_reply { &c.traced_replies } else { &c.traced_requests });
+            if is_sip {
+                Counters::add(if is_reply { &c.traced_replies } else { &c.traced_requests });
+            }
             match &fields {
                 Some(Ok(f)) => self.rows.push(record, f, now),
                 Some(Err(e)) => {

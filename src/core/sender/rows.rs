@@ -101,6 +101,7 @@ mod tests {
             dst: Endpoint::new(Transport::Tcp, "10.0.0.2".parse().unwrap(), 5070),
             payload,
             correlation_id: None,
+            proto_type: crate::core::hep::proto_type::SIP,
         };
         let fields = crate::core::sip::extract(payload).unwrap();
         let mut held = PendingRows::default();

@@ -59,6 +59,7 @@ fn push(ring: &Ring, payload: &[u8], outputs: &Outputs) {
         dst: Endpoint::new(Transport::Udp, "192.0.2.2".parse().unwrap(), 5080),
         payload,
         correlation_id: None,
+        proto_type: crate::core::hep::proto_type::SIP,
     };
     let len = wire::encoded_len(&record, outputs);
     ring.push(len, |buf| wire::encode(buf, &record, outputs, Timestamp { secs: 1_800_000_000, usecs: 7 }))
