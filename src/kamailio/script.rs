@@ -126,7 +126,7 @@ fn hlog(msg: *mut sys::sip_msg, cid: Option<*mut c_char>, text: *mut c_char) -> 
         None => {
             // SAFETY: a live message's buffer holds `len` bytes.
             let Some(m) = (unsafe { msg.as_ref() }) else { return -1 };
-            let buf = unsafe { std::slice::from_raw_parts(m.buf as *const u8, m.len.max(0) as usize) };
+            let buf = unsafe { std::slice::from_raw_parts(m.buf as *const u8, m.len as usize) };
             match crate::core::sip::call_id(buf) {
                 Some(id) => id.to_vec(),
                 None => {
