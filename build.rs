@@ -198,6 +198,10 @@ const API_FUNCTIONS: &[&str] = &[
     "cfg_child_init",
     "load_tm_api",
     "sl_load_api",
+    "pv_parse_spec2",
+    "pv_get_avp_name",
+    "search_first_avp",
+    "search_next_avp",
 ];
 const API_TYPES: &[&str] = &[
     "module_exports",
@@ -227,6 +231,11 @@ const API_TYPES: &[&str] = &[
     "sl_cbelem_t",
     "sl_cbp_t",
     "request_method",
+    "pv_spec_t",
+    "pv_type",
+    "usr_avp",
+    "search_state",
+    "int_str",
 ];
 const API_VARS: &[&str] = &[
     "siptrace_shim_.*",
@@ -246,6 +255,7 @@ const API_VARS: &[&str] = &[
     "T_IS_INVITE_FLAG",
     "T_BR_UNDEFINED",
     "SIP_(REQUEST|REPLY)",
+    "AVP_VAL_STR",
 ];
 
 const LIB_DIR_CANDIDATES: &[&str] = &[

@@ -539,3 +539,37 @@ fn hlog_sends_log_records_correlated_with_the_call() {
     }
     assert_eq!(proxy.stat("traced_requests"), 0, "log lines are not SIP requests");
 }
+
+#[test]
+fn traced_user_avp_gives_a_row_per_user_even_with_tracing_off() {
+    for trace_on in [0, 1] {
+        let dir = TestDir::new(&format!("traced-user-{trace_on}"));
+        let (db, db_url) = trace_db(&dir);
+        let params = [
+            modparam("trace_on", trace_on),
+            modparam("db_url", &db_url),
+            modparam("traced_user_avp", "$avp(tu)"),
+        ];
+        // Two users on the INVITE, an integer one on the BYE, none on the ACK.
+        let on_request = "if (is_method(\"INVITE\")) { $avp(tu) = \"alice\"; $avp(tu) = \"bob\"; } \
+                          if (is_method(\"BYE\")) { $avp(tu) = 42; } sip_trace();";
+        let hooks = Hooks { on_request, ..Default::default() };
+        let proxy = Proxy::start(&dir, "127.0.0.1", &params, &hooks);
+        proxy.calls(&dir, 1);
+        let mut expected = vec![("ACK", ""), ("BYE", "42"), ("INVITE", "alice"), ("INVITE", "bob")];
+        if trace_on == 1 {
+            expected.extend([("BYE", ""), ("INVITE", "")]);
+        } else {
+            expected.retain(|(_, user)| !user.is_empty());
+        }
+        expected.sort();
+        proxy.wait_for_rows(expected.len());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let mut rows: Vec<(String, String)> =
+            trace_rows(&db).into_iter().map(|r| (r.method, r.traced_user)).collect();
+        rows.sort();
+        let expected: Vec<(String, String)> =
+            expected.iter().map(|(m, u)| (m.to_string(), u.to_string())).collect();
+        assert_eq!(rows, expected, "trace_on={trace_on}");
+    }
+}

@@ -61,7 +61,7 @@ fn unresolvable_duplicate_uri() {
 #[test]
 fn parameters_not_implemented_yet() {
     let cases = [
-        ("traced_user_avp", "$avp(traced)"),
+        ("trace_table_avp", "$avp(table)"),
         ("xheaders_write", "1"),
         ("send_sock_name", "lan"),
         ("trace_db_mode", "2"),
@@ -141,10 +141,8 @@ fn bad_destination_argument() {
 }
 
 #[test]
-fn hlog_and_event_route_not_implemented_yet() {
+fn event_route_not_implemented_yet() {
     let params = no_db() + &modparam("duplicate_uri", "sip:127.0.0.1:9");
-    let hooks = Hooks { on_request: "hlog(\"hello\");", ..Default::default() };
-    assert_refused("hlog", &params, &hooks, &["hlog()", "not implemented yet"]);
     let hooks =
         Hooks { on_send: "return;\n}\nevent_route[siptrace:msg] {\n    return;", ..Default::default() };
     assert_refused("event-route", &params, &hooks, &["event_route[siptrace:msg]", "not implemented yet"]);

@@ -16,6 +16,7 @@
 #include "core/forward.h"
 #include "core/route.h"
 #include "core/pvar.h"
+#include "core/usr_avp.h"
 #include "core/counters.h"
 #include "core/socket_info.h"
 #include "core/parser/msg_parser.h"

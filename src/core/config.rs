@@ -221,6 +221,8 @@ pub struct Config {
     pub trace_flag: Option<u8>,
     /// Whether ACKs that the SL module absorbs are traced.
     pub trace_sl_acks: bool,
+    /// The AVP whose values name the users a trace belongs to.
+    pub traced_user_avp: Option<String>,
     pub senders: Senders,
 }
 
@@ -272,6 +274,7 @@ impl Default for Config {
             trace_mode: TraceMode::default(),
             trace_flag: None,
             trace_sl_acks: true,
+            traced_user_avp: None,
             senders: Senders::default(),
         }
     }
@@ -341,15 +344,20 @@ impl Config {
                 self.trace_flag = if n == -1 { None } else { Some(int_in(name, n, -1, 31)? as u8) };
             }
             ("trace_sl_acks", ParamValue::Int(n)) => self.trace_sl_acks = n != 0,
+            ("traced_user_avp", ParamValue::Str(s)) => {
+                if !s.starts_with("$avp(") {
+                    return Err(bad("expected an AVP such as $avp(name)"));
+                }
+                self.traced_user_avp = Some(s.to_string());
+            }
             // Values that ask for nothing beyond what the module does.
             ("trace_db_mode" | "trace_delayed" | "xheaders_write" | "xheaders_read", ParamValue::Int(0)) => {}
             ("trace_db_mode", ParamValue::Int(n)) if !(0..=2).contains(&n) => {
                 return Err(bad("must be 0 (insert), 1 (delayed) or 2 (async)"));
             }
             (
-                "traced_user_avp" | "trace_table_avp" | "trace_local_ip" | "xheaders_write" | "xheaders_read"
-                | "force_send_sock" | "send_sock_addr" | "send_sock_name" | "trace_delayed" | "trace_db_mode"
-                | "evcb_msg",
+                "trace_table_avp" | "trace_local_ip" | "xheaders_write" | "xheaders_read" | "force_send_sock"
+                | "send_sock_addr" | "send_sock_name" | "trace_delayed" | "trace_db_mode" | "evcb_msg",
                 _,
             ) => return Err(ConfigError::not_implemented(name, value)),
             _ => return Err(bad("unknown parameter or wrong type")),
@@ -558,7 +566,8 @@ mod tests {
             ("trace_db_mode", ParamValue::Int(2), "not implemented yet"),
             ("table", ParamValue::Str("sip_trace; DROP TABLE x"), "identifier"),
             ("db_url", ParamValue::Str(""), "empty"),
-            ("traced_user_avp", ParamValue::Str("$avp(u)"), "not implemented yet"),
+            ("traced_user_avp", ParamValue::Str("$var(u)"), "expected an AVP"),
+            ("trace_table_avp", ParamValue::Str("$avp(t)"), "not implemented yet"),
             ("trace_flag", ParamValue::Int(32), "between -1 and 31"),
             ("send_sock_name", ParamValue::Str("lan"), "not implemented yet"),
             ("evcb_msg", ParamValue::Str("ksr_siptrace_msg"), "not implemented yet"),

@@ -50,9 +50,48 @@ pub struct TraceRecord<'a> {
     pub correlation_id: Option<&'a [u8]>,
     /// The HEP protocol type of the payload: SIP, or a log line.
     pub proto_type: u8,
+    /// The `traced_user` column of each row, packed by [`pack_traced_user`];
+    /// `None` is one row with an empty one.
+    pub traced_users: Option<&'a [u8]>,
+}
+
+/// Appends one traced user to a packed list: a 16-bit length, then the
+/// bytes (cut at 65535).
+pub fn pack_traced_user(out: &mut Vec<u8>, user: &[u8]) {
+    let user = &user[..user.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(user.len() as u16).to_le_bytes());
+    out.extend_from_slice(user);
+}
+
+/// The users of a packed list; a damaged tail ends it.
+pub struct TracedUsers<'a> {
+    rest: &'a [u8],
+    single: bool,
+}
+
+impl<'a> Iterator for TracedUsers<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.single {
+            self.single = false;
+            return Some(b"");
+        }
+        let len = u16::from_le_bytes(self.rest.get(..2)?.try_into().ok()?) as usize;
+        let user = self.rest.get(2..2 + len)?;
+        self.rest = &self.rest[2 + len..];
+        Some(user)
+    }
 }
 
 impl<'a> TraceRecord<'a> {
+    /// The `traced_user` value of each row this record makes.
+    pub fn traced_users(&self) -> TracedUsers<'a> {
+        match self.traced_users {
+            None => TracedUsers { rest: b"", single: true },
+            Some(packed) => TracedUsers { rest: packed, single: false },
+        }
+    }
+
     /// The HEP correlation id: the one the script gave, else the Call-ID,
     /// so that Homer groups the record with its call.
     pub fn hep_correlation(&self, fields: Option<&SipFields<'a>>) -> Option<&'a [u8]> {
@@ -170,6 +209,7 @@ To: <sip:c@d>\r\nCSeq: 1 OPTIONS\r\n\r\n";
             payload: MSG,
             correlation_id,
             proto_type: hep::proto_type::SIP,
+            traced_users: None,
         }
     }
 

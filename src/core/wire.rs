@@ -7,12 +7,13 @@ use crate::core::endpoint::{Endpoint, Transport};
 use crate::core::record::{Direction, Outputs, Timestamp, TraceRecord};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const FLAG_DB: u8 = 1;
 /// version, direction, flags, hep count, duplicate count, HEP proto type,
 /// 2 spare,
-/// seconds, microseconds, correlation length, payload length.
-const FIXED: usize = 8 + 8 + 4 + 4 + 4;
+/// seconds, microseconds, correlation length, payload length, traced users
+/// length.
+const FIXED: usize = 8 + 8 + 4 + 4 + 4 + 4;
 /// transport, family, port, 16 address bytes.
 const ENDPOINT: usize = 1 + 1 + 2 + 16;
 
@@ -31,6 +32,7 @@ pub fn encoded_len(record: &TraceRecord<'_>, outputs: &Outputs) -> usize {
         + ENDPOINT * (2 + outputs.hep.len() + outputs.duplicate.len())
         + record.correlation_id.map_or(0, <[u8]>::len)
         + record.payload.len()
+        + record.traced_users.map_or(0, <[u8]>::len)
 }
 
 /// Writes the record into `buf`, which is `encoded_len` bytes, with `time`
@@ -52,6 +54,8 @@ pub fn encode(buf: &mut [u8], record: &TraceRecord<'_>, outputs: &Outputs, time:
     w.put(&time.usecs.to_le_bytes());
     w.put(&(correlation.len() as u32).to_le_bytes());
     w.put(&(record.payload.len() as u32).to_le_bytes());
+    // u32::MAX marks "no list": one row with an empty traced user.
+    w.put(&record.traced_users.map_or(u32::MAX, |u| u.len() as u32).to_le_bytes());
     w.endpoint(record.src.transport, record.src.addr);
     w.endpoint(record.dst.transport, record.dst.addr);
     for d in outputs.hep.iter().chain(outputs.duplicate.iter()) {
@@ -59,6 +63,7 @@ pub fn encode(buf: &mut [u8], record: &TraceRecord<'_>, outputs: &Outputs, time:
     }
     w.put(correlation);
     w.put(record.payload);
+    w.put(record.traced_users.unwrap_or_default());
     debug_assert_eq!(w.at, w.buf.len());
 }
 
@@ -79,6 +84,7 @@ pub fn decode(buf: &[u8]) -> Result<(TraceRecord<'_>, Outputs), WireError> {
     let usecs = r.u32()?;
     let correlation_len = r.u32()? as usize;
     let payload_len = r.u32()? as usize;
+    let users_len = r.u32()?;
     let src = r.endpoint()?;
     let dst = r.endpoint()?;
     let mut outputs = Outputs { db, ..Outputs::default() };
@@ -90,6 +96,7 @@ pub fn decode(buf: &[u8]) -> Result<(TraceRecord<'_>, Outputs), WireError> {
     }
     let correlation = r.take(correlation_len)?;
     let payload = r.take(payload_len)?;
+    let traced_users = if users_len == u32::MAX { None } else { Some(r.take(users_len as usize)?) };
     if r.at != buf.len() {
         return Err(WireError("trailing bytes"));
     }
@@ -101,6 +108,7 @@ pub fn decode(buf: &[u8]) -> Result<(TraceRecord<'_>, Outputs), WireError> {
         payload,
         correlation_id: (!correlation.is_empty()).then_some(correlation),
         proto_type: head[5],
+        traced_users,
     };
     Ok((record, outputs))
 }
@@ -199,6 +207,7 @@ mod tests {
             payload,
             correlation_id: correlation,
             proto_type: crate::core::hep::proto_type::LOG,
+            traced_users: None,
         };
         let mut outputs = Outputs { db: true, ..Outputs::default() };
         outputs.hep.push(Destination { addr: "10.0.0.1:9060".parse().unwrap(), transport: Transport::Udp });
@@ -221,7 +230,28 @@ mod tests {
         assert_eq!((back.src, back.dst), (record.src, record.dst));
         assert_eq!(back.payload, record.payload);
         assert_eq!(back.correlation_id, Some(&b"cid-1"[..]));
+        assert_eq!(back.proto_type, crate::core::hep::proto_type::LOG);
+        assert_eq!(back.traced_users().collect::<Vec<_>>(), [b""]);
         assert_eq!(back_outputs, outputs);
+    }
+
+    #[test]
+    fn traced_users_round_trip() {
+        let mut packed = Vec::new();
+        for user in [&b""[..], b"alice", b"bob@example.com"] {
+            crate::core::record::pack_traced_user(&mut packed, user);
+        }
+        let (mut record, outputs) = sample(b"INVITE", None);
+        record.traced_users = Some(&packed);
+        let mut buf = vec![0u8; encoded_len(&record, &outputs)];
+        encode(&mut buf, &record, &outputs, Timestamp { secs: 1, usecs: 2 });
+        let (back, _) = decode(&buf).unwrap();
+        assert_eq!(back.traced_users().collect::<Vec<_>>(), [&b""[..], b"alice", b"bob@example.com"]);
+        // An empty list makes no row at all.
+        record.traced_users = Some(b"");
+        let mut buf = vec![0u8; encoded_len(&record, &outputs)];
+        encode(&mut buf, &record, &outputs, Timestamp { secs: 1, usecs: 2 });
+        assert_eq!(decode(&buf).unwrap().0.traced_users().count(), 0);
     }
 
     #[test]

@@ -75,6 +75,7 @@ fn trace(direction: Direction, src: Endpoint, dst: Endpoint, info: &sys::sr_net_
         payload,
         correlation_id: None,
         proto_type: SIP,
+        traced_users: None,
     };
     let mode = module.config.trace_mode;
     let outputs = Outputs {

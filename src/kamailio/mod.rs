@@ -18,6 +18,7 @@ mod stats;
 mod sys;
 mod tracer;
 mod transaction;
+mod users;
 
 use guard::guard;
 use std::os::raw::{c_char, c_int, c_void};

@@ -10,7 +10,8 @@ use crate::core::record::{Direction, Outputs, Scope, Timestamp, TraceRecord};
 use crate::kamailio::guard::guard;
 use crate::kamailio::tracer::ScriptTarget;
 use crate::kamailio::transaction::{self, Start};
-use crate::kamailio::{module, net, shared, sys, tracer};
+use crate::kamailio::users::{self, Users};
+use crate::kamailio::{module, net, sys, tracer};
 use std::ffi::{c_void, CStr};
 use std::os::raw::{c_char, c_int};
 
@@ -144,6 +145,7 @@ fn hlog(msg: *mut sys::sip_msg, cid: Option<*mut c_char>, text: *mut c_char) -> 
         payload: text.as_bytes(),
         correlation_id: Some(&correlation),
         proto_type: crate::core::hep::proto_type::LOG,
+        traced_users: None,
     };
     let outputs = Outputs { db: false, hep: module.duplicates.clone(), duplicate: Default::default() };
     if tracer::enqueue(&record, &outputs) {
@@ -227,7 +229,12 @@ fn trace_call(
     scope: Option<Scope>,
 ) -> c_int {
     let Some(module) = module::get() else { return -1 };
-    if !shared::tracing_on() || msg.is_null() {
+    if msg.is_null() {
+        return -1;
+    }
+    // Tracing is off, unless traced_user_avp names someone to trace.
+    let users = users::current();
+    if let Users::Skip = users {
         return -1;
     }
     let target = match dest {
@@ -283,6 +290,10 @@ fn trace_call(
         payload,
         correlation_id: (!correlation.is_empty()).then_some(correlation.as_bytes()),
         proto_type: crate::core::hep::proto_type::SIP,
+        traced_users: match &users {
+            Users::List(packed) => Some(packed),
+            _ => None,
+        },
     };
     if tracer::enqueue(&record, &tracer::script_outputs(&target)) {
         1

@@ -19,7 +19,8 @@ use crate::core::endpoint::Endpoint;
 use crate::core::record::{Direction, Timestamp, TraceRecord};
 use crate::kamailio::guard::guard;
 use crate::kamailio::tracer::{self, ScriptTarget};
-use crate::kamailio::{module, net, shared, sys};
+use crate::kamailio::users::{self, Users};
+use crate::kamailio::{module, net, sys};
 use std::ffi::c_void;
 use std::os::raw::c_int;
 use std::sync::OnceLock;
@@ -219,10 +220,10 @@ unsafe fn belongs_to_traced_transaction(tm: &sys::tm_binds, msg: *mut sys::sip_m
     false
 }
 
-/// Whether `msg` belongs to a traced request (and tracing is on).
+/// Whether `msg` belongs to a traced request.
 fn is_traced(msg: *const sys::sip_msg) -> bool {
     // SAFETY: TM and SL pass null or live messages.
-    shared::tracing_on() && unsafe { msg.as_ref() }.is_some_and(|m| m.msg_flags & sys::FL_SIPTRACE != 0)
+    unsafe { msg.as_ref() }.is_some_and(|m| m.msg_flags & sys::FL_SIPTRACE != 0)
 }
 
 fn is_faked(msg: *const sys::sip_msg) -> bool {
@@ -241,7 +242,15 @@ unsafe fn bytes<'a>(s: &sys::str_) -> Option<&'a [u8]> {
     Some(unsafe { std::slice::from_raw_parts(s.s as *const u8, s.len as usize) })
 }
 
+/// Queues one message of a traced transaction, unless tracing is off and
+/// no traced user asks for it.
 fn enqueue(direction: Direction, ends: (Endpoint, Endpoint), payload: &[u8], info: Option<&TraceInfo>) {
+    let users = users::current();
+    let traced_users = match &users {
+        Users::Skip => return,
+        Users::Default => None,
+        Users::List(packed) => Some(&packed[..]),
+    };
     let default = ScriptTarget { uri_given: false, dest: None };
     let target = info.map_or(default, |i| i.target);
     let record = TraceRecord {
@@ -252,6 +261,7 @@ fn enqueue(direction: Direction, ends: (Endpoint, Endpoint), payload: &[u8], inf
         payload,
         correlation_id: info.and_then(TraceInfo::correlation),
         proto_type: crate::core::hep::proto_type::SIP,
+        traced_users,
     };
     tracer::enqueue(&record, &tracer::script_outputs(&target));
 }
@@ -351,9 +361,6 @@ unsafe fn reply_sent(t: *mut sys::cell, kind: u32, ps: &sys::tmcb_params, info: 
     if kind != sys::TMCB_RESPONSE_READY && !is_traced(req) {
         return;
     }
-    if !shared::tracing_on() {
-        return;
-    }
     let response = &cell.uas.response;
     let payload = unsafe { bytes(&ps.send_buf) }.or_else(|| {
         let s = sys::str_ { s: response.buffer, len: response.buffer_len };
@@ -370,7 +377,7 @@ unsafe fn negative_ack_received(ps: &sys::tmcb_params, info: Option<&TraceInfo>)
     // TM has been seen to pass other requests here; only ACKs count.
     let is_ack = ack.first_line.type_ == sys::SIP_REQUEST as _
         && unsafe { ack.first_line.u.request.method_value } as u32 == sys::request_method_METHOD_ACK;
-    if is_ack && shared::tracing_on() {
+    if is_ack {
         unsafe { trace_received(ps.req, info) };
     }
 }
@@ -378,7 +385,7 @@ unsafe fn negative_ack_received(ps: &sys::tmcb_params, info: Option<&TraceInfo>)
 /// An end-to-end CANCEL of a traced INVITE: traced in, and its own reply
 /// traced when it is ready.
 unsafe fn cancel_received(ps: &sys::tmcb_params, info: Option<&TraceInfo>) {
-    if ps.flags as u32 & sys::TMCB_RETR_F != 0 || !shared::tracing_on() {
+    if ps.flags as u32 & sys::TMCB_RETR_F != 0 {
         return;
     }
     let cancel = ps.req;
@@ -420,7 +427,7 @@ unsafe extern "C" fn on_sl_reply(cbp: *mut sys::sl_cbp_t) {
 /// An ACK the SL module absorbed: the ACK of one of its own replies.
 unsafe extern "C" fn on_sl_ack(cbp: *mut sys::sl_cbp_t) {
     guard("the stateless ACK callback", (), || {
-        if !shared::tracing_on() || module::get().is_none() {
+        if module::get().is_none() {
             return;
         }
         // SAFETY: SL passes the live ACK it filtered.

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 struct HeldRow {
     fields: [Range<usize>; 8],
+    traced_user: Range<usize>,
     time: Timestamp,
     direction: Direction,
 }
@@ -51,7 +52,18 @@ impl PendingRows {
             self.bytes.extend_from_slice(p);
             start..self.bytes.len()
         });
-        self.rows.push(HeldRow { fields, time: record.time, direction: record.direction });
+        // One row per traced user, sharing the copied fields.
+        for user in record.traced_users() {
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(user);
+            let traced_user = start..self.bytes.len();
+            self.rows.push(HeldRow {
+                fields: fields.clone(),
+                traced_user,
+                time: record.time,
+                direction: record.direction,
+            });
+        }
         self.since.get_or_insert(now);
     }
 
@@ -72,7 +84,7 @@ impl PendingRows {
                     time: r.time,
                     direction: r.direction,
                     fromtag,
-                    traced_user: b"",
+                    traced_user: &self.bytes[r.traced_user.clone()],
                     totag,
                 }
             })
@@ -102,6 +114,7 @@ mod tests {
             payload,
             correlation_id: None,
             proto_type: crate::core::hep::proto_type::SIP,
+            traced_users: None,
         };
         let fields = crate::core::sip::extract(payload).unwrap();
         let mut held = PendingRows::default();

@@ -60,6 +60,7 @@ fn push(ring: &Ring, payload: &[u8], outputs: &Outputs) {
         payload,
         correlation_id: None,
         proto_type: crate::core::hep::proto_type::SIP,
+        traced_users: None,
     };
     let len = wire::encoded_len(&record, outputs);
     ring.push(len, |buf| wire::encode(buf, &record, outputs, Timestamp { secs: 1_800_000_000, usecs: 7 }))
