@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod calls;
+pub mod diff;
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -210,8 +211,15 @@ pub struct SippUas {
 
 impl SippUas {
     pub fn start(dir: &TestDir, ip: &str, port: u16) -> SippUas {
+        Self::start_scenario(dir, ip, port, &fixture("uas.xml"), &[])
+    }
+
+    /// A UAS playing the sipp scenario file `scenario`, with `extra` sipp
+    /// arguments (a transport, a call count).
+    pub fn start_scenario(dir: &TestDir, ip: &str, port: u16, scenario: &Path, extra: &[&str]) -> SippUas {
         let child = Command::new("sipp")
-            .args(["-sf", fixture("uas.xml").to_str().unwrap(), "-i", ip, "-p", &port.to_string()])
+            .args(["-sf", scenario.to_str().unwrap(), "-i", ip, "-p", &port.to_string()])
+            .args(extra)
             .args(["-nostdin", "-nd"])
             .args([
                 "-trace_err",
@@ -249,11 +257,27 @@ pub struct SippRun {
 /// Runs `calls` sipp UAC calls (INVITE, ACK, BYE) through `proxy`
 /// ("ip:port") from `ip`.
 pub fn sipp_calls(dir: &TestDir, ip: &str, proxy: &str, calls: u32, rate: u32) -> SippRun {
-    let port = free_port();
+    let rate = rate.to_string();
+    sipp_uac(dir, ip, proxy, free_port(), &["-sn", "uac", "-r", &rate, "-l", "50", "-d", "10"], calls, "60s")
+}
+
+/// Runs `calls` calls of a sipp UAC from `ip`:`port` to `proxy` ("ip:port"),
+/// with `scenario` naming what it plays and how (`-sn uac`, or `-sf` and a
+/// file, a rate, a transport); fails the run after `timeout` (sipp's syntax).
+pub fn sipp_uac(
+    dir: &TestDir,
+    ip: &str,
+    proxy: &str,
+    port: u16,
+    scenario: &[&str],
+    calls: u32,
+    timeout: &str,
+) -> SippRun {
     let out = Command::new("sipp")
-        .args(["-sn", "uac", proxy, "-i", ip, "-p", &port.to_string()])
-        .args(["-m", &calls.to_string(), "-r", &rate.to_string(), "-l", "50"])
-        .args(["-timeout", "60s", "-timeout_error", "-nostdin", "-nd", "-d", "10"])
+        .args(scenario)
+        .args([proxy, "-i", ip, "-p", &port.to_string()])
+        .args(["-m", &calls.to_string()])
+        .args(["-timeout", timeout, "-timeout_error", "-nostdin", "-nd"])
         .args(["-trace_err", "-error_file", dir.file(&format!("uac-{port}-errors.log")).to_str().unwrap()])
         .current_dir(&dir.path)
         .stdin(Stdio::null())
@@ -543,7 +567,30 @@ pub fn proxy_config(
     hooks: &Hooks<'_>,
 ) -> String {
     let host = host_in_uri(ip);
-    config_head(dir, "proxy", &format!("udp:{host}:{port}"))
+    let setup = ProxySetup {
+        module: &module_path(),
+        listen: &[format!("udp:{host}:{port}")],
+        uas_uri: &format!("sip:{host}:{uas_port}"),
+        children: 2,
+    };
+    proxy_config_for(dir, &setup, modparams, hooks)
+}
+
+/// What a test proxy's config is built on, besides its parameters and hooks.
+pub struct ProxySetup<'a> {
+    /// The siptrace module to load: ours, or another build of `siptrace`.
+    pub module: &'a Path,
+    /// Its sockets, as `listen` takes them: "udp:127.0.0.1:5060".
+    pub listen: &'a [String],
+    /// Where it relays requests: "sip:127.0.0.1:5070;transport=tcp".
+    pub uas_uri: &'a str,
+    /// Worker processes per UDP socket (and TCP workers).
+    pub children: u32,
+}
+
+/// The proxy config of [`proxy_config`], for any module, sockets and UAS.
+pub fn proxy_config_for(dir: &TestDir, setup: &ProxySetup<'_>, modparams: &str, hooks: &Hooks<'_>) -> String {
+    config_head_children(dir, "proxy", &setup.listen.join("\nlisten="), setup.children)
         + &format!(
             r#"loadmodule "tm.so"
 loadmodule "sl.so"
@@ -560,17 +607,18 @@ request_route {{
     {on_request}
     if (has_totag()) {{
         # sipp's built-in UAC sends in-dialog requests without the route set.
-        if (!loose_route()) {{ $du = "sip:{host}:{uas_port}"; }}
+        if (!loose_route()) {{ $du = "{uas_uri}"; }}
         t_relay();
         exit;
     }}
     if (is_method("CANCEL")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
     record_route();
-    $du = "sip:{host}:{uas_port}";
+    $du = "{uas_uri}";
     t_relay();
 }}
 {on_reply}{on_send}"#,
-            module = module_path().display(),
+            module = setup.module.display(),
+            uas_uri = setup.uas_uri,
             on_request = hooks.on_request,
             on_reply = route_block("onreply_route", hooks.on_reply),
             on_send = route_block("onsend_route", hooks.on_send),

@@ -1,5 +1,6 @@
 // Prints one JSON line per HEP packet received on UDP: the packet as the
-// hep-js library decodes it, plus the (vendor, type) of each chunk in order.
+// hep-js library decodes it, plus the (vendor, type) of each chunk in order
+// and the whole datagram in hex.
 // Usage: node listen.js <ip> <port>
 'use strict';
 const dgram = require('dgram');
@@ -25,6 +26,7 @@ socket.on('message', (msg) => {
     header_length: msg.length >= 6 ? msg.readUInt16BE(4) : null,
     chunks: chunkTypes(msg),
     decoded: hep.decapsulate(msg),
+    raw: msg.toString('hex'),
   };
   process.stdout.write(JSON.stringify(line) + '\n');
 });
