@@ -113,3 +113,23 @@ fn transaction_hep_carries_the_scripts_correlation_id_to_its_uri() {
         assert_eq!(p.correlation_id, format!("cid-{}", p.callid), "{}", first_line(&p.msg));
     }
 }
+
+#[test]
+fn trace_local_ip_names_the_local_end_of_script_traces() {
+    let dir = TestDir::new("t-local-ip");
+    let (db, db_url) = trace_db(&dir);
+    let mut params = db_params(&db_url);
+    params.push(modparam("trace_local_ip", "udp:192.0.2.10:5060"));
+    let hooks = Hooks { on_request: "sip_trace_mode(\"t\");", ..Default::default() };
+    let proxy = Proxy::start(&dir, "127.0.0.1", &params, &hooks);
+    let ports = proxy.calls(&dir, 1);
+    proxy.wait_for_rows(TRANSACTION_FLOW.len());
+    let rows = trace_rows(&db);
+    assert_eq!(rows.len(), TRANSACTION_FLOW.len());
+    let peers = [ports.uac, ports.uas].map(|p| format!("udp:127.0.0.1:{p}"));
+    for r in rows {
+        let (local, peer) = if r.direction == "in" { (&r.toip, &r.fromip) } else { (&r.fromip, &r.toip) };
+        assert_eq!(local, "udp:192.0.2.10:5060", "{} {}", r.method, r.direction);
+        assert!(peers.contains(peer), "{peer}");
+    }
+}

@@ -7,7 +7,7 @@
 //! configured.
 
 use crate::core::dest::{DestError, DestUri};
-use crate::core::endpoint::Transport;
+use crate::core::endpoint::{Endpoint, Transport};
 use crate::core::hep::HepSettings;
 use std::ffi::CStr;
 use std::fmt;
@@ -223,6 +223,9 @@ pub struct Config {
     pub trace_sl_acks: bool,
     /// The AVP whose values name the users a trace belongs to.
     pub traced_user_avp: Option<String>,
+    /// The local address recorded, instead of the socket's, in traces the
+    /// script starts.
+    pub trace_local_ip: Option<Endpoint>,
     pub senders: Senders,
 }
 
@@ -275,6 +278,7 @@ impl Default for Config {
             trace_flag: None,
             trace_sl_acks: true,
             traced_user_avp: None,
+            trace_local_ip: None,
             senders: Senders::default(),
         }
     }
@@ -350,14 +354,19 @@ impl Config {
                 }
                 self.traced_user_avp = Some(s.to_string());
             }
+            ("trace_local_ip", ParamValue::Str(s)) => {
+                let local = Endpoint::parse(s)
+                    .ok_or_else(|| bad("expected proto:ip:port, such as udp:192.0.2.10:5060"))?;
+                self.trace_local_ip = Some(local);
+            }
             // Values that ask for nothing beyond what the module does.
             ("trace_db_mode" | "trace_delayed" | "xheaders_write" | "xheaders_read", ParamValue::Int(0)) => {}
             ("trace_db_mode", ParamValue::Int(n)) if !(0..=2).contains(&n) => {
                 return Err(bad("must be 0 (insert), 1 (delayed) or 2 (async)"));
             }
             (
-                "trace_table_avp" | "trace_local_ip" | "xheaders_write" | "xheaders_read" | "force_send_sock"
-                | "send_sock_addr" | "send_sock_name" | "trace_delayed" | "trace_db_mode" | "evcb_msg",
+                "trace_table_avp" | "xheaders_write" | "xheaders_read" | "force_send_sock" | "send_sock_addr"
+                | "send_sock_name" | "trace_delayed" | "trace_db_mode" | "evcb_msg",
                 _,
             ) => return Err(ConfigError::not_implemented(name, value)),
             _ => return Err(bad("unknown parameter or wrong type")),
@@ -568,6 +577,7 @@ mod tests {
             ("db_url", ParamValue::Str(""), "empty"),
             ("traced_user_avp", ParamValue::Str("$var(u)"), "expected an AVP"),
             ("trace_table_avp", ParamValue::Str("$avp(t)"), "not implemented yet"),
+            ("trace_local_ip", ParamValue::Str("10.0.0.1"), "expected proto:ip:port"),
             ("trace_flag", ParamValue::Int(32), "between -1 and 31"),
             ("send_sock_name", ParamValue::Str("lan"), "not implemented yet"),
             ("evcb_msg", ParamValue::Str("ksr_siptrace_msg"), "not implemented yet"),

@@ -61,6 +61,13 @@ impl Endpoint {
         Endpoint { transport, addr: SocketAddr::new(ip, port) }
     }
 
+    /// Reads `proto:ip:port` text, IPv6 in brackets, as [`Endpoint::text`]
+    /// writes it.
+    pub fn parse(text: &str) -> Option<Endpoint> {
+        let (proto, addr) = text.split_once(':')?;
+        Some(Endpoint { transport: Transport::from_name(proto)?, addr: addr.parse().ok()? })
+    }
+
     /// The `proto:ip:port` text of the `fromip`/`toip` columns, with IPv6
     /// addresses in brackets, formatted without allocating.
     pub fn text(&self) -> EndpointText {
@@ -104,6 +111,16 @@ mod tests {
         assert_eq!(v4.to_string(), "udp:127.0.0.1:5060");
         let v6 = Endpoint::new(Transport::Tls, IpAddr::V6(Ipv6Addr::LOCALHOST), 5061);
         assert_eq!(v6.text().as_bytes(), b"tls:[::1]:5061");
+    }
+
+    #[test]
+    fn text_parses_back() {
+        for text in ["udp:127.0.0.1:5060", "tls:[2001:db8::1]:5061", "tcp:10.0.0.1:1"] {
+            assert_eq!(Endpoint::parse(text).unwrap().to_string(), text);
+        }
+        for bad in ["127.0.0.1:5060", "udp:127.0.0.1", "quic:1.2.3.4:5", "udp:host:5060", "udp:[::1]"] {
+            assert_eq!(Endpoint::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

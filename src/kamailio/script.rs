@@ -282,6 +282,7 @@ fn trace_call(
     // SAFETY: as above.
     let Some(msg) = (unsafe { msg.as_ref() }) else { return -1 };
     let Some((payload, src, dst, direction)) = current_message(msg) else { return -1 };
+    let (src, dst) = tracer::script_ends(direction, src, dst);
     let record = TraceRecord {
         time: Timestamp::now(),
         direction,

@@ -8,7 +8,8 @@
 
 use crate::core::counters::{Counters, DropReason};
 use crate::core::dest::Destination;
-use crate::core::record::{Outputs, Timestamp, TraceRecord};
+use crate::core::endpoint::Endpoint;
+use crate::core::record::{Direction, Outputs, Timestamp, TraceRecord};
 use crate::core::ring::PushError;
 use crate::core::{sip, wire};
 use crate::kamailio::shared::Shared;
@@ -24,6 +25,16 @@ pub struct ScriptTarget {
     pub uri_given: bool,
     /// The destination of a non-empty URI argument.
     pub dest: Option<Destination>,
+}
+
+/// The ends of a message traced from the script or a traced transaction,
+/// with `trace_local_ip`, when set, as the local one.
+pub fn script_ends(direction: Direction, src: Endpoint, dst: Endpoint) -> (Endpoint, Endpoint) {
+    match (module::get().and_then(|m| m.config.trace_local_ip), direction) {
+        (Some(local), Direction::In) => (src, local),
+        (Some(local), Direction::Out) => (local, dst),
+        (None, _) => (src, dst),
+    }
 }
 
 /// The outputs of a trace the script asked for. Without a URI argument the

@@ -253,11 +253,12 @@ fn enqueue(direction: Direction, ends: (Endpoint, Endpoint), payload: &[u8], inf
     };
     let default = ScriptTarget { uri_given: false, dest: None };
     let target = info.map_or(default, |i| i.target);
+    let (src, dst) = tracer::script_ends(direction, ends.0, ends.1);
     let record = TraceRecord {
         time: Timestamp::now(),
         direction,
-        src: ends.0,
-        dst: ends.1,
+        src,
+        dst,
         payload,
         correlation_id: info.and_then(TraceInfo::correlation),
         proto_type: crate::core::hep::proto_type::SIP,
