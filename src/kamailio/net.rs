@@ -1,4 +1,5 @@
-//! Kamailio's address structures turned into the core's endpoints.
+//! Kamailio's address structures turned into the core's endpoints, and
+//! its strings and message buffers into byte slices.
 
 use crate::core::endpoint::{Endpoint, Transport};
 use crate::kamailio::sys;
@@ -119,4 +120,23 @@ pub fn local_toward(dest: &crate::core::dest::Destination) -> Endpoint {
     let sock = unsafe { sys::get_send_socket(std::ptr::null_mut(), &mut to, proto as c_int) };
     // SAFETY: null or a live listening socket.
     unsafe { sock.as_ref() }.and_then(local).unwrap_or_else(unknown_source)
+}
+
+/// The bytes of a Kamailio string; `None` when it is null or empty.
+///
+/// # Safety
+/// `s` must be a valid str for the duration of the borrow.
+pub unsafe fn str_bytes<'a>(s: &sys::str_) -> Option<&'a [u8]> {
+    if s.s.is_null() || s.len <= 0 {
+        return None;
+    }
+    // SAFETY: per the contract.
+    Some(unsafe { std::slice::from_raw_parts(s.s as *const u8, s.len as usize) })
+}
+
+/// The raw text of a message, as Kamailio received it.
+pub fn message_bytes(msg: &sys::sip_msg) -> Option<&[u8]> {
+    let s = sys::str_ { s: msg.buf, len: i32::try_from(msg.len).ok()? };
+    // SAFETY: a message's buffer holds `len` bytes while the message lives.
+    unsafe { str_bytes(&s) }
 }

@@ -125,10 +125,9 @@ fn hlog(msg: *mut sys::sip_msg, cid: Option<*mut c_char>, text: *mut c_char) -> 
         // SAFETY: as above.
         Some(p) => unsafe { param_value(msg, p) }.unwrap_or_default().into_bytes(),
         None => {
-            // SAFETY: a live message's buffer holds `len` bytes.
-            let Some(m) = (unsafe { msg.as_ref() }) else { return -1 };
-            let buf = unsafe { std::slice::from_raw_parts(m.buf as *const u8, m.len as usize) };
-            match crate::core::sip::call_id(buf) {
+            // SAFETY: Kamailio passes the live message it is routing.
+            let buf = unsafe { msg.as_ref() }.and_then(net::message_bytes);
+            match buf.and_then(crate::core::sip::call_id) {
                 Some(id) => id.to_vec(),
                 None => {
                     tracer::drop_record(DropReason::Unparsable, "hlog(): the message has no Call-ID");
@@ -209,11 +208,8 @@ unsafe fn param_value(msg: *mut sys::sip_msg, param: *mut c_char) -> Option<Stri
     if unsafe { sys::get_str_fparam(&mut value, msg, param as *mut sys::fparam_t) } != 0 {
         return None;
     }
-    if value.s.is_null() || value.len <= 0 {
-        return Some(String::new());
-    }
     // SAFETY: a successful evaluation gives `len` valid bytes.
-    let bytes = unsafe { std::slice::from_raw_parts(value.s as *const u8, value.len as usize) };
+    let bytes = unsafe { net::str_bytes(&value) }.unwrap_or_default();
     Some(if bytes == b"<null>" { String::new() } else { String::from_utf8_lossy(bytes).into_owned() })
 }
 
@@ -320,9 +316,7 @@ fn current_message(msg: &sys::sip_msg) -> Option<(&[u8], Endpoint, Endpoint, Dir
         return Some((payload, src, dst, Direction::Out));
     }
     let (src, dst) = net::received(&msg.rcv)?;
-    // SAFETY: a received message's buffer holds `len` bytes.
-    let payload = unsafe { std::slice::from_raw_parts(msg.buf as *const u8, usize::try_from(msg.len).ok()?) };
-    Some((payload, src, dst, Direction::In))
+    Some((net::message_bytes(msg)?, src, dst, Direction::In))
 }
 
 type Fn2 = unsafe extern "C" fn(*mut sys::sip_msg, *mut c_char, *mut c_char) -> c_int;

@@ -230,18 +230,6 @@ fn is_faked(msg: *const sys::sip_msg) -> bool {
     msg.is_null() || msg as isize == -1
 }
 
-/// Bytes of a Kamailio string, if it has any.
-///
-/// # Safety
-/// `s` must be a valid str for the duration of the borrow.
-unsafe fn bytes<'a>(s: &sys::str_) -> Option<&'a [u8]> {
-    if s.s.is_null() || s.len <= 0 {
-        return None;
-    }
-    // SAFETY: per the contract.
-    Some(unsafe { std::slice::from_raw_parts(s.s as *const u8, s.len as usize) })
-}
-
 /// Queues one message of a traced transaction, unless tracing is off and
 /// no traced user asks for it.
 fn enqueue(direction: Direction, ends: (Endpoint, Endpoint), payload: &[u8], info: Option<&TraceInfo>) {
@@ -274,10 +262,7 @@ fn enqueue(direction: Direction, ends: (Endpoint, Endpoint), payload: &[u8], inf
 unsafe fn trace_received(msg: *const sys::sip_msg, info: Option<&TraceInfo>) {
     // SAFETY: per the contract.
     let Some(m) = (unsafe { msg.as_ref() }) else { return };
-    let Some(ends) = net::received(&m.rcv) else { return };
-    let Ok(len) = usize::try_from(m.len) else { return };
-    // SAFETY: a message's buffer holds `len` bytes.
-    let payload = unsafe { std::slice::from_raw_parts(m.buf as *const u8, len) };
+    let (Some(ends), Some(payload)) = (net::received(&m.rcv), net::message_bytes(m)) else { return };
     enqueue(Direction::In, ends, payload, info);
 }
 
@@ -323,7 +308,7 @@ unsafe fn request_sent(t: *mut sys::cell, ps: &sys::tmcb_params, info: Option<&T
         return;
     }
     // SAFETY: the caller's contract.
-    let Some(payload) = (unsafe { bytes(&ps.send_buf) }) else { return };
+    let Some(payload) = (unsafe { net::str_bytes(&ps.send_buf) }) else { return };
     let mut req = ps.req;
     if req.is_null() {
         // TM sends a CANCEL with no request of its own: it belongs to the INVITE.
@@ -363,9 +348,9 @@ unsafe fn reply_sent(t: *mut sys::cell, kind: u32, ps: &sys::tmcb_params, info: 
         return;
     }
     let response = &cell.uas.response;
-    let payload = unsafe { bytes(&ps.send_buf) }.or_else(|| {
+    let payload = unsafe { net::str_bytes(&ps.send_buf) }.or_else(|| {
         let s = sys::str_ { s: response.buffer, len: response.buffer_len };
-        unsafe { bytes(&s) }
+        unsafe { net::str_bytes(&s) }
     });
     let Some(payload) = payload else { return };
     let Some(ends) = (unsafe { sent_ends(ps.dst, req) }) else { return };
@@ -414,7 +399,9 @@ unsafe extern "C" fn on_sl_reply(cbp: *mut sys::sl_cbp_t) {
             return;
         }
         let req = unsafe { &*p.req };
-        let Some(payload) = (unsafe { p.reply.as_ref() }).and_then(|s| unsafe { bytes(s) }) else { return };
+        let Some(payload) = (unsafe { p.reply.as_ref() }).and_then(|s| unsafe { net::str_bytes(s) }) else {
+            return;
+        };
         let Some((_, local)) = net::received(&req.rcv) else { return };
         let peer = unsafe { p.dst.as_ref() }.and_then(|d| net::socket_addr(&d.to));
         let dst = match peer {

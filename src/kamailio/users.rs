@@ -4,7 +4,7 @@
 //! That is how an operator traces a few users only.
 
 use crate::core::record::pack_traced_user;
-use crate::kamailio::{shared, sys};
+use crate::kamailio::{net, shared, sys};
 use std::sync::OnceLock;
 
 /// The AVP's parsed name. Its text lives in the pkg memory the config
@@ -71,13 +71,8 @@ pub fn current() -> Users {
     while let Some(a) = unsafe { found.as_ref() } {
         if a.flags & sys::AVP_VAL_STR != 0 {
             // SAFETY: a string AVP's value is a valid str.
-            let s = unsafe { value.s };
-            let bytes = if s.s.is_null() || s.len <= 0 {
-                &[][..]
-            } else {
-                unsafe { std::slice::from_raw_parts(s.s as *const u8, s.len as usize) }
-            };
-            pack_traced_user(&mut packed, bytes);
+            let bytes = unsafe { net::str_bytes(&value.s) };
+            pack_traced_user(&mut packed, bytes.unwrap_or_default());
         } else {
             // SAFETY: an integer AVP's value is `n`.
             pack_traced_user(&mut packed, unsafe { value.n }.to_string().as_bytes());

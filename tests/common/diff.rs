@@ -264,7 +264,7 @@ pub fn run(side: Side, scenario: &Scenario<'_>) -> RunOutput {
         }
         packets = now;
     }
-    RunOutput { side, dir: dir.path.clone(), ports, rows: read_rows(&db), packets }
+    RunOutput { side, dir: dir.path.clone(), ports, rows: read_trace_rows(&db, side == Side::C), packets }
 }
 
 /// The C module gives db_sqlite a missing tag (the To tag of an initial
@@ -273,7 +273,7 @@ pub fn run(side: Side, scenario: &Scenario<'_>) -> RunOutput {
 /// 0)` in its dbase.c), which the NOT NULL tag columns of sql/sqlite.sql,
 /// Kamailio's own SQLite schema too, refuse: the C module loses every such
 /// row. The C side therefore gets the project's schema with NOT NULL
-/// dropped from the two tag columns, and [`read_rows`] reads a NULL there
+/// dropped from the two tag columns, and [`read_trace_rows`] reads a NULL there
 /// as ''. Ours keeps the project's schema unchanged, so a NULL of ours
 /// could not pass as ''.
 fn c_trace_db(dir: &TestDir) -> (PathBuf, String) {
@@ -287,37 +287,6 @@ fn c_trace_db(dir: &TestDir) -> (PathBuf, String) {
     sqlite_with_schema(&db, &schema);
     let url = format!("sqlite:///{}", db.display());
     (db, url)
-}
-
-/// The sip_trace rows, in insertion order; NULL tags read as '' (only the
-/// C side's schema lets them in, see [`c_trace_db`]).
-fn read_rows(db: &Path) -> Vec<TraceRow> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn
-        .prepare(
-            "SELECT CAST(time_stamp AS TEXT), time_us, callid, traced_user, msg, method, status, fromip, toip, \
-             fromtag, totag, direction FROM sip_trace ORDER BY id",
-        )
-        .unwrap();
-    let rows = stmt
-        .query_map([], |r| {
-            Ok(TraceRow {
-                time_stamp: r.get(0)?,
-                time_us: r.get(1)?,
-                callid: r.get(2)?,
-                traced_user: r.get(3)?,
-                msg: blob_or_text(r, 4)?,
-                method: r.get(5)?,
-                status: r.get(6)?,
-                fromip: r.get(7)?,
-                toip: r.get(8)?,
-                fromtag: r.get::<_, Option<String>>(9)?.unwrap_or_default(),
-                totag: r.get::<_, Option<String>>(10)?.unwrap_or_default(),
-                direction: r.get(11)?,
-            })
-        })
-        .unwrap();
-    rows.map(Result::unwrap).collect()
 }
 
 /// Runs `scenario` with both modules and fails with a readable report if

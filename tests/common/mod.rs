@@ -514,6 +514,19 @@ pub struct TraceRow {
 }
 
 pub fn trace_rows(db: &Path) -> Vec<TraceRow> {
+    read_trace_rows(db, false)
+}
+
+/// The sip_trace rows, in insertion order. A NULL tag is an error, unless
+/// `null_tags_as_empty` (for a schema that lets NULL in, see diff.rs).
+pub fn read_trace_rows(db: &Path, null_tags_as_empty: bool) -> Vec<TraceRow> {
+    let tag = |r: &rusqlite::Row<'_>, idx: usize| -> rusqlite::Result<String> {
+        if null_tags_as_empty {
+            Ok(r.get::<_, Option<String>>(idx)?.unwrap_or_default())
+        } else {
+            r.get(idx)
+        }
+    };
     let conn = rusqlite::Connection::open(db).unwrap();
     let mut stmt = conn
         .prepare(
@@ -533,8 +546,8 @@ pub fn trace_rows(db: &Path) -> Vec<TraceRow> {
                 status: r.get(6)?,
                 fromip: r.get(7)?,
                 toip: r.get(8)?,
-                fromtag: r.get(9)?,
-                totag: r.get(10)?,
+                fromtag: tag(r, 9)?,
+                totag: tag(r, 10)?,
                 direction: r.get(11)?,
             })
         })
