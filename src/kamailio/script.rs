@@ -102,28 +102,34 @@ unsafe extern "C" fn fixup_sip_trace_mode(param: *mut *mut c_void, param_no: c_i
 }
 
 unsafe extern "C" fn w_hlog1(msg: *mut sys::sip_msg, text: *mut c_char, _: *mut c_char) -> c_int {
-    guard("hlog()", -1, || hlog(msg, None, text))
+    guard("hlog()", -1, || {
+        // SAFETY: the parameter was fixed by fixup_spve_all; msg is live.
+        let Some(text) = (unsafe { param_value(msg, text) }) else { return -1 };
+        hlog(msg, None, &text)
+    })
 }
 
 unsafe extern "C" fn w_hlog2(msg: *mut sys::sip_msg, cid: *mut c_char, text: *mut c_char) -> c_int {
-    guard("hlog()", -1, || hlog(msg, Some(cid), text))
+    guard("hlog()", -1, || {
+        // SAFETY: both parameters were fixed by fixup_spve_all; msg is live.
+        let Some(text) = (unsafe { param_value(msg, text) }) else { return -1 };
+        let cid = unsafe { param_value(msg, cid) }.unwrap_or_default();
+        hlog(msg, Some(&cid), &text)
+    })
 }
 
 /// `hlog([correlation_id,] text)`: a HEPv3 log record (type 100) to the
 /// `duplicate_uri` collectors, from the socket Kamailio would use toward
 /// the first one, correlated by the given id or the message's Call-ID.
 /// As in the C module, it does not depend on trace_on or hep_mode_on.
-fn hlog(msg: *mut sys::sip_msg, cid: Option<*mut c_char>, text: *mut c_char) -> c_int {
+pub fn hlog(msg: *mut sys::sip_msg, cid: Option<&str>, text: &str) -> c_int {
     let Some(module) = module::get() else { return -1 };
     let Some(first) = module.duplicates.first() else {
         tracer::drop_record(DropReason::NoDestination, "hlog(): no duplicate_uri modparam");
         return -1;
     };
-    // SAFETY: both parameters were fixed by fixup_spve_all; msg is live.
-    let Some(text) = (unsafe { param_value(msg, text) }) else { return -1 };
     let correlation = match cid {
-        // SAFETY: as above.
-        Some(p) => unsafe { param_value(msg, p) }.unwrap_or_default().into_bytes(),
+        Some(id) => id.as_bytes().to_vec(),
         None => {
             // SAFETY: Kamailio passes the live message it is routing.
             let buf = unsafe { msg.as_ref() }.and_then(net::message_bytes);
@@ -159,11 +165,13 @@ unsafe extern "C" fn w_sip_trace0(msg: *mut sys::sip_msg, _: *mut c_char, _: *mu
 }
 
 unsafe extern "C" fn w_sip_trace1(msg: *mut sys::sip_msg, dest: *mut c_char, _: *mut c_char) -> c_int {
-    guard("sip_trace()", -1, || trace_call(msg, Some(dest), None, None))
+    guard("sip_trace()", -1, || with_params(msg, dest, None, |dest, _| trace_call(msg, Some(dest), None, None)))
 }
 
 unsafe extern "C" fn w_sip_trace2(msg: *mut sys::sip_msg, dest: *mut c_char, cid: *mut c_char) -> c_int {
-    guard("sip_trace()", -1, || trace_call(msg, Some(dest), Some(cid), None))
+    guard("sip_trace()", -1, || {
+        with_params(msg, dest, Some(cid), |dest, cid| trace_call(msg, Some(dest), cid, None))
+    })
 }
 
 unsafe extern "C" fn w_sip_trace3(
@@ -177,8 +185,27 @@ unsafe extern "C" fn w_sip_trace3(
         let Some(scope) = (unsafe { (mode as *const Scope).as_ref() }).copied() else {
             return -1;
         };
-        trace_call(msg, Some(dest), Some(cid), Some(scope))
+        with_params(msg, dest, Some(cid), |dest, cid| trace_call(msg, Some(dest), cid, Some(scope)))
     })
+}
+
+/// Evaluates the URI and correlation id parameters of `sip_trace()` and
+/// hands them to `f`. A URI that cannot be evaluated is a counted drop; a
+/// correlation id that cannot be evaluated leaves the default, the Call-ID.
+fn with_params(
+    msg: *mut sys::sip_msg,
+    dest: *mut c_char,
+    cid: Option<*mut c_char>,
+    f: impl FnOnce(&str, Option<&str>) -> c_int,
+) -> c_int {
+    // SAFETY: parameters were fixed by fixup_spve_all; msg is live.
+    let Some(dest) = (unsafe { param_value(msg, dest) }) else {
+        tracer::drop_record(DropReason::NoDestination, "sip_trace(): cannot evaluate the URI argument");
+        return -1;
+    };
+    // SAFETY: as above.
+    let cid = cid.and_then(|p| unsafe { param_value(msg, p) });
+    f(&dest, cid.as_deref())
 }
 
 unsafe extern "C" fn w_sip_trace_mode(msg: *mut sys::sip_msg, mode: *mut c_char, _: *mut c_char) -> c_int {
@@ -218,12 +245,7 @@ unsafe fn param_value(msg: *mut sys::sip_msg, param: *mut c_char) -> Option<Stri
 /// message) what its transaction sends and receives. Returns 1 when
 /// something was queued for its outputs (what happens there is counted),
 /// -1 when tracing is off or nothing can be traced.
-fn trace_call(
-    msg: *mut sys::sip_msg,
-    dest: Option<*mut c_char>,
-    cid: Option<*mut c_char>,
-    scope: Option<Scope>,
-) -> c_int {
+pub fn trace_call(msg: *mut sys::sip_msg, dest: Option<&str>, cid: Option<&str>, scope: Option<Scope>) -> c_int {
     let Some(module) = module::get() else { return -1 };
     if msg.is_null() {
         return -1;
@@ -235,28 +257,16 @@ fn trace_call(
     }
     let target = match dest {
         None => ScriptTarget { uri_given: false, dest: None },
-        // SAFETY: parameters were fixed by fixup_spve_all; msg is live.
-        Some(p) => match unsafe { param_value(msg, p) }.as_deref() {
-            None => {
-                tracer::drop_record(
-                    DropReason::NoDestination,
-                    "sip_trace(): cannot evaluate the URI argument",
-                );
+        Some("") => ScriptTarget { uri_given: true, dest: None },
+        Some(text) => match module::destination(text) {
+            Ok(d) => ScriptTarget { uri_given: true, dest: Some(d) },
+            Err(e) => {
+                tracer::drop_record(DropReason::NoDestination, e);
                 return -1;
             }
-            Some("") => ScriptTarget { uri_given: true, dest: None },
-            Some(text) => match module::destination(text) {
-                Ok(d) => ScriptTarget { uri_given: true, dest: Some(d) },
-                Err(e) => {
-                    tracer::drop_record(DropReason::NoDestination, e);
-                    return -1;
-                }
-            },
         },
     };
-    // A correlation id that cannot be evaluated leaves the default, the Call-ID.
-    // SAFETY: as above.
-    let correlation = cid.and_then(|p| unsafe { param_value(msg, p) }).unwrap_or_default();
+    let correlation = cid.unwrap_or_default();
 
     // SAFETY: Kamailio passes the live message it is routing.
     let flags = unsafe { (*msg).flags };
