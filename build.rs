@@ -198,6 +198,8 @@ const API_FUNCTIONS: &[&str] = &[
     "cfg_child_init",
     "load_tm_api",
     "sl_load_api",
+    "load_dlg_api",
+    "register_script_cb",
     "pv_parse_spec2",
     "pv_get_avp_name",
     "search_first_avp",
@@ -236,6 +238,9 @@ const API_TYPES: &[&str] = &[
     "usr_avp",
     "search_state",
     "int_str",
+    "dlg_binds",
+    "dlg_cb_params",
+    "script_cb_flag",
 ];
 const API_VARS: &[&str] = &[
     "siptrace_shim_.*",
@@ -256,6 +261,8 @@ const API_VARS: &[&str] = &[
     "T_BR_UNDEFINED",
     "SIP_(REQUEST|REPLY)",
     "AVP_VAL_STR",
+    "DLGCB_(CREATED|CONFIRMED|REQ_WITHIN|TERMINATED)",
+    "POST_SCRIPT_CB",
 ];
 
 const LIB_DIR_CANDIDATES: &[&str] = &[

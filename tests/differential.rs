@@ -154,6 +154,8 @@ fn invite_call_sip_trace_in_routes() {
         // Per call: INVITE, ACK, BYE received and sent; 180, 200, 200 received.
         expect_rows: 18,
         expect_hep: 18,
+        c_hooks: None,
+        extra_in_ours: None,
     });
 }
 
@@ -170,6 +172,8 @@ fn invite_call_trace_mode() {
         hooks: Hooks::default(),
         expect_rows: 26,
         expect_hep: 26,
+        c_hooks: None,
+        extra_in_ours: None,
     });
 }
 
@@ -189,7 +193,54 @@ fn invite_call_sip_trace_mode_t() {
         // belongs to no transaction.
         expect_rows: 24,
         expect_hep: 24,
+        c_hooks: None,
+        extra_in_ours: None,
     });
+}
+
+/// Dialog mode: the initial INVITE starts tracing its dialog, which then
+/// traces every request within it. The C module misses the ACK that
+/// confirms the dialog (it does not listen to that dialog event): ours
+/// traces it, one more row and packet per call.
+fn dialog_scenario<'a>(name: &'a str, on_request: &'a str, c_on_request: Option<&'a str>) -> Scenario<'a> {
+    Scenario {
+        name,
+        transport: Transport::Udp,
+        uac: UAC_CALL,
+        uas: Some(UAS_CALL),
+        calls: 2,
+        modparams: vec![
+            modparam("hep_mode_on", 1),
+            "loadmodule \"dialog.so\"\nmodparam(\"dialog\", \"dlg_flag\", 4)\n".to_string(),
+        ],
+        hooks: Hooks { on_request, ..Default::default() },
+        // Per call: the INVITE's 7 messages, and BYE with its 200 both ways.
+        expect_rows: 22,
+        expect_hep: 22,
+        c_hooks: c_on_request.map(|on_request| Hooks { on_request, ..Default::default() }),
+        extra_in_ours: Some(("ACK ", 1)),
+    }
+}
+
+#[test]
+fn invite_call_sip_trace_d_with_uri() {
+    differential(&dialog_scenario(
+        "call-d-uri",
+        "if (!has_totag()) { sip_trace(\"@HEP_URI@\", \"\", \"d\"); setflag(4); }",
+        None,
+    ));
+}
+
+/// `sip_trace_mode("d")` traces nothing with the C module (kamailio issues
+/// #4178, #2250); its run uses the URI form, which means the same with
+/// duplicate_uri set to that URI.
+#[test]
+fn invite_call_sip_trace_mode_d() {
+    differential(&dialog_scenario(
+        "call-mode-d",
+        "if (!has_totag()) { sip_trace_mode(\"d\"); setflag(4); }",
+        Some("if (!has_totag()) { sip_trace(\"@HEP_URI@\", \"\", \"d\"); setflag(4); }"),
+    ));
 }
 
 /// Transaction mode the old way: `trace_flag` set on the request, then
@@ -206,6 +257,8 @@ fn invite_call_trace_flag() {
         hooks: Hooks { on_request: "setflag(22); sip_trace();", ..Default::default() },
         expect_rows: 24,
         expect_hep: 24,
+        c_hooks: None,
+        extra_in_ours: None,
     });
 }
 
@@ -325,6 +378,8 @@ fn cancelled_invite_sip_trace_mode_t() {
         // the proxy and of the UAS, 487 in and out, tm's ACK, the UAC's ACK.
         expect_rows: 13,
         expect_hep: 13,
+        c_hooks: None,
+        extra_in_ours: None,
     });
 }
 
@@ -393,6 +448,8 @@ fn register_challenge_sip_trace_mode_t() {
         hooks: Hooks { on_request: &on_request, ..Default::default() },
         expect_rows: 4,
         expect_hep: 4,
+        c_hooks: None,
+        extra_in_ours: None,
     });
 }
 
@@ -412,6 +469,8 @@ fn register_challenge_sip_trace_and_trace_mode() {
         hooks: Hooks { on_request: &on_request, ..Default::default() },
         expect_rows: 2,
         expect_hep: 4,
+        c_hooks: None,
+        extra_in_ours: None,
     });
 }
 
@@ -459,6 +518,8 @@ fn options_answered_statelessly() {
         },
         expect_rows: 6,
         expect_hep: 2,
+        c_hooks: None,
+        extra_in_ours: None,
     });
 }
 
@@ -512,6 +573,8 @@ fn message_relayed_sip_trace_mode_t() {
         hooks: Hooks { on_request: "sip_trace_mode(\"t\");", ..Default::default() },
         expect_rows: 8,
         expect_hep: 8,
+        c_hooks: None,
+        extra_in_ours: None,
     });
 }
 
@@ -707,6 +770,8 @@ fn reinvite_in_dialog_trace_mode() {
         // The 13 of a call, plus re-INVITE, 100, re-INVITE, 200, 200, ACK, ACK.
         expect_rows: 20,
         expect_hep: 20,
+        c_hooks: None,
+        extra_in_ours: None,
     });
 }
 
@@ -736,6 +801,8 @@ fn invite_call_over_tcp() {
         // Per call, 13 rows of trace_mode and 9 of sip_trace().
         expect_rows: 44,
         expect_hep: 18,
+        c_hooks: None,
+        extra_in_ours: None,
     });
 }
 
@@ -792,6 +859,8 @@ fn invite_rejected_statelessly() {
         },
         expect_rows: 4,
         expect_hep: 4,
+        c_hooks: None,
+        extra_in_ours: None,
     });
 }
 

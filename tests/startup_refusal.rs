@@ -121,15 +121,10 @@ fn database_without_its_driver_module() {
 }
 
 #[test]
-fn dialog_mode_not_implemented_yet() {
+fn bad_trace_scope() {
     let params = no_db() + &modparam("duplicate_uri", "sip:127.0.0.1:9");
-    let hooks = Hooks { on_request: "sip_trace_mode(\"d\");", ..Default::default() };
-    assert_refused(
-        "mode-d",
-        &params,
-        &hooks,
-        &["sip_trace_mode()", "'d'", "dialog tracing is not implemented yet"],
-    );
+    let hooks = Hooks { on_request: "sip_trace_mode(\"z\");", ..Default::default() };
+    assert_refused("mode-z", &params, &hooks, &["sip_trace_mode()", "'z'", "expected m (message)"]);
     let hooks = Hooks { on_request: "sip_trace(\"sip:127.0.0.1:9\", \"$ci\", \"x\");", ..Default::default() };
     assert_refused("mode-x", &params, &hooks, &["sip_trace()", "'x'", "expected m (message)"]);
 }

@@ -55,6 +55,19 @@ fn sip_trace_mode_t_traces_each_transaction_once() {
 }
 
 #[test]
+fn transaction_blocks_are_freed_with_their_transactions() {
+    let dir = TestDir::new("t-mode-freed");
+    let (_db, db_url) = trace_db(&dir);
+    let mut params = db_params(&db_url);
+    params.push("modparam(\"tm\", \"wt_timer\", 500)\n".to_string());
+    let hooks = Hooks { on_request: "sip_trace_mode(\"t\");", ..Default::default() };
+    let proxy = Proxy::start(&dir, "127.0.0.1", &params, &hooks);
+    proxy.calls(&dir, 5);
+    proxy.wait_for_rows(transaction_flow().len() * 5);
+    assert_blocks_freed(&proxy);
+}
+
+#[test]
 fn trace_flag_makes_sip_trace_follow_the_transaction() {
     let dir = TestDir::new("t-flag");
     let (db, db_url) = trace_db(&dir);
@@ -120,4 +133,77 @@ fn trace_local_ip_names_the_local_end_of_script_traces() {
         assert_eq!(local, "udp:192.0.2.10:5060", "{} {}", r.method, r.direction);
         assert!(peers.contains(peer), "{peer}");
     }
+}
+
+/// The dialog module, with the flag that makes `t_relay()` create a dialog.
+/// TM keeps ended transactions for half a second (5 by default), so that
+/// the tests see them, and the trace blocks they hold, go.
+const DIALOG_MODULE: &str = "loadmodule \"dialog.so\"\nmodparam(\"dialog\", \"dlg_flag\", 4)\n\
+                             modparam(\"tm\", \"wt_timer\", 500)\n";
+
+/// Waits until no transaction or dialog holds a trace block: each block
+/// was freed, and only once (a second free would make the count negative).
+fn assert_blocks_freed(proxy: &Proxy) {
+    let live = || -> i64 {
+        let text = proxy.kamailio.rpc(&["stats.get_statistics", "siptrace:"]);
+        let value = text.lines().find_map(|l| l.trim().strip_prefix("siptrace:traced_contexts = "));
+        value.and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("traced_contexts: {text}"))
+    };
+    let freed = wait_for(std::time::Duration::from_secs(10), || live() <= 0);
+    assert!(freed && live() == 0, "{} trace blocks still held (or freed twice)", live());
+}
+
+/// Dialog tracing started on the initial INVITE traces the whole call: the
+/// INVITE's transaction, then every request within the dialog, from the
+/// ACK that confirms it to the BYE and its transaction. Both ways a config
+/// creates the dialog are covered: by t_relay() after the script call (the
+/// flag), and by dlg_manage() before it.
+#[test]
+fn sip_trace_mode_d_traces_the_whole_dialog() {
+    let variants = [
+        ("flag", "if (!has_totag()) { sip_trace_mode(\"d\"); setflag(4); } else { dlg_manage(); }"),
+        ("dlg_manage", "dlg_manage(); if (!has_totag()) { sip_trace_mode(\"d\"); }"),
+    ];
+    for (name, on_request) in variants {
+        let dir = TestDir::new(&format!("d-mode-{name}"));
+        let (db, db_url) = trace_db(&dir);
+        let mut params = db_params(&db_url);
+        params.push(DIALOG_MODULE.to_string());
+        let hooks = Hooks { on_request, ..Default::default() };
+        let proxy = Proxy::start(&dir, "127.0.0.1", &params, &hooks);
+        let calls = 3;
+        let ports = proxy.calls(&dir, calls);
+        let expected = transaction_flow().len() * calls as usize;
+        proxy.wait_for_rows(expected);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_flows(row_flows(&db, &ports), &transaction_flow(), calls as usize);
+        assert_eq!(proxy.stat("dropped"), 0, "{name}");
+        assert_blocks_freed(&proxy);
+        let log = proxy.kamailio.log_text();
+        assert!(!log.contains("ERROR") && !log.contains("WARNING"), "{name}: proxy log:\n{log}");
+    }
+}
+
+/// Requests outside a traced dialog stay untraced: only the INVITE starts
+/// dialog tracing, so a call whose INVITE did not ask for it shows nothing.
+#[test]
+fn dialog_tracing_follows_only_the_dialogs_that_asked() {
+    let dir = TestDir::new("d-mode-some");
+    let (db, db_url) = trace_db(&dir);
+    let mut params = db_params(&db_url);
+    params.push(DIALOG_MODULE.to_string());
+    // sipp's Call-IDs start with the call's number, 1 to 6: trace 1 to 4.
+    let on_request =
+        "dlg_manage(); if (!has_totag() && $(ci{s.substr,0,1}) =~ \"^[0-4]\") { sip_trace_mode(\"d\"); }";
+    let hooks = Hooks { on_request, ..Default::default() };
+    let proxy = Proxy::start(&dir, "127.0.0.1", &params, &hooks);
+    let calls = 6;
+    let ports = proxy.calls(&dir, calls);
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let rows = row_flows(&db, &ports);
+    let traced: std::collections::HashSet<_> = rows.iter().map(|r| r.0.clone()).collect();
+    let mut firsts: Vec<u8> = traced.iter().map(|id| id.as_bytes()[0]).collect();
+    firsts.sort();
+    assert_eq!(firsts, b"1234", "traced calls: {traced:?}");
+    assert_flows(rows, &transaction_flow(), 4);
 }

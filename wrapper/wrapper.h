@@ -25,6 +25,8 @@
 #include "lib/srdb1/db.h"
 #include "modules/tm/tm_load.h"
 #include "modules/sl/sl.h"
+#include "modules/dialog/dlg_load.h"
+#include "core/script_cb.h"
 
 #include "shim.h"
 

@@ -74,6 +74,10 @@ pub struct Counters {
     pub db_batches: AtomicU64,
     /// Connections to TCP and TLS collectors made again after a failure.
     pub reconnects: AtomicU64,
+    /// Blocks of traced transactions and dialogs made and freed; the
+    /// difference is how many are being traced now.
+    pub contexts_made: AtomicU64,
+    pub contexts_freed: AtomicU64,
     dropped: [AtomicU64; DropReason::ALL.len()],
 }
 

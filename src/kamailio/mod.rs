@@ -5,6 +5,7 @@
 pub mod log;
 
 mod db;
+mod dialog;
 mod events;
 mod guard;
 mod module;
@@ -16,6 +17,7 @@ mod sender;
 mod shared;
 mod stats;
 mod sys;
+mod trace_info;
 mod tracer;
 mod transaction;
 mod users;

@@ -7,7 +7,7 @@ use crate::core::dest::{DestUri, Destination};
 use crate::core::endpoint::Transport;
 use crate::core::ring::Ring;
 use crate::core::sender::tls;
-use crate::kamailio::{db, events, sender, shared, stats, sys, transaction, users};
+use crate::kamailio::{db, dialog, events, sender, shared, stats, sys, transaction, users};
 use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::os::raw::c_char;
@@ -135,6 +135,7 @@ pub fn mod_init() -> Result<(), String> {
     }
     if config.init_mode != InitMode::CoreEvents {
         transaction::mod_init(config.trace_sl_acks)?;
+        dialog::mod_init()?;
         if let Some(spec) = &config.traced_user_avp {
             users::init(spec)?;
         }

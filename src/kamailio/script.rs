@@ -1,8 +1,6 @@
 //! The script functions: `sip_trace([uri[, correlation_id[, mode]]])`,
 //! `sip_trace_mode(mode)` and `hlog(...)`, with their fixups.
 //!
-//! Message and transaction modes exist so far; configs that ask for dialog
-//! tracing are refused at startup.
 
 use crate::core::counters::DropReason;
 use crate::core::endpoint::{Endpoint, Transport};
@@ -17,10 +15,7 @@ use std::os::raw::{c_char, c_int};
 
 /// The trace scope a script call asks for, if this module has it.
 fn supported_scope(text: &str) -> Result<Scope, String> {
-    match Scope::parse(text)? {
-        scope @ (Scope::Message | Scope::Transaction) => Ok(scope),
-        scope => Err(format!("{} tracing is not implemented yet by siptrace-rs", scope.name())),
-    }
+    Scope::parse(text)
 }
 
 /// Whether a fixup parameter is a constant, without pseudo-variables.
@@ -274,9 +269,9 @@ pub fn trace_call(msg: *mut sys::sip_msg, dest: Option<&str>, cid: Option<&str>,
         Some(flag) if flags & (1 << flag) != 0 => Scope::Transaction,
         _ => Scope::Message,
     });
-    if scope == Scope::Transaction {
+    if scope != Scope::Message {
         // SAFETY: msg is the live message being routed.
-        match unsafe { transaction::start(msg, target, correlation.as_bytes()) } {
+        match unsafe { transaction::start(msg, target, correlation.as_bytes(), scope) } {
             Ok(Start::TraceCurrent) => {}
             Ok(Start::AlreadyTraced) => return 1,
             Err(e) => {

@@ -20,7 +20,7 @@ fn dropped(reason: DropReason) -> u64 {
 }
 
 /// Every statistic, with how to read it.
-pub const STATS: [(&CStr, Reader); 21] = [
+pub const STATS: [(&CStr, Reader); 22] = [
     (c"enqueued", || load(|c| &c.enqueued)),
     (c"dequeued", || load(|c| &c.dequeued)),
     (c"queue_records", || load(|c| &c.enqueued).saturating_sub(load(|c| &c.dequeued))),
@@ -32,6 +32,8 @@ pub const STATS: [(&CStr, Reader); 21] = [
     (c"db_rows", || load(|c| &c.db_rows)),
     (c"db_batches", || load(|c| &c.db_batches)),
     (c"reconnects", || load(|c| &c.reconnects)),
+    // Wrapping: a block freed twice would show as a negative number.
+    (c"traced_contexts", || load(|c| &c.contexts_made).wrapping_sub(load(|c| &c.contexts_freed))),
     (c"dropped", || shared::get().map_or(0, |s| s.counters.dropped_total())),
     (c"dropped_oversize", || dropped(DropReason::Oversize)),
     (c"dropped_mixed_family", || dropped(DropReason::MixedFamily)),
@@ -54,7 +56,7 @@ unsafe extern "C" fn read<const I: usize>() -> sys::counter_val_t {
 const READERS: [unsafe extern "C" fn() -> sys::counter_val_t; STATS.len()] = [
     read::<0>, read::<1>, read::<2>, read::<3>, read::<4>, read::<5>, read::<6>, read::<7>, read::<8>,
     read::<9>, read::<10>, read::<11>, read::<12>, read::<13>, read::<14>, read::<15>, read::<16>,
-    read::<17>, read::<18>, read::<19>, read::<20>,
+    read::<17>, read::<18>, read::<19>, read::<20>, read::<21>,
 ];
 
 pub fn register() -> Result<(), String> {

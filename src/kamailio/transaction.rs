@@ -9,10 +9,9 @@
 //! SL callbacks trace the stateless replies to a traced request, and the
 //! ACKs the SL module absorbs (`trace_sl_acks`).
 //!
-//! What a traced transaction needs later, its destination and correlation
-//! id, is one block of shared memory: callbacks run in whichever process
-//! handles the transaction's next event. It hangs off a single TM callback
-//! that carries every event type, so TM frees it exactly once, with the
+//! What a traced transaction needs later is a `TraceInfo` block in shared
+//! memory. Each transaction holds it through a single TM callback that
+//! carries every event type, so TM releases it exactly once, with the
 //! transaction.
 
 use crate::core::endpoint::Endpoint;
@@ -20,7 +19,9 @@ use crate::core::record::{Direction, Timestamp, TraceRecord};
 use crate::kamailio::guard::guard;
 use crate::kamailio::tracer::{self, ScriptTarget};
 use crate::kamailio::users::{self, Users};
-use crate::kamailio::{module, net, sys};
+use crate::core::record::Scope;
+use crate::kamailio::trace_info::{release_callback, TraceInfo};
+use crate::kamailio::{dialog, module, net, sys};
 use std::ffi::c_void;
 use std::os::raw::c_int;
 use std::sync::OnceLock;
@@ -89,47 +90,8 @@ pub enum Start {
     AlreadyTraced,
 }
 
-/// The block a traced transaction keeps in shared memory; the correlation
-/// id's bytes follow it.
-#[repr(C)]
-struct TraceInfo {
-    target: ScriptTarget,
-    correlation_len: usize,
-}
-
-impl TraceInfo {
-    fn correlation(&self) -> Option<&[u8]> {
-        // SAFETY: `alloc` wrote `correlation_len` bytes right after the header.
-        let bytes = unsafe {
-            std::slice::from_raw_parts((self as *const TraceInfo).add(1) as *const u8, self.correlation_len)
-        };
-        (!bytes.is_empty()).then_some(bytes)
-    }
-
-    fn alloc(target: ScriptTarget, correlation: &[u8]) -> Option<*mut TraceInfo> {
-        let size = std::mem::size_of::<TraceInfo>() + correlation.len();
-        // SAFETY: plain allocation from Kamailio's shared memory pool.
-        let p = unsafe { sys::siptrace_shim_shm_malloc(size) } as *mut TraceInfo;
-        if p.is_null() {
-            return None;
-        }
-        // SAFETY: a fresh block of `size` bytes, aligned for any scalar.
-        unsafe {
-            p.write(TraceInfo { target, correlation_len: correlation.len() });
-            std::ptr::copy_nonoverlapping(correlation.as_ptr(), p.add(1) as *mut u8, correlation.len());
-        }
-        Some(p)
-    }
-}
-
-unsafe extern "C" fn free_info(info: *mut c_void) {
-    guard("the trace info release", (), || {
-        // SAFETY: TM calls this once, with the block `alloc` made.
-        unsafe { sys::siptrace_shim_shm_free(info) }
-    })
-}
-
-/// Starts tracing the transaction of request `msg`.
+/// Starts tracing the transaction of request `msg`, and with the dialog
+/// scope the dialog that this initial INVITE creates.
 ///
 /// # Safety
 /// `msg` must be the live message the script is routing.
@@ -137,12 +99,13 @@ pub unsafe fn start(
     msg: *mut sys::sip_msg,
     target: ScriptTarget,
     correlation: &[u8],
+    scope: Scope,
 ) -> Result<Start, String> {
     let Some(tm) = tm() else { return Ok(Start::TraceCurrent) };
     // SAFETY: per the contract.
     let m = unsafe { &mut *msg };
     if m.first_line.type_ != sys::SIP_REQUEST as _ {
-        return Err("transaction tracing has to start on a request".into());
+        return Err(format!("{} tracing has to start on a request", scope.name()));
     }
     // SAFETY: a request's first line holds the request variant.
     let method = unsafe { m.first_line.u.request.method_value } as u32;
@@ -150,10 +113,54 @@ pub unsafe fn start(
     if unsafe { belongs_to_traced_transaction(tm, msg, method) } {
         return Ok(Start::AlreadyTraced);
     }
+    // An ACK never gets a transaction: callbacks registered on it would only
+    // wait in TM's list for the process's next request.
+    if method == sys::request_method_METHOD_ACK && scope == Scope::Transaction {
+        return Ok(Start::TraceCurrent);
+    }
+    let with_dialog = scope == Scope::Dialog && dialog::available();
+    if scope == Scope::Dialog {
+        if method != sys::request_method_METHOD_INVITE || has_to_tag(m) {
+            return Err("dialog tracing has to start on the initial INVITE".into());
+        }
+        if !with_dialog {
+            crate::log_warn!("the dialog module is not loaded; dialog tracing traces the INVITE's transaction");
+        }
+    }
     let info = TraceInfo::alloc(target, correlation).ok_or("out of shared memory")?;
+    // SAFETY: `info` is held here until the release below; the message is live.
+    let result = unsafe { follow(msg, info) }.and_then(|()| {
+        if with_dialog {
+            // SAFETY: as above.
+            unsafe { dialog::start(msg, info) }
+        } else {
+            Ok(())
+        }
+    });
+    // SAFETY: this function's own reference.
+    unsafe { TraceInfo::release(info) };
+    result.map(|()| Start::TraceCurrent)
+}
+
+/// Whether a request carries a To tag: it belongs to a dialog already.
+fn has_to_tag(msg: &sys::sip_msg) -> bool {
+    net::message_bytes(msg)
+        .and_then(|buf| crate::core::sip::extract(buf).ok())
+        .is_some_and(|fields| !fields.to_tag.is_empty())
+}
+
+/// Traces what the transaction of request `msg` sends and receives, with
+/// `info`, of which the transaction becomes a holder.
+///
+/// # Safety
+/// `msg` must be a live request; `info` a live block the caller holds.
+pub unsafe fn follow(msg: *mut sys::sip_msg, info: *mut TraceInfo) -> Result<(), String> {
+    let tm = tm().ok_or("the tm module is not loaded")?;
     let register = tm.register_tmcb.ok_or("the tm module gave no register_tmcb")?;
+    // SAFETY: the caller holds `info`.
+    unsafe { TraceInfo::retain(info) };
     // SAFETY: TM keeps the callback with the transaction (or the request,
-    // until its transaction exists) and frees `info` with it.
+    // until its transaction exists) and releases `info` with it, once.
     let registered = unsafe {
         register(
             msg,
@@ -161,16 +168,17 @@ pub unsafe fn start(
             TRANSACTION_EVENTS as c_int,
             Some(on_event),
             info as _,
-            Some(free_info),
+            Some(release_callback),
         )
     };
     if registered <= 0 {
-        // SAFETY: TM did not take the block.
-        unsafe { sys::siptrace_shim_shm_free(info as _) };
+        // SAFETY: TM did not take the reference.
+        unsafe { TraceInfo::release(info) };
         return Err("TM refused the transaction callbacks".into());
     }
-    m.msg_flags |= sys::FL_SIPTRACE;
-    Ok(Start::TraceCurrent)
+    // SAFETY: the caller's contract.
+    unsafe { (*msg).msg_flags |= sys::FL_SIPTRACE };
+    Ok(())
 }
 
 /// Whether `msg` is a CANCEL or a negative-reply ACK of a transaction that
@@ -259,7 +267,7 @@ fn enqueue(direction: Direction, ends: (Endpoint, Endpoint), payload: &[u8], inf
 ///
 /// # Safety
 /// `msg` must be null or a live message.
-unsafe fn trace_received(msg: *const sys::sip_msg, info: Option<&TraceInfo>) {
+pub unsafe fn trace_received(msg: *const sys::sip_msg, info: Option<&TraceInfo>) {
     // SAFETY: per the contract.
     let Some(m) = (unsafe { msg.as_ref() }) else { return };
     let (Some(ends), Some(payload)) = (net::received(&m.rcv), net::message_bytes(m)) else { return };
@@ -377,13 +385,27 @@ unsafe fn cancel_received(ps: &sys::tmcb_params, info: Option<&TraceInfo>) {
     let cancel = ps.req;
     let (Some(tm), Some(c)) = (tm(), unsafe { cancel.as_mut() }) else { return };
     let Some(register) = tm.register_tmcb else { return };
-    let param = info.map_or(std::ptr::null_mut(), |i| i as *const TraceInfo as *mut c_void);
-    // The CANCEL's reply is sent while the INVITE, and so `info`, lives.
-    // SAFETY: registering on the live CANCEL, without a release function.
+    let param = info.map_or(std::ptr::null_mut(), |i| i as *const TraceInfo as *mut TraceInfo);
+    if !param.is_null() {
+        // SAFETY: the INVITE's callback holds `info` while this runs.
+        unsafe { TraceInfo::retain(param) };
+    }
+    // SAFETY: registering on the live CANCEL, which releases its reference.
     if unsafe {
-        register(cancel, std::ptr::null_mut(), sys::TMCB_RESPONSE_READY as c_int, Some(on_event), param, None)
+        register(
+            cancel,
+            std::ptr::null_mut(),
+            sys::TMCB_RESPONSE_READY as c_int,
+            Some(on_event),
+            param as *mut c_void,
+            Some(release_callback),
+        )
     } <= 0
     {
+        if !param.is_null() {
+            // SAFETY: TM did not take the reference.
+            unsafe { TraceInfo::release(param) };
+        }
         crate::log_warn!("cannot trace the reply to a CANCEL: TM refused the callback");
     }
     c.msg_flags |= sys::FL_SIPTRACE;

@@ -125,6 +125,14 @@ pub struct Scenario<'a> {
     /// cannot pass as "no difference".
     pub expect_rows: usize,
     pub expect_hep: usize,
+    /// Script code the C module's run uses instead of `hooks`, where the C
+    /// module fails the scenario's own form (a documented bug of C's):
+    /// code that means the same to it.
+    pub c_hooks: Option<Hooks<'a>>,
+    /// Messages ours traces and the C module misses (a documented
+    /// difference): the start of their key, and how many of them there are
+    /// per call, as rows and as HEP packets.
+    pub extra_in_ours: Option<(&'a str, usize)>,
 }
 
 /// The ports of one run and the roles they stand for.
@@ -219,10 +227,14 @@ pub fn run(side: Side, scenario: &Scenario<'_>) -> RunOutput {
     let modparams = modparams + "modparam(\"tm\", \"retr_timer1\", 2000)\n";
     let hep_uri = hep.uri();
     let with_uri = |hook: &str| hook.replace(HEP_URI, &hep_uri);
+    let scenario_hooks = match (side, &scenario.c_hooks) {
+        (Side::C, Some(hooks)) => hooks,
+        _ => &scenario.hooks,
+    };
     let (on_request, on_reply, on_send) = (
-        with_uri(scenario.hooks.on_request),
-        with_uri(scenario.hooks.on_reply),
-        with_uri(scenario.hooks.on_send),
+        with_uri(scenario_hooks.on_request),
+        with_uri(scenario_hooks.on_reply),
+        with_uri(scenario_hooks.on_send),
     );
     let hooks = Hooks { on_request: &on_request, on_reply: &on_reply, on_send: &on_send };
     // One worker: the C module writes rows from the workers, and db_sqlite
@@ -326,8 +338,23 @@ pub fn differential(scenario: &Scenario<'_>) {
     assert_hepjs_decoded(&ours);
     let (ours_rows, ours_packets) = items(&ours.rows, &ours.packets, &ours.ports);
     let mut report = String::new();
-    let rows = compare("sip_trace rows", c_rows, ours_rows);
-    let packets = compare("HEP packets", c_packets, ours_packets);
+    let extra = |items: Vec<Item>, what: &str| match scenario.extra_in_ours {
+        None => items,
+        Some((prefix, per_call)) => {
+            let (extra, rest): (Vec<Item>, Vec<Item>) = items.into_iter().partition(|i| i.key.starts_with(prefix));
+            let expected = per_call * scenario.calls as usize;
+            assert_eq!(
+                extra.len(),
+                expected,
+                "{}: ours should trace {expected} {what} starting '{prefix}' that C misses",
+                scenario.name
+            );
+            eprintln!("{}: {expected} {what} of ours C misses: '{prefix}…' (a documented difference)", scenario.name);
+            rest
+        }
+    };
+    let rows = compare("sip_trace rows", c_rows, extra(ours_rows, "rows"));
+    let packets = compare("HEP packets", c_packets, extra(ours_packets, "HEP packets"));
     for outcome in [&rows, &packets] {
         if let Some(text) = &outcome.report {
             report += text;
@@ -714,10 +741,17 @@ fn sip_header(msg: &[u8], name: &str) -> Option<String> {
 /// exactly one of the run's ports, by its role.
 pub fn normalize_sip(msg: &[u8], ports: &PortMap) -> Vec<u8> {
     const HOST: &[u8] = b"127.0.0.1:";
+    // The dialog module's id in the Record-Route, "did=<entry>.<id>": the
+    // id starts at a random value in each run.
+    const DIALOG_ID: &[u8] = b"did=";
     let mut out = Vec::with_capacity(msg.len());
     let mut i = 0;
     while i < msg.len() {
-        if msg[i..].starts_with(HOST) {
+        if msg[i..].starts_with(DIALOG_ID) {
+            out.extend_from_slice(b"did=<dialog id>");
+            i += DIALOG_ID.len();
+            i += msg[i..].iter().take_while(|b| b.is_ascii_hexdigit() || **b == b'.').count();
+        } else if msg[i..].starts_with(HOST) {
             out.extend_from_slice(HOST);
             i += HOST.len();
             let digits = msg[i..].iter().take_while(|b| b.is_ascii_digit()).count();
