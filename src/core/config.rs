@@ -226,6 +226,10 @@ pub struct Config {
     /// The local address recorded, instead of the socket's, in traces the
     /// script starts.
     pub trace_local_ip: Option<Endpoint>,
+    /// trace_db_mode (or trace_delayed): 1 delayed, 2 async inserts. The
+    /// senders' batched writes already keep the workers free, so it only
+    /// shows in the startup log.
+    pub db_mode_asked: u8,
     pub senders: Senders,
 }
 
@@ -279,6 +283,7 @@ impl Default for Config {
             trace_sl_acks: true,
             traced_user_avp: None,
             trace_local_ip: None,
+            db_mode_asked: 0,
             senders: Senders::default(),
         }
     }
@@ -359,14 +364,24 @@ impl Config {
                     .ok_or_else(|| bad("expected proto:ip:port, such as udp:192.0.2.10:5060"))?;
                 self.trace_local_ip = Some(local);
             }
-            // Values that ask for nothing beyond what the module does.
-            ("trace_db_mode" | "trace_delayed" | "xheaders_write" | "xheaders_read", ParamValue::Int(0)) => {}
-            ("trace_db_mode", ParamValue::Int(n)) if !(0..=2).contains(&n) => {
-                return Err(bad("must be 0 (insert), 1 (delayed) or 2 (async)"));
+            // The C module's ways to keep database writes from delaying the
+            // workers; rows here are always written by the senders, in
+            // batches, so every mode means the same.
+            ("trace_db_mode", ParamValue::Int(n)) => {
+                if !(0..=2).contains(&n) {
+                    return Err(bad("must be 0 (insert), 1 (delayed) or 2 (async)"));
+                }
+                self.db_mode_asked = n as u8;
             }
+            ("trace_delayed", ParamValue::Int(n)) => {
+                if n != 0 {
+                    self.db_mode_asked = 1;
+                }
+            }
+            ("xheaders_write" | "xheaders_read", ParamValue::Int(0)) => {}
             (
                 "trace_table_avp" | "xheaders_write" | "xheaders_read" | "force_send_sock" | "send_sock_addr"
-                | "send_sock_name" | "trace_delayed" | "trace_db_mode" | "evcb_msg",
+                | "send_sock_name" | "evcb_msg",
                 _,
             ) => return Err(ConfigError::not_implemented(name, value)),
             _ => return Err(bad("unknown parameter or wrong type")),
@@ -572,7 +587,6 @@ mod tests {
             ("trace_mode", ParamValue::Int(8), "bits"),
             ("trace_init_mode", ParamValue::Int(3), "must be 0"),
             ("trace_db_mode", ParamValue::Int(5), "must be 0"),
-            ("trace_db_mode", ParamValue::Int(2), "not implemented yet"),
             ("table", ParamValue::Str("sip_trace; DROP TABLE x"), "identifier"),
             ("db_url", ParamValue::Str(""), "empty"),
             ("traced_user_avp", ParamValue::Str("$var(u)"), "expected an AVP"),
@@ -589,6 +603,18 @@ mod tests {
             assert!(text.contains(&format!("'{value}'")), "{text}");
             assert!(text.contains(reason), "{text}");
         }
+    }
+
+    #[test]
+    fn database_insert_modes_are_accepted() {
+        let mut c = Config::default();
+        for n in 0..=2 {
+            c.set("trace_db_mode", ParamValue::Int(n)).unwrap();
+            assert_eq!(c.db_mode_asked, n as u8);
+        }
+        let mut c = Config::default();
+        c.set("trace_delayed", ParamValue::Int(1)).unwrap();
+        assert_eq!(c.db_mode_asked, 1);
     }
 
     #[test]

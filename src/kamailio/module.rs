@@ -140,6 +140,13 @@ pub fn mod_init() -> Result<(), String> {
             users::init(spec)?;
         }
     }
+    if config.db_mode_asked != 0 && config.uses_database() {
+        crate::log_info!(
+            "trace_db_mode {} asks for {} inserts: rows are always written by the sender processes, in batches",
+            config.db_mode_asked,
+            if config.db_mode_asked == 1 { "delayed" } else { "asynchronous" }
+        );
+    }
     crate::log_info!(
         "tracing {} (trace_on={}), database: {}, duplicate_uri: {}, {} sender(s) with {} KiB queues",
         if core_events { "core events and script calls" } else { "script calls" },
