@@ -159,6 +159,29 @@ fn invite_call_sip_trace_in_routes() {
     });
 }
 
+/// `xheaders_write`: what goes to the collector carries the
+/// `X-Siptrace-*` headers (the rows do not).
+#[test]
+fn invite_call_xheaders_write() {
+    differential(&Scenario {
+        name: "call-xheaders",
+        transport: Transport::Udp,
+        uac: UAC_CALL,
+        uas: Some(UAS_CALL),
+        calls: 2,
+        modparams: vec![
+            modparam("trace_to_database", 1),
+            modparam("hep_mode_on", 1),
+            modparam("xheaders_write", 1),
+        ],
+        hooks: Hooks { on_request: "sip_trace();", on_reply: "sip_trace();", on_send: "sip_trace();" },
+        expect_rows: 18,
+        expect_hep: 18,
+        c_hooks: None,
+        extra_in_ours: None,
+    });
+}
+
 /// Core-callback style: `trace_mode` 3 (HEP and rows) for every message.
 #[test]
 fn invite_call_trace_mode() {

@@ -230,6 +230,10 @@ pub struct Config {
     /// senders' batched writes already keep the workers free, so it only
     /// shows in the startup log.
     pub db_mode_asked: u8,
+    /// Add `X-Siptrace-*` headers to what is sent; take the ends, time and
+    /// direction from them in what is traced.
+    pub xheaders_write: bool,
+    pub xheaders_read: bool,
     pub senders: Senders,
 }
 
@@ -284,6 +288,8 @@ impl Default for Config {
             traced_user_avp: None,
             trace_local_ip: None,
             db_mode_asked: 0,
+            xheaders_write: false,
+            xheaders_read: false,
             senders: Senders::default(),
         }
     }
@@ -378,12 +384,11 @@ impl Config {
                     self.db_mode_asked = 1;
                 }
             }
-            ("xheaders_write" | "xheaders_read", ParamValue::Int(0)) => {}
-            (
-                "trace_table_avp" | "xheaders_write" | "xheaders_read" | "force_send_sock" | "send_sock_addr"
-                | "send_sock_name" | "evcb_msg",
-                _,
-            ) => return Err(ConfigError::not_implemented(name, value)),
+            ("xheaders_write", ParamValue::Int(n)) => self.xheaders_write = n != 0,
+            ("xheaders_read", ParamValue::Int(n)) => self.xheaders_read = n != 0,
+            ("trace_table_avp" | "force_send_sock" | "send_sock_addr" | "send_sock_name" | "evcb_msg", _) => {
+                return Err(ConfigError::not_implemented(name, value))
+            }
             _ => return Err(bad("unknown parameter or wrong type")),
         }
         Ok(())

@@ -14,3 +14,4 @@ pub mod shmlock;
 pub mod sip;
 pub mod sql;
 pub mod wire;
+pub mod xheaders;

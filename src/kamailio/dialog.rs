@@ -61,7 +61,9 @@ pub fn mod_init() -> Result<(), String> {
     let mut binds = sys::dlg_binds::default();
     // SAFETY: load_dlg_api fills `binds` from the dialog module, if loaded.
     if unsafe { sys::load_dlg_api(&mut binds) } != 0 {
-        crate::log_info!("the dialog module is not loaded; dialog tracing will trace the INVITE's transaction");
+        crate::log_info!(
+            "the dialog module is not loaded; dialog tracing will trace the INVITE's transaction"
+        );
         return Ok(());
     }
     let register = binds.register_dlgcb.ok_or("the dialog module gave no register_dlgcb")?;
@@ -69,14 +71,25 @@ pub fn mod_init() -> Result<(), String> {
         return Err("the dialog module gave no get_dlg/release_dlg".into());
     }
     // SAFETY: a static function and no parameter to free.
-    if unsafe { register(std::ptr::null_mut(), sys::DLGCB_CREATED as c_int, Some(on_created), std::ptr::null_mut(), None) }
-        != 0
+    if unsafe {
+        register(
+            std::ptr::null_mut(),
+            sys::DLGCB_CREATED as c_int,
+            Some(on_created),
+            std::ptr::null_mut(),
+            None,
+        )
+    } != 0
     {
         return Err("cannot register for the dialogs the dialog module creates".into());
     }
     // SAFETY: a static function; Kamailio keeps the registration.
     if unsafe {
-        sys::register_script_cb(Some(after_request_script), sys::POST_SCRIPT_CB | sys::script_cb_flag_REQUEST_CB, std::ptr::null_mut())
+        sys::register_script_cb(
+            Some(after_request_script),
+            sys::POST_SCRIPT_CB | sys::script_cb_flag_REQUEST_CB,
+            std::ptr::null_mut(),
+        )
     } != 0
     {
         return Err("cannot register the end-of-script callback".into());
@@ -130,7 +143,13 @@ unsafe fn attach(dlg: *mut sys::dlg_cell, info: *mut TraceInfo) -> Result<(), St
     // SAFETY: the dialog keeps the callback and releases `info` once, when
     // the dialog is destroyed.
     let failed = unsafe {
-        register(dlg, DIALOG_EVENTS as c_int, Some(on_dialog_event), info as *mut c_void, Some(release_callback))
+        register(
+            dlg,
+            DIALOG_EVENTS as c_int,
+            Some(on_dialog_event),
+            info as *mut c_void,
+            Some(release_callback),
+        )
     } != 0;
     if failed {
         // SAFETY: the dialog module did not take the reference.
@@ -159,7 +178,11 @@ unsafe extern "C" fn on_created(dlg: *mut sys::dlg_cell, _kind: c_int, params: *
 }
 
 /// The end of a request's script: a block nobody took is released.
-unsafe extern "C" fn after_request_script(_msg: *mut sys::sip_msg, _flags: c_uint, _param: *mut c_void) -> c_int {
+unsafe extern "C" fn after_request_script(
+    _msg: *mut sys::sip_msg,
+    _flags: c_uint,
+    _param: *mut c_void,
+) -> c_int {
     guard("the end-of-script callback", 1, || {
         replace_pending(None);
         // Anything else than 0 lets Kamailio go on.
@@ -169,7 +192,11 @@ unsafe extern "C" fn after_request_script(_msg: *mut sys::sip_msg, _flags: c_uin
 
 /// A request within a traced dialog, from either side: traced as received,
 /// and, unless it is an ACK, its transaction traced too.
-unsafe extern "C" fn on_dialog_event(_dlg: *mut sys::dlg_cell, _kind: c_int, params: *mut sys::dlg_cb_params) {
+unsafe extern "C" fn on_dialog_event(
+    _dlg: *mut sys::dlg_cell,
+    _kind: c_int,
+    params: *mut sys::dlg_cb_params,
+) {
     guard("the dialog callback", (), || {
         // SAFETY: the dialog module passes live parameters whose `param`
         // points at the block registered with the callback.

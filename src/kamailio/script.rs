@@ -160,7 +160,9 @@ unsafe extern "C" fn w_sip_trace0(msg: *mut sys::sip_msg, _: *mut c_char, _: *mu
 }
 
 unsafe extern "C" fn w_sip_trace1(msg: *mut sys::sip_msg, dest: *mut c_char, _: *mut c_char) -> c_int {
-    guard("sip_trace()", -1, || with_params(msg, dest, None, |dest, _| trace_call(msg, Some(dest), None, None)))
+    guard("sip_trace()", -1, || {
+        with_params(msg, dest, None, |dest, _| trace_call(msg, Some(dest), None, None))
+    })
 }
 
 unsafe extern "C" fn w_sip_trace2(msg: *mut sys::sip_msg, dest: *mut c_char, cid: *mut c_char) -> c_int {
@@ -240,7 +242,12 @@ unsafe fn param_value(msg: *mut sys::sip_msg, param: *mut c_char) -> Option<Stri
 /// message) what its transaction sends and receives. Returns 1 when
 /// something was queued for its outputs (what happens there is counted),
 /// -1 when tracing is off or nothing can be traced.
-pub fn trace_call(msg: *mut sys::sip_msg, dest: Option<&str>, cid: Option<&str>, scope: Option<Scope>) -> c_int {
+pub fn trace_call(
+    msg: *mut sys::sip_msg,
+    dest: Option<&str>,
+    cid: Option<&str>,
+    scope: Option<Scope>,
+) -> c_int {
     let Some(module) = module::get() else { return -1 };
     if msg.is_null() {
         return -1;

@@ -40,6 +40,7 @@ pub fn run(module: &'static Module, index: usize) -> ! {
         stream_backlog: STREAM_BACKLOG,
         db_flush_interval: Duration::from_millis(config.senders.db_flush_interval_ms),
         db_batch_size: config.senders.db_batch_size,
+        xheaders_write: config.xheaders_write,
     };
     let mut host =
         Host { shared, uses_db: config.uses_database(), db: None, next_db_attempt: Instant::now() };

@@ -7,10 +7,10 @@
 //! by the last one. Each holder (a TM callback, a dialog callback, the
 //! script call that made it) releases its reference exactly once.
 
-use crate::kamailio::guard::guard;
 use crate::core::counters::Counters;
-use crate::kamailio::{shared, sys};
+use crate::kamailio::guard::guard;
 use crate::kamailio::tracer::ScriptTarget;
+use crate::kamailio::{shared, sys};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -11,7 +11,7 @@ use crate::core::dest::Destination;
 use crate::core::endpoint::Endpoint;
 use crate::core::record::{Direction, Outputs, Timestamp, TraceRecord};
 use crate::core::ring::PushError;
-use crate::core::{sip, wire};
+use crate::core::{sip, wire, xheaders};
 use crate::kamailio::shared::Shared;
 use crate::kamailio::{module, shared};
 use smallvec::{smallvec, SmallVec};
@@ -70,10 +70,52 @@ pub fn enqueue(record: &TraceRecord<'_>, outputs: &Outputs) -> bool {
     if outputs.is_empty() || module.queues.is_empty() {
         return false;
     }
+    if module.config.xheaders_read && record.proto_type == crate::core::hep::proto_type::SIP {
+        return enqueue_from_xheaders(record, outputs);
+    }
+    push(module, shared, record, outputs, None)
+}
+
+/// With `xheaders_read`: the message carries its ends, time and direction
+/// in `X-Siptrace-*` headers, put there by the proxy that saw it; they
+/// replace what this proxy saw, and leave the message. A message without
+/// them is not traced, and counted.
+fn enqueue_from_xheaders(record: &TraceRecord<'_>, outputs: &Outputs) -> bool {
+    let (Some(shared), Some(module)) = (shared::get(), module::get()) else {
+        return false;
+    };
+    match xheaders::read(record.payload) {
+        Ok((x, payload)) => {
+            let relayed = TraceRecord {
+                src: x.from,
+                dst: x.to,
+                time: x.time,
+                direction: x.direction,
+                payload: &payload,
+                ..*record
+            };
+            push(module, shared, &relayed, outputs, Some(x.time))
+        }
+        Err(e) => {
+            report_drop(shared, DropReason::Unparsable, 1, &format_args!("xheaders_read: {e}"));
+            false
+        }
+    }
+}
+
+/// Copies `record` into its sender's queue, stamped with `time` or, by
+/// default, the time it is queued.
+fn push(
+    module: &module::Module,
+    shared: &Shared,
+    record: &TraceRecord<'_>,
+    outputs: &Outputs,
+    time: Option<Timestamp>,
+) -> bool {
     let queue = &module.queues[shard(record.payload, module.queues.len())];
     let len = wire::encoded_len(record, outputs);
     // The time is read under the queue's lock, so queue order is time order.
-    match queue.push(len, |buf| wire::encode(buf, record, outputs, Timestamp::now())) {
+    match queue.push(len, |buf| wire::encode(buf, record, outputs, time.unwrap_or_else(Timestamp::now))) {
         Ok(()) => {
             Counters::add(&shared.counters.enqueued);
             true

@@ -15,12 +15,12 @@
 //! transaction.
 
 use crate::core::endpoint::Endpoint;
+use crate::core::record::Scope;
 use crate::core::record::{Direction, Timestamp, TraceRecord};
 use crate::kamailio::guard::guard;
+use crate::kamailio::trace_info::{release_callback, TraceInfo};
 use crate::kamailio::tracer::{self, ScriptTarget};
 use crate::kamailio::users::{self, Users};
-use crate::core::record::Scope;
-use crate::kamailio::trace_info::{release_callback, TraceInfo};
 use crate::kamailio::{dialog, module, net, sys};
 use std::ffi::c_void;
 use std::os::raw::c_int;
@@ -124,7 +124,9 @@ pub unsafe fn start(
             return Err("dialog tracing has to start on the initial INVITE".into());
         }
         if !with_dialog {
-            crate::log_warn!("the dialog module is not loaded; dialog tracing traces the INVITE's transaction");
+            crate::log_warn!(
+                "the dialog module is not loaded; dialog tracing traces the INVITE's transaction"
+            );
         }
     }
     let info = TraceInfo::alloc(target, correlation).ok_or("out of shared memory")?;

@@ -341,7 +341,8 @@ pub fn differential(scenario: &Scenario<'_>) {
     let extra = |items: Vec<Item>, what: &str| match scenario.extra_in_ours {
         None => items,
         Some((prefix, per_call)) => {
-            let (extra, rest): (Vec<Item>, Vec<Item>) = items.into_iter().partition(|i| i.key.starts_with(prefix));
+            let (extra, rest): (Vec<Item>, Vec<Item>) =
+                items.into_iter().partition(|i| i.key.starts_with(prefix));
             let expected = per_call * scenario.calls as usize;
             assert_eq!(
                 extra.len(),
@@ -349,7 +350,10 @@ pub fn differential(scenario: &Scenario<'_>) {
                 "{}: ours should trace {expected} {what} starting '{prefix}' that C misses",
                 scenario.name
             );
-            eprintln!("{}: {expected} {what} of ours C misses: '{prefix}…' (a documented difference)", scenario.name);
+            eprintln!(
+                "{}: {expected} {what} of ours C misses: '{prefix}…' (a documented difference)",
+                scenario.name
+            );
             rest
         }
     };
@@ -744,10 +748,16 @@ pub fn normalize_sip(msg: &[u8], ports: &PortMap) -> Vec<u8> {
     // The dialog module's id in the Record-Route, "did=<entry>.<id>": the
     // id starts at a random value in each run.
     const DIALOG_ID: &[u8] = b"did=";
+    // The time xheaders_write adds, in seconds and microseconds.
+    const XTIME: &[u8] = b"X-Siptrace-Time: ";
     let mut out = Vec::with_capacity(msg.len());
     let mut i = 0;
     while i < msg.len() {
-        if msg[i..].starts_with(DIALOG_ID) {
+        if msg[i..].starts_with(XTIME) {
+            out.extend_from_slice(b"X-Siptrace-Time: <time>");
+            i += XTIME.len();
+            i += msg[i..].iter().take_while(|b| b.is_ascii_digit() || **b == b' ').count();
+        } else if msg[i..].starts_with(DIALOG_ID) {
             out.extend_from_slice(b"did=<dialog id>");
             i += DIALOG_ID.len();
             i += msg[i..].iter().take_while(|b| b.is_ascii_hexdigit() || **b == b'.').count();

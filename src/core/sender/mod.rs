@@ -19,6 +19,7 @@ use crate::core::record::{Outputs, Row, TraceRecord};
 use crate::core::ring::Ring;
 use crate::core::sip;
 use crate::core::wire;
+use crate::core::xheaders::{self, XHeaders};
 use rows::PendingRows;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
@@ -45,6 +46,9 @@ pub struct SenderSettings {
     pub db_flush_interval: Duration,
     /// ... or once this many are waiting, in one transaction.
     pub db_batch_size: usize,
+    /// Whether SIP sent to collectors and as copies carries the
+    /// `X-Siptrace-*` headers (rows never do).
+    pub xheaders_write: bool,
 }
 
 /// What a sender needs from the server it runs in.
@@ -155,10 +159,14 @@ impl<'c> Sender<'c> {
         self.scratch.clear();
         let mut packets: Vec<(Destination, Kind, Bytes)> = Vec::new();
         let now = Instant::now();
+        let mut with_xheaders = Vec::new();
         for (i, (record, outputs)) in batch.iter().enumerate() {
             let is_sip = record.proto_type == hep::proto_type::SIP;
+            let sends = !outputs.hep.is_empty() || !outputs.duplicate.is_empty();
+            let xheaders = self.settings.xheaders_write && is_sip && sends;
             // Only SIP becomes a row; a log line goes to HEP alone.
-            let fields = if outputs.db && is_sip { Some(sip::extract(record.payload)) } else { None };
+            let fields =
+                if (outputs.db || xheaders) && is_sip { Some(sip::extract(record.payload)) } else { None };
             let is_reply = match &fields {
                 Some(Ok(f)) => f.is_reply(),
                 _ => record.payload.starts_with(b"SIP/"),
@@ -168,16 +176,38 @@ impl<'c> Sender<'c> {
                 Counters::add(if is_reply { &c.traced_replies } else { &c.traced_requests });
             }
             match &fields {
-                Some(Ok(f)) => self.rows.push(record, f, now),
-                Some(Err(e)) => {
+                Some(Ok(f)) if outputs.db => self.rows.push(record, f, now),
+                Some(Err(e)) if outputs.db => {
                     self.drop(host, DropReason::Unparsable, 1, &format_args!("no database row: {e}"))
                 }
-                None => {}
+                _ => {}
+            }
+            let ok_fields = fields.as_ref().and_then(|f| f.as_ref().ok());
+            // What goes out: the record, or with the headers added a copy of it.
+            let mut sent = *record;
+            if xheaders {
+                with_xheaders.clear();
+                let added =
+                    ok_fields.ok_or_else(|| "the message cannot be parsed".to_string()).and_then(|f| {
+                        let x = XHeaders {
+                            from: record.src,
+                            to: record.dst,
+                            time: record.time,
+                            method: f.method(),
+                            direction: record.direction,
+                        };
+                        xheaders::write(record.payload, &x, &mut with_xheaders).map_err(|e| e.0)
+                    });
+                if let Err(e) = added {
+                    let n = (outputs.hep.len() + outputs.duplicate.len()) as u64;
+                    self.drop(host, DropReason::Unparsable, n, &format_args!("no X-Siptrace headers: {e}"));
+                    continue;
+                }
+                sent.payload = &with_xheaders;
             }
             if !outputs.hep.is_empty() {
                 let start = self.scratch.len();
-                let ok_fields = fields.as_ref().and_then(|f| f.as_ref().ok());
-                match record.encode_hep(ok_fields, &self.settings.hep, &mut self.scratch) {
+                match sent.encode_hep(ok_fields, &self.settings.hep, &mut self.scratch) {
                     Ok(()) => {
                         let range = start..self.scratch.len();
                         packets.extend(
@@ -195,7 +225,16 @@ impl<'c> Sender<'c> {
                     }
                 }
             }
-            packets.extend(outputs.duplicate.iter().map(|d| (*d, Kind::Copy, Bytes::Payload(i))));
+            if !outputs.duplicate.is_empty() {
+                let copy = if xheaders {
+                    let start = self.scratch.len();
+                    self.scratch.extend_from_slice(&with_xheaders);
+                    Bytes::Encoded(start..self.scratch.len())
+                } else {
+                    Bytes::Payload(i)
+                };
+                packets.extend(outputs.duplicate.iter().map(|d| (*d, Kind::Copy, copy.clone())));
+            }
         }
         self.send_packets(batch, &packets, host);
     }

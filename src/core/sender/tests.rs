@@ -75,6 +75,7 @@ fn settings(batch_size: usize) -> SenderSettings {
         stream_backlog: 1 << 20,
         db_flush_interval: Duration::ZERO,
         db_batch_size: 1000,
+        xheaders_write: false,
     }
 }
 
