@@ -74,7 +74,7 @@ fn the_second_server_stores_what_the_proxy_saw() {
     let dir_name = "xheaders";
     let dir = TestDir::new(dir_name);
     let store_port = free_port();
-    let (store, store_db) = storing_server(&dir_name, store_port);
+    let (store, store_db) = storing_server(dir_name, store_port);
     let (proxy_db, proxy_url) = trace_db(&dir);
     let uri = format!("sip:127.0.0.1:{store_port}");
     let hook = format!("sip_trace(\"{uri}\");");
@@ -106,7 +106,7 @@ fn headers_written_by_the_c_module_are_read() {
     let dir_name = "xheaders-c";
     let dir = TestDir::new(dir_name);
     let store_port = free_port();
-    let (_store, store_db) = storing_server(&dir_name, store_port);
+    let (_store, store_db) = storing_server(dir_name, store_port);
     let (_, proxy_url) = trace_db(&dir);
     let uas = SippUas::start(&dir, "127.0.0.1", free_port());
     let port = free_port();
@@ -149,7 +149,7 @@ fn a_message_without_headers_is_counted_not_stored() {
     let dir_name = "xheaders-missing";
     let dir = TestDir::new(dir_name);
     let store_port = free_port();
-    let (store, store_db) = storing_server(&dir_name, store_port);
+    let (store, store_db) = storing_server(dir_name, store_port);
     let (_, proxy_url) = trace_db(&dir);
     let mut params = proxy_params(&proxy_url);
     params.retain(|p| !p.contains("xheaders_write"));
