@@ -200,6 +200,8 @@ const API_FUNCTIONS: &[&str] = &[
     "sl_load_api",
     "load_dlg_api",
     "register_script_cb",
+    "ksr_get_socket_by_name",
+    "grep_sock_info",
     "pv_parse_spec2",
     "pv_get_avp_name",
     "search_first_avp",

@@ -573,3 +573,32 @@ fn traced_user_avp_gives_a_row_per_user_even_with_tracing_off() {
         assert_eq!(rows, expected, "trace_on={trace_on}");
     }
 }
+
+/// `trace_table_avp`: the script picks the table of each message's row; a
+/// value that is not a plain table name stores nothing, and is counted.
+#[test]
+fn trace_table_avp_picks_the_table_of_each_row() {
+    let dir = TestDir::new("table-avp");
+    let (db, db_url) = trace_db(&dir);
+    let other = project_file("sql/sqlite.sql").replace("sip_trace", "sip_trace_invites");
+    sqlite_with_schema(&db, &other);
+    let params =
+        [modparam("trace_on", 1), modparam("db_url", &db_url), modparam("trace_table_avp", "$avp(table)")];
+    let on_request = "if (is_method(\"INVITE\")) { $avp(table) = \"sip_trace_invites\"; } \
+                      if (is_method(\"BYE\")) { $avp(table) = \"sip_trace; DROP TABLE sip_trace\"; } \
+                      sip_trace();";
+    let hooks = Hooks { on_request, ..Default::default() };
+    let proxy = Proxy::start(&dir, "127.0.0.1", &params, &hooks);
+    proxy.calls(&dir, 2);
+    proxy.wait_for_rows(4);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let methods = |table: &str| -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("SELECT method FROM {table} ORDER BY id")).unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    assert_eq!(methods("sip_trace_invites"), ["INVITE", "INVITE"]);
+    assert_eq!(methods("sip_trace"), ["ACK", "ACK"]);
+    assert_eq!(proxy.stat("dropped_no_destination"), 2);
+    assert!(proxy.kamailio.log_text().contains("not a plain table name"));
+}

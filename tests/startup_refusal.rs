@@ -60,12 +60,7 @@ fn unresolvable_duplicate_uri() {
 
 #[test]
 fn parameters_not_implemented_yet() {
-    let cases = [
-        ("trace_table_avp", "$avp(table)"),
-        ("xheaders_write", "1"),
-        ("send_sock_name", "lan"),
-        ("trace_db_mode", "2"),
-    ];
+    let cases = [("evcb_msg", "ksr_siptrace_msg")];
     for (param, value) in cases {
         let params = no_db() + &modparam(param, value);
         let quoted_param = format!("'{param}'");

@@ -223,6 +223,12 @@ pub struct Config {
     pub trace_sl_acks: bool,
     /// The AVP whose values name the users a trace belongs to.
     pub traced_user_avp: Option<String>,
+    /// The listen socket traces are sent from: by its name (first), or by
+    /// its address (`send_sock_addr`, alias `force_send_sock`).
+    pub send_socket_name: Option<String>,
+    pub send_socket_addr: Option<UriParam>,
+    /// The AVP whose value, when set, names the table of a message's rows.
+    pub trace_table_avp: Option<String>,
     /// The local address recorded, instead of the socket's, in traces the
     /// script starts.
     pub trace_local_ip: Option<Endpoint>,
@@ -286,6 +292,9 @@ impl Default for Config {
             trace_flag: None,
             trace_sl_acks: true,
             traced_user_avp: None,
+            trace_table_avp: None,
+            send_socket_name: None,
+            send_socket_addr: None,
             trace_local_ip: None,
             db_mode_asked: 0,
             xheaders_write: false,
@@ -365,6 +374,12 @@ impl Config {
                 }
                 self.traced_user_avp = Some(s.to_string());
             }
+            ("trace_table_avp", ParamValue::Str(s)) => {
+                if !s.starts_with("$avp(") {
+                    return Err(bad("expected an AVP such as $avp(table)"));
+                }
+                self.trace_table_avp = Some(s.to_string());
+            }
             ("trace_local_ip", ParamValue::Str(s)) => {
                 let local = Endpoint::parse(s)
                     .ok_or_else(|| bad("expected proto:ip:port, such as udp:192.0.2.10:5060"))?;
@@ -386,9 +401,17 @@ impl Config {
             }
             ("xheaders_write", ParamValue::Int(n)) => self.xheaders_write = n != 0,
             ("xheaders_read", ParamValue::Int(n)) => self.xheaders_read = n != 0,
-            ("trace_table_avp" | "force_send_sock" | "send_sock_addr" | "send_sock_name" | "evcb_msg", _) => {
-                return Err(ConfigError::not_implemented(name, value))
+            ("send_sock_name", ParamValue::Str(s)) => {
+                self.send_socket_name = Some(non_empty(name, s)?.to_string());
             }
+            ("send_sock_addr" | "force_send_sock", ParamValue::Str(s)) => {
+                let uri = DestUri::parse_supported(s).map_err(|DestError(e)| bad(&e))?;
+                if uri.literal().is_none() {
+                    return Err(bad("the send socket must be given by its IP address, as in listen"));
+                }
+                self.send_socket_addr = Some(UriParam { text: s.to_string(), uri });
+            }
+            ("evcb_msg", _) => return Err(ConfigError::not_implemented(name, value)),
             _ => return Err(bad("unknown parameter or wrong type")),
         }
         Ok(())
@@ -484,11 +507,7 @@ fn non_empty<'a>(param: &str, s: &'a str) -> Result<&'a str, ConfigError> {
 /// Table and column names go into SQL built by the DB drivers, so they are
 /// held to plain identifiers.
 fn sql_identifier(param: &str, s: &str) -> Result<String, ConfigError> {
-    let valid = !s.is_empty()
-        && s.len() <= 64
-        && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.')
-        && !s.as_bytes()[0].is_ascii_digit();
-    if !valid {
+    if !crate::core::sql::is_identifier(s.as_bytes()) {
         return Err(ConfigError::new(param, s, "must be a plain SQL identifier (letters, digits, '_')"));
     }
     Ok(s.to_string())
@@ -595,10 +614,11 @@ mod tests {
             ("table", ParamValue::Str("sip_trace; DROP TABLE x"), "identifier"),
             ("db_url", ParamValue::Str(""), "empty"),
             ("traced_user_avp", ParamValue::Str("$var(u)"), "expected an AVP"),
-            ("trace_table_avp", ParamValue::Str("$avp(t)"), "not implemented yet"),
+            ("trace_table_avp", ParamValue::Str("$var(t)"), "expected an AVP"),
             ("trace_local_ip", ParamValue::Str("10.0.0.1"), "expected proto:ip:port"),
             ("trace_flag", ParamValue::Int(32), "between -1 and 31"),
-            ("send_sock_name", ParamValue::Str("lan"), "not implemented yet"),
+            ("send_sock_name", ParamValue::Str(""), "empty"),
+            ("send_sock_addr", ParamValue::Str("sip:lan.example.com:5060"), "IP address"),
             ("evcb_msg", ParamValue::Str("ksr_siptrace_msg"), "not implemented yet"),
         ];
         for (name, value, reason) in cases {

@@ -165,6 +165,8 @@ impl Scope {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outputs {
     pub db: bool,
+    /// The table of the row, when not the configured one.
+    pub table: Option<Box<[u8]>>,
     pub hep: SmallVec<[Destination; 2]>,
     pub duplicate: SmallVec<[Destination; 2]>,
 }
@@ -178,6 +180,8 @@ impl Outputs {
 /// One row of the `sip_trace` table, borrowed from its record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Row<'a> {
+    /// The table the row goes to; empty for the configured one.
+    pub table: &'a [u8],
     pub msg: &'a [u8],
     pub callid: &'a [u8],
     pub method: &'a [u8],

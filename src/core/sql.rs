@@ -26,6 +26,15 @@ impl Dialect {
     }
 }
 
+/// Whether `name` is a plain SQL identifier (letters, digits, '_', and '.'
+/// for a schema), which can go into SQL text as it is.
+pub fn is_identifier(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'.')
+        && !name[0].is_ascii_digit()
+}
+
 /// The start of the statement: `INSERT INTO table (columns) VALUES `.
 pub fn insert_head(table: &str, c: &Columns) -> String {
     format!(
@@ -148,6 +157,7 @@ mod tests {
 
     fn row(msg: &'static [u8]) -> Row<'static> {
         Row {
+            table: b"",
             msg,
             callid: b"c'1",
             method: b"INVITE",

@@ -7,10 +7,10 @@ use crate::core::endpoint::{Endpoint, Transport};
 use crate::core::record::{Direction, Outputs, Timestamp, TraceRecord};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 const FLAG_DB: u8 = 1;
 /// version, direction, flags, hep count, duplicate count, HEP proto type,
-/// 2 spare,
+/// table name length, 1 spare,
 /// seconds, microseconds, correlation length, payload length, traced users
 /// length.
 const FIXED: usize = 8 + 8 + 4 + 4 + 4 + 4;
@@ -33,12 +33,17 @@ pub fn encoded_len(record: &TraceRecord<'_>, outputs: &Outputs) -> usize {
         + record.correlation_id.map_or(0, <[u8]>::len)
         + record.payload.len()
         + record.traced_users.map_or(0, <[u8]>::len)
+        + outputs.table.as_deref().map_or(0, <[u8]>::len)
 }
 
 /// Writes the record into `buf`, which is `encoded_len` bytes, with `time`
 /// as its timestamp.
+///
+/// A table name is at most 255 bytes (the caller checks it is an identifier).
 pub fn encode(buf: &mut [u8], record: &TraceRecord<'_>, outputs: &Outputs, time: Timestamp) {
     let correlation = record.correlation_id.unwrap_or_default();
+    let table = outputs.table.as_deref().unwrap_or_default();
+    debug_assert!(table.len() <= u8::MAX as usize);
     let mut w = Writer { buf, at: 0 };
     w.put(&[
         VERSION,
@@ -47,7 +52,7 @@ pub fn encode(buf: &mut [u8], record: &TraceRecord<'_>, outputs: &Outputs, time:
         outputs.hep.len() as u8,
         outputs.duplicate.len() as u8,
         record.proto_type,
-        0,
+        table.len() as u8,
         0,
     ]);
     w.put(&time.secs.to_le_bytes());
@@ -64,6 +69,7 @@ pub fn encode(buf: &mut [u8], record: &TraceRecord<'_>, outputs: &Outputs, time:
     w.put(correlation);
     w.put(record.payload);
     w.put(record.traced_users.unwrap_or_default());
+    w.put(table);
     debug_assert_eq!(w.at, w.buf.len());
 }
 
@@ -97,6 +103,8 @@ pub fn decode(buf: &[u8]) -> Result<(TraceRecord<'_>, Outputs), WireError> {
     let correlation = r.take(correlation_len)?;
     let payload = r.take(payload_len)?;
     let traced_users = if users_len == u32::MAX { None } else { Some(r.take(users_len as usize)?) };
+    let table = r.take(head[6] as usize)?;
+    outputs.table = (!table.is_empty()).then(|| table.into());
     if r.at != buf.len() {
         return Err(WireError("trailing bytes"));
     }
@@ -233,6 +241,17 @@ mod tests {
         assert_eq!(back.proto_type, crate::core::hep::proto_type::LOG);
         assert_eq!(back.traced_users().collect::<Vec<_>>(), [b""]);
         assert_eq!(back_outputs, outputs);
+    }
+
+    #[test]
+    fn table_round_trip() {
+        let (record, mut outputs) = sample(b"INVITE", None);
+        outputs.table = Some(b"sip_trace_2026".to_vec().into());
+        let mut buf = vec![0u8; encoded_len(&record, &outputs)];
+        encode(&mut buf, &record, &outputs, Timestamp { secs: 1, usecs: 2 });
+        let (back, back_outputs) = decode(&buf).unwrap();
+        assert_eq!(back_outputs, outputs);
+        assert_eq!(back.payload, b"INVITE");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::core::config::{redact_url, Columns, Config, TABLE_VERSION};
 use crate::core::record::{Direction, Row};
 use crate::core::sql::{self, Dialect};
 use crate::kamailio::{shared, sys};
+use std::borrow::Cow;
 use std::ffi::CString;
 use std::os::raw::{c_char, c_int};
 use std::sync::OnceLock;
@@ -31,6 +32,8 @@ struct DbSetup {
     dialect: Option<Dialect>,
     /// `INSERT INTO table (columns) VALUES `, for the multi-row statements.
     insert_head: String,
+    /// For the heads of statements into tables trace_table_avp names.
+    columns: Columns,
     url: sys::str_,
     table: sys::str_,
     keys: [sys::str_; COLUMN_COUNT],
@@ -107,6 +110,7 @@ pub fn bind(config: &Config) -> Result<(), String> {
         sqlite: url.starts_with("sqlite:"),
         dialect,
         insert_head: sql::insert_head(&config.table, &config.columns),
+        columns: config.columns.clone(),
         url: url_str,
         table: leak_str(&config.table),
         keys,
@@ -231,10 +235,17 @@ impl DbConn {
             _ => None,
         };
         let transaction = self.begin(setup);
-        let result = match setup.dialect {
-            Some(dialect) => self.insert_statements(setup, dialect, rows),
-            None => self.insert_rows(setup, rows),
-        };
+        let mut result = Ok(0);
+        for run in rows.chunk_by(|a, b| a.table == b.table) {
+            let target = Target::of(setup, run[0].table);
+            result = match setup.dialect {
+                Some(dialect) => self.insert_statements(setup, &target, dialect, run),
+                None => self.insert_rows(setup, &target, run),
+            };
+            if result.is_err() {
+                break;
+            }
+        }
         let committed = match result {
             Ok(_) => !transaction || self.commit(setup),
             Err(_) => {
@@ -252,7 +263,8 @@ impl DbConn {
         let mut stored = 0;
         let mut error = None;
         for row in rows {
-            match self.insert_rows(setup, std::slice::from_ref(row)) {
+            let target = Target::of(setup, row.table);
+            match self.insert_rows(setup, &target, std::slice::from_ref(row)) {
                 Ok(n) => stored += n,
                 Err(e) => {
                     error.get_or_insert(e);
@@ -263,14 +275,15 @@ impl DbConn {
     }
 
     /// Inserts through the driver, one row per call.
-    fn insert_rows(&self, setup: &DbSetup, rows: &[Row<'_>]) -> Result<usize, String> {
+    fn insert_rows(&self, setup: &DbSetup, target: &Target<'_>, rows: &[Row<'_>]) -> Result<usize, String> {
         let (Some(use_table), Some(insert)) = (setup.funcs.use_table, setup.funcs.insert) else {
             return Err("the driver cannot insert".into());
         };
         let keys: [sys::db_key_t; COLUMN_COUNT] =
             std::array::from_fn(|i| &setup.keys[i] as *const _ as sys::db_key_t);
-        // SAFETY: open connection; the table name lives for the process.
-        unsafe { use_table(self.con, &setup.table) };
+        // SAFETY: open connection; the driver keeps the table name's
+        // pointer, which is set again before each use.
+        unsafe { use_table(self.con, &target.table) };
         for row in rows {
             let vals = values(row);
             // SAFETY: keys, values and the strings they point at outlive the
@@ -287,6 +300,7 @@ impl DbConn {
     fn insert_statements(
         &self,
         setup: &DbSetup,
+        target: &Target<'_>,
         dialect: Dialect,
         rows: &[Row<'_>],
     ) -> Result<usize, String> {
@@ -296,13 +310,13 @@ impl DbConn {
         for (i, row) in rows.iter().enumerate() {
             let before = sql.len();
             if before == 0 {
-                sql.extend_from_slice(setup.insert_head.as_bytes());
+                sql.extend_from_slice(target.head.as_bytes());
             } else {
                 sql.extend_from_slice(b", ");
             }
             if !sql::push_row(&mut sql, dialect, row) {
                 sql.truncate(before);
-                if let Err(e) = self.insert_rows(setup, std::slice::from_ref(row)) {
+                if let Err(e) = self.insert_rows(setup, target, std::slice::from_ref(row)) {
                     result = Err(e);
                     break;
                 }
@@ -357,6 +371,24 @@ impl Drop for DbConn {
         if let Some(close) = setup().and_then(|s| s.funcs.close) {
             // SAFETY: the connection was opened by this driver and is closed once.
             unsafe { close(self.con) };
+        }
+    }
+}
+
+/// The table rows go to: the configured one, or one trace_table_avp named
+/// (checked to be a plain identifier before it was queued).
+struct Target<'a> {
+    head: Cow<'a, str>,
+    table: sys::str_,
+}
+
+impl<'a> Target<'a> {
+    fn of(setup: &'a DbSetup, table: &'a [u8]) -> Target<'a> {
+        match std::str::from_utf8(table) {
+            Ok(name) if !name.is_empty() => {
+                Target { head: Cow::Owned(sql::insert_head(name, &setup.columns)), table: str_of(table) }
+            }
+            _ => Target { head: Cow::Borrowed(&setup.insert_head), table: setup.table },
         }
     }
 }

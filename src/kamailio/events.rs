@@ -82,6 +82,7 @@ fn trace(direction: Direction, src: Endpoint, dst: Endpoint, info: &sys::sr_net_
         db: mode.db(),
         hep: if mode.hep() { module.duplicates.clone() } else { Default::default() },
         duplicate: if mode.duplicate() { module.duplicates.clone() } else { Default::default() },
+        table: None,
     };
     tracer::enqueue(&record, &outputs);
 }

@@ -4,6 +4,7 @@
 #[macro_use]
 pub mod log;
 
+mod avp;
 mod db;
 mod dialog;
 mod events;
@@ -13,6 +14,7 @@ mod net;
 mod params;
 mod rpc;
 mod script;
+mod send_socket;
 mod sender;
 mod shared;
 mod stats;

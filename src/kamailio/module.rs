@@ -7,7 +7,9 @@ use crate::core::dest::{DestUri, Destination};
 use crate::core::endpoint::Transport;
 use crate::core::ring::Ring;
 use crate::core::sender::tls;
-use crate::kamailio::{db, dialog, events, sender, shared, stats, sys, transaction, users};
+use crate::kamailio::{
+    db, dialog, events, send_socket, sender, shared, stats, sys, tracer, transaction, users,
+};
 use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::os::raw::c_char;
@@ -129,6 +131,7 @@ pub fn mod_init() -> Result<(), String> {
         }
         sys::cfg_register_child(count);
     }
+    send_socket::mod_init(&config)?;
     let core_events = config.init_mode.core_events() && config.trace_mode.any();
     if core_events {
         events::register()?;
@@ -138,6 +141,9 @@ pub fn mod_init() -> Result<(), String> {
         dialog::mod_init()?;
         if let Some(spec) = &config.traced_user_avp {
             users::init(spec)?;
+        }
+        if let Some(spec) = &config.trace_table_avp {
+            tracer::init_table_avp(spec)?;
         }
     }
     if config.db_mode_asked != 0 && config.uses_database() {

@@ -147,7 +147,7 @@ pub fn hlog(msg: *mut sys::sip_msg, cid: Option<&str>, text: &str) -> c_int {
         proto_type: crate::core::hep::proto_type::LOG,
         traced_users: None,
     };
-    let outputs = Outputs { db: false, hep: module.duplicates.clone(), duplicate: Default::default() };
+    let outputs = Outputs { hep: module.duplicates.clone(), ..Default::default() };
     if tracer::enqueue(&record, &outputs) {
         1
     } else {

@@ -10,7 +10,7 @@ use crate::kamailio::db::DbConn;
 use crate::kamailio::guard::guard;
 use crate::kamailio::module::{self, Module};
 use crate::kamailio::shared::{self, Shared};
-use crate::kamailio::{db, sys, tracer};
+use crate::kamailio::{db, send_socket, sys, tracer};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use std::fmt::Display;
@@ -41,10 +41,16 @@ pub fn run(module: &'static Module, index: usize) -> ! {
         db_flush_interval: Duration::from_millis(config.senders.db_flush_interval_ms),
         db_batch_size: config.senders.db_batch_size,
         xheaders_write: config.xheaders_write,
+        source_ip: send_socket::source().map(|s| s.addr.ip()),
     };
     let mut host =
         Host { shared, uses_db: config.uses_database(), db: None, next_db_attempt: Instant::now() };
     let mut sender = Sender::new(settings, &shared.counters);
+    match send_socket::udp_socket() {
+        Some(Ok(socket)) => sender = sender.with_udp_source(socket),
+        Some(Err(e)) => crate::log_error!("sender {index}: {e}; sending from an ephemeral socket instead"),
+        None => {}
+    }
     let queue = module.queues[index];
     let batch_size = config.senders.batch_size;
     catch_stop_signal();

@@ -12,10 +12,12 @@ use crate::core::endpoint::Endpoint;
 use crate::core::record::{Direction, Outputs, Timestamp, TraceRecord};
 use crate::core::ring::PushError;
 use crate::core::{sip, wire, xheaders};
+use crate::kamailio::avp::{Avp, AvpValue};
 use crate::kamailio::shared::Shared;
 use crate::kamailio::{module, shared};
 use smallvec::{smallvec, SmallVec};
 use std::fmt::Display;
+use std::sync::OnceLock;
 
 /// Where a trace started by the script goes: the URI the script gave, or
 /// the `duplicate_uri` list when it gave none.
@@ -56,6 +58,7 @@ pub fn script_outputs(target: &ScriptTarget) -> Outputs {
         db: config.uses_database(),
         hep: if config.hep_mode_on { targets.clone() } else { SmallVec::new() },
         duplicate: if !config.hep_mode_on && wants_copy { targets } else { SmallVec::new() },
+        table: None,
     }
 }
 
@@ -70,6 +73,55 @@ pub fn enqueue(record: &TraceRecord<'_>, outputs: &Outputs) -> bool {
     if outputs.is_empty() || module.queues.is_empty() {
         return false;
     }
+    let is_sip = record.proto_type == crate::core::hep::proto_type::SIP;
+    if outputs.db && is_sip {
+        if let Some(table) = table_asked() {
+            let mut outputs = outputs.clone();
+            if crate::core::sql::is_identifier(&table) {
+                outputs.table = Some(table.into());
+            } else {
+                outputs.db = false;
+                let name = String::from_utf8_lossy(&table);
+                report_drop(
+                    shared,
+                    DropReason::NoDestination,
+                    1,
+                    &format_args!("no row: trace_table_avp names '{name}', which is not a plain table name"),
+                );
+                if outputs.is_empty() {
+                    return false;
+                }
+            }
+            return enqueue_to(module, shared, record, &outputs);
+        }
+    }
+    enqueue_to(module, shared, record, outputs)
+}
+
+static TABLE_AVP: OnceLock<Avp> = OnceLock::new();
+
+/// Parses the `trace_table_avp` spec, such as `$avp(trace_table)`.
+pub fn init_table_avp(spec: &str) -> Result<(), String> {
+    let _ = TABLE_AVP.set(Avp::parse("trace_table_avp", spec)?);
+    Ok(())
+}
+
+/// The table `trace_table_avp` names for the message being processed: its
+/// newest string value, if it has one.
+fn table_asked() -> Option<Vec<u8>> {
+    let avp = TABLE_AVP.get()?;
+    let mut table = None;
+    avp.for_each_value(|value| match value {
+        AvpValue::Str(name) if !name.is_empty() => {
+            table = Some(name.to_vec());
+            false
+        }
+        _ => true,
+    });
+    table
+}
+
+fn enqueue_to(module: &module::Module, shared: &Shared, record: &TraceRecord<'_>, outputs: &Outputs) -> bool {
     if module.config.xheaders_read && record.proto_type == crate::core::hep::proto_type::SIP {
         return enqueue_from_xheaders(record, outputs);
     }

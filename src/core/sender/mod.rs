@@ -25,7 +25,7 @@ use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use std::collections::HashMap;
 use std::fmt::Display;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::ops::Range;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -49,6 +49,9 @@ pub struct SenderSettings {
     /// Whether SIP sent to collectors and as copies carries the
     /// `X-Siptrace-*` headers (rows never do).
     pub xheaders_write: bool,
+    /// The local address TCP and TLS connections are made from, when the
+    /// server's config names a send socket.
+    pub source_ip: Option<IpAddr>,
 }
 
 /// What a sender needs from the server it runs in.
@@ -99,6 +102,13 @@ impl<'c> Sender<'c> {
             scratch: Vec::new(),
             rows: PendingRows::default(),
         }
+    }
+
+    /// Sends datagrams from `socket` only, such as a listening socket of
+    /// the server that the config names as the send socket.
+    pub fn with_udp_source(mut self, socket: UdpSocket) -> Sender<'c> {
+        self.udp = UdpOut::with_source(socket);
+        self
     }
 
     pub fn flush_interval(&self) -> Duration {
@@ -176,7 +186,9 @@ impl<'c> Sender<'c> {
                 Counters::add(if is_reply { &c.traced_replies } else { &c.traced_requests });
             }
             match &fields {
-                Some(Ok(f)) if outputs.db => self.rows.push(record, f, now),
+                Some(Ok(f)) if outputs.db => {
+                    self.rows.push(record, f, outputs.table.as_deref().unwrap_or_default(), now)
+                }
                 Some(Err(e)) if outputs.db => {
                     self.drop(host, DropReason::Unparsable, 1, &format_args!("no database row: {e}"))
                 }
@@ -296,9 +308,9 @@ impl<'c> Sender<'c> {
                     } else {
                         None
                     };
-                    self.streams
-                        .entry((*dest, *kind))
-                        .or_insert_with(|| Stream::new(*dest, tls, self.settings.stream_backlog))
+                    self.streams.entry((*dest, *kind)).or_insert_with(|| {
+                        Stream::new(*dest, tls, self.settings.stream_backlog).from_ip(self.settings.source_ip)
+                    })
                 }
             };
             let frame = match b {

@@ -8,6 +8,7 @@ use std::ops::Range;
 use std::time::Instant;
 
 struct HeldRow {
+    table: Range<usize>,
     fields: [Range<usize>; 8],
     traced_user: Range<usize>,
     time: Timestamp,
@@ -35,8 +36,14 @@ impl PendingRows {
         self.since
     }
 
-    pub fn push(&mut self, record: &TraceRecord<'_>, f: &SipFields<'_>, now: Instant) {
+    /// Holds the rows of `record`, for `table` (empty: the configured one).
+    pub fn push(&mut self, record: &TraceRecord<'_>, f: &SipFields<'_>, table: &[u8], now: Instant) {
         let (from, to) = (record.src.text(), record.dst.text());
+        let table = {
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(table);
+            start..self.bytes.len()
+        };
         let parts: [&[u8]; 8] = [
             record.payload,
             f.call_id,
@@ -58,6 +65,7 @@ impl PendingRows {
             self.bytes.extend_from_slice(user);
             let traced_user = start..self.bytes.len();
             self.rows.push(HeldRow {
+                table: table.clone(),
                 fields: fields.clone(),
                 traced_user,
                 time: record.time,
@@ -75,6 +83,7 @@ impl PendingRows {
                 let [msg, callid, method, status, fromip, toip, fromtag, totag] =
                     r.fields.clone().map(|range| &self.bytes[range]);
                 Row {
+                    table: &self.bytes[r.table.clone()],
                     msg,
                     callid,
                     method,
@@ -119,10 +128,11 @@ mod tests {
         let fields = crate::core::sip::extract(payload).unwrap();
         let mut held = PendingRows::default();
         assert!(held.since().is_none());
-        held.push(&record, &fields, Instant::now());
-        held.push(&record, &fields, Instant::now());
+        held.push(&record, &fields, b"", Instant::now());
+        held.push(&record, &fields, b"calls_2026", Instant::now());
         let rows = held.rows();
         assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].table, rows[1].table), (&b""[..], &b"calls_2026"[..]));
         let r = rows[1];
         assert_eq!(
             (r.msg, r.callid, r.method, r.status),

@@ -14,7 +14,7 @@ use rustls::{ClientConfig, ClientConnection};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -74,6 +74,8 @@ pub struct Stream {
     /// Bytes of the first pending frame already written.
     written: usize,
     backlog: usize,
+    /// The local address connections are made from, when one is set.
+    source_ip: Option<IpAddr>,
 }
 
 impl Stream {
@@ -95,7 +97,14 @@ impl Stream {
             frames: VecDeque::new(),
             written: 0,
             backlog,
+            source_ip: None,
         }
+    }
+
+    /// Connects from `ip` (any port), for collectors of its IP family.
+    pub fn from_ip(mut self, ip: Option<IpAddr>) -> Stream {
+        self.source_ip = ip;
+        self
     }
 
     pub fn destination(&self) -> Destination {
@@ -156,7 +165,8 @@ impl Stream {
                     return Ok(());
                 }
                 State::Idle | State::Down { .. } => {
-                    self.state = State::Connecting { socket: start_connect(self.dest)?, since: now };
+                    self.state =
+                        State::Connecting { socket: start_connect(self.dest, self.source_ip)?, since: now };
                 }
                 State::Connecting { socket, since } => {
                     if !connect_finished(&socket)? {
@@ -268,9 +278,12 @@ fn write_tls(
     Ok(taken)
 }
 
-fn start_connect(dest: Destination) -> io::Result<TcpStream> {
+fn start_connect(dest: Destination, source_ip: Option<IpAddr>) -> io::Result<TcpStream> {
     let socket = Socket::new(Domain::for_address(dest.addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
+    if let Some(ip) = source_ip.filter(|ip| ip.is_ipv6() == dest.addr.is_ipv6()) {
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    }
     socket.set_tcp_nodelay(true)?;
     match socket.connect(&dest.addr.into()) {
         Ok(()) => {}

@@ -76,6 +76,7 @@ fn settings(batch_size: usize) -> SenderSettings {
         db_flush_interval: Duration::ZERO,
         db_batch_size: 1000,
         xheaders_write: false,
+        source_ip: None,
     }
 }
 

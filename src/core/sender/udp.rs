@@ -20,6 +20,8 @@ pub struct UdpOut {
     connected: HashMap<SocketAddr, UdpSocket>,
     v4: Option<UdpSocket>,
     v6: Option<UdpSocket>,
+    /// Only the given source socket may be used.
+    fixed_source: bool,
 }
 
 /// What became of a burst.
@@ -62,8 +64,24 @@ impl UdpOut {
         result
     }
 
+    /// Sends every datagram from `source`: a socket bound to the address
+    /// they must come from (the server's own listening socket, say), used
+    /// for destinations of its family.
+    pub fn with_source(source: UdpSocket) -> UdpOut {
+        let v6 = source.local_addr().is_ok_and(|a| a.is_ipv6());
+        let mut out = UdpOut { fixed_source: true, ..UdpOut::default() };
+        *(if v6 { &mut out.v6 } else { &mut out.v4 }) = Some(source);
+        out
+    }
+
     /// The socket for `addr`, and whether it is connected to it.
     fn socket_for(&mut self, addr: SocketAddr) -> io::Result<(&UdpSocket, bool)> {
+        if self.fixed_source {
+            let slot = if addr.is_ipv6() { &self.v6 } else { &self.v4 };
+            return slot.as_ref().map(|s| (s, false)).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, "the send socket is of the other IP family")
+            });
+        }
         if !self.connected.contains_key(&addr) && self.connected.len() < MAX_CONNECTED {
             let socket = new_socket(addr.is_ipv6())?;
             socket.connect(addr)?;
@@ -137,7 +155,8 @@ fn send_chunk(
                 socket.as_raw_fd(),
                 headers[at..].as_mut_ptr(),
                 (headers.len() - at) as libc::c_uint,
-                0,
+                // The server's own socket, when it is the source, stays blocking.
+                libc::MSG_DONTWAIT,
             )
         };
         if n > 0 {
