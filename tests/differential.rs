@@ -182,6 +182,30 @@ fn invite_call_xheaders_write() {
     });
 }
 
+/// `traced_user_avp`: a row per value of the AVP, with the value in
+/// `traced_user`; the HEP packet once.
+#[test]
+fn invite_call_traced_user_avp() {
+    differential(&Scenario {
+        name: "call-traced-user",
+        transport: Transport::Udp,
+        uac: UAC_CALL,
+        uas: Some(UAS_CALL),
+        calls: 2,
+        modparams: vec![modparam("hep_mode_on", 1), modparam("traced_user_avp", "$avp(tu)")],
+        hooks: Hooks {
+            on_request:
+                "if (is_method(\"INVITE\")) { $avp(tu) = \"alice\"; $avp(tu) = \"bob\"; } sip_trace();",
+            ..Default::default()
+        },
+        // Per call, INVITE: rows for '', alice and bob; ACK and BYE: one row.
+        expect_rows: 10,
+        expect_hep: 6,
+        c_hooks: None,
+        extra_in_ours: None,
+    });
+}
+
 /// Core-callback style: `trace_mode` 3 (HEP and rows) for every message.
 #[test]
 fn invite_call_trace_mode() {
