@@ -139,47 +139,41 @@ Content-Length: 0
 /// received, every reply received and every request sent.
 #[test]
 fn invite_call_sip_trace_in_routes() {
-    differential(&Scenario {
-        name: "call-sip-trace",
+    differential(&sip_trace_in_routes(
+        "call-sip-trace",
+        vec![modparam("hep_mode_on", 1), modparam("auth_key", "diff-secret")],
+    ));
+}
+
+/// The scenario above with other parameters: `sip_trace()` on every
+/// request received, every reply received and every request sent, with
+/// rows and HEP.
+fn sip_trace_in_routes(name: &str, mut modparams: Vec<String>) -> Scenario<'_> {
+    modparams.insert(0, modparam("trace_to_database", 1));
+    Scenario {
+        name,
         transport: Transport::Udp,
         uac: UAC_CALL,
         uas: Some(UAS_CALL),
         calls: 2,
-        modparams: vec![
-            modparam("trace_to_database", 1),
-            modparam("hep_mode_on", 1),
-            modparam("auth_key", "diff-secret"),
-        ],
+        modparams,
         hooks: Hooks { on_request: "sip_trace();", on_reply: "sip_trace();", on_send: "sip_trace();" },
         // Per call: INVITE, ACK, BYE received and sent; 180, 200, 200 received.
         expect_rows: 18,
         expect_hep: 18,
         c_hooks: None,
         extra_in_ours: None,
-    });
+    }
 }
 
 /// `xheaders_write`: what goes to the collector carries the
 /// `X-Siptrace-*` headers (the rows do not).
 #[test]
 fn invite_call_xheaders_write() {
-    differential(&Scenario {
-        name: "call-xheaders",
-        transport: Transport::Udp,
-        uac: UAC_CALL,
-        uas: Some(UAS_CALL),
-        calls: 2,
-        modparams: vec![
-            modparam("trace_to_database", 1),
-            modparam("hep_mode_on", 1),
-            modparam("xheaders_write", 1),
-        ],
-        hooks: Hooks { on_request: "sip_trace();", on_reply: "sip_trace();", on_send: "sip_trace();" },
-        expect_rows: 18,
-        expect_hep: 18,
-        c_hooks: None,
-        extra_in_ours: None,
-    });
+    differential(&sip_trace_in_routes(
+        "call-xheaders",
+        vec![modparam("hep_mode_on", 1), modparam("xheaders_write", 1)],
+    ));
 }
 
 /// `traced_user_avp`: a row per value of the AVP, with the value in

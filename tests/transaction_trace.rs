@@ -59,7 +59,7 @@ fn transaction_blocks_are_freed_with_their_transactions() {
     let dir = TestDir::new("t-mode-freed");
     let (_db, db_url) = trace_db(&dir);
     let mut params = db_params(&db_url);
-    params.push("modparam(\"tm\", \"wt_timer\", 500)\n".to_string());
+    params.push(SHORT_WAIT.to_string());
     let hooks = Hooks { on_request: "sip_trace_mode(\"t\");", ..Default::default() };
     let proxy = Proxy::start(&dir, "127.0.0.1", &params, &hooks);
     proxy.calls(&dir, 5);
@@ -135,11 +135,12 @@ fn trace_local_ip_names_the_local_end_of_script_traces() {
     }
 }
 
-/// The dialog module, with the flag that makes `t_relay()` create a dialog.
 /// TM keeps ended transactions for half a second (5 by default), so that
 /// the tests see them, and the trace blocks they hold, go.
-const DIALOG_MODULE: &str = "loadmodule \"dialog.so\"\nmodparam(\"dialog\", \"dlg_flag\", 4)\n\
-                             modparam(\"tm\", \"wt_timer\", 500)\n";
+const SHORT_WAIT: &str = "modparam(\"tm\", \"wt_timer\", 500)\n";
+
+/// The dialog module, with the flag that makes `t_relay()` create a dialog.
+const DIALOG_MODULE: &str = "loadmodule \"dialog.so\"\nmodparam(\"dialog\", \"dlg_flag\", 4)\n";
 
 /// Waits until no transaction or dialog holds a trace block: each block
 /// was freed, and only once (a second free would make the count negative).
@@ -168,7 +169,7 @@ fn sip_trace_mode_d_traces_the_whole_dialog() {
         let dir = TestDir::new(&format!("d-mode-{name}"));
         let (db, db_url) = trace_db(&dir);
         let mut params = db_params(&db_url);
-        params.push(DIALOG_MODULE.to_string());
+        params.extend([DIALOG_MODULE.to_string(), SHORT_WAIT.to_string()]);
         let hooks = Hooks { on_request, ..Default::default() };
         let proxy = Proxy::start(&dir, "127.0.0.1", &params, &hooks);
         let calls = 3;
