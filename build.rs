@@ -202,6 +202,7 @@ const API_FUNCTIONS: &[&str] = &[
     "register_script_cb",
     "ksr_get_socket_by_name",
     "grep_sock_info",
+    "sr_kemi_modules_add",
     "pv_parse_spec2",
     "pv_get_avp_name",
     "search_first_avp",
@@ -243,6 +244,7 @@ const API_TYPES: &[&str] = &[
     "dlg_binds",
     "dlg_cb_params",
     "script_cb_flag",
+    "sr_kemi_t",
 ];
 const API_VARS: &[&str] = &[
     "siptrace_shim_.*",
@@ -265,6 +267,8 @@ const API_VARS: &[&str] = &[
     "AVP_VAL_STR",
     "DLGCB_(CREATED|CONFIRMED|REQ_WITHIN|TERMINATED)",
     "POST_SCRIPT_CB",
+    "SR_KEMIP_(NONE|INT|STR)",
+    "SR_KEMI_PARAMS_MAX",
 ];
 
 const LIB_DIR_CANDIDATES: &[&str] = &[

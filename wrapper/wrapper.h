@@ -27,6 +27,7 @@
 #include "modules/sl/sl.h"
 #include "modules/dialog/dlg_load.h"
 #include "core/script_cb.h"
+#include "core/kemi.h"
 
 #include "shim.h"
 

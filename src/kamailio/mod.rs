@@ -9,6 +9,7 @@ mod db;
 mod dialog;
 mod events;
 mod guard;
+mod kemi;
 mod module;
 mod net;
 mod params;
@@ -76,7 +77,13 @@ pub unsafe extern "C" fn mod_register(
 ) -> c_int {
     guard("mod_register", -1, || {
         guard::install_panic_hook();
-        0
+        match kemi::register() {
+            Ok(()) => 0,
+            Err(e) => {
+                log_error!("{e}");
+                -1
+            }
+        }
     })
 }
 

@@ -1,0 +1,105 @@
+//! The KEMI functions, `KSR.siptrace.*`, from a Lua config (app_lua) of a
+//! real Kamailio: transaction tracing with a URI and correlation id,
+//! `sip_trace_mode()`, `hlog()` and `hlog_cid()`.
+
+mod common;
+
+use common::calls::*;
+use common::*;
+
+/// What the Lua proxy does: the same as the native test proxy, with the
+/// tracing of every request done through KSR.siptrace.
+const SCRIPT: &str = r#"
+function ksr_request_route()
+    if KSR.siputils.has_totag() > 0 then
+        KSR.siptrace.sip_trace_mode("t")
+        if KSR.rr.loose_route() < 0 then KSR.setdsturi("@UAS@") end
+        KSR.tm.t_relay()
+        return 1
+    end
+    local ci = KSR.pv.get("$ci")
+    KSR.siptrace.sip_trace_dst_cid_type("@HEP@", "cid-" .. ci, "t")
+    KSR.siptrace.hlog("routing " .. KSR.pv.get("$rm"))
+    KSR.siptrace.hlog_cid("log-" .. ci, "second")
+    KSR.rr.record_route()
+    KSR.setdsturi("@UAS@")
+    KSR.tm.t_relay()
+    return 1
+end
+"#;
+
+#[test]
+fn lua_configs_trace_through_ksr_siptrace() {
+    let dir = TestDir::new("kemi-lua");
+    let hepjs = HepJs::start(&dir);
+    let (db, db_url) = trace_db(&dir);
+    let uas = SippUas::start(&dir, "127.0.0.1", free_port());
+    let port = free_port();
+    let script = dir.file("proxy.lua");
+    let uas_uri = format!("sip:127.0.0.1:{}", uas.port);
+    std::fs::write(&script, SCRIPT.replace("@UAS@", &uas_uri).replace("@HEP@", &hepjs.uri())).unwrap();
+    let config = config_head_children(&dir, "proxy", &format!("udp:127.0.0.1:{port}"), 2)
+        + &format!(
+            "loadmodule \"tm.so\"\nloadmodule \"sl.so\"\nloadmodule \"rr.so\"\nloadmodule \"pv.so\"\n\
+             loadmodule \"siputils.so\"\nloadmodule \"kex.so\"\nloadmodule \"db_sqlite.so\"\n\
+             loadmodule \"app_lua.so\"\nloadmodule \"{module}\"\n\
+             modparam(\"app_lua\", \"load\", \"{script}\")\n{params}cfgengine \"lua\"\n",
+            module = module_path().display(),
+            script = script.display(),
+            params = [
+                modparam("trace_on", 1),
+                modparam("db_url", &db_url),
+                modparam("hep_mode_on", 1),
+                modparam("duplicate_uri", hepjs.uri()),
+            ]
+            .concat(),
+        );
+    let proxy = Kamailio::start(&dir, "proxy", &config);
+    let calls = 2;
+    let run = sipp_calls(&dir, "127.0.0.1", &format!("127.0.0.1:{port}"), calls, 10);
+    assert!(run.ok, "{}\n{}", run.output, proxy.log_text());
+    let ports = Ports { uac: run.port, proxy: port, uas: uas.port };
+
+    // Rows: every request's transaction, in and out (the forwarded
+    // end-to-end ACK has none).
+    let flow: Vec<_> = CALL_FLOW.iter().copied().filter(|m| *m != (Role::Proxy, Role::Uas, "ACK")).collect();
+    let rows = flow.len() * calls as usize;
+    assert!(wait_for(std::time::Duration::from_secs(10), || trace_rows(&db).len() >= rows));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let role = |ip: &str| ports.role(ip.rsplit(':').next().unwrap().parse().unwrap());
+    let seen = trace_rows(&db).into_iter().map(|r| {
+        let kind = kind_of_text(&String::from_utf8_lossy(&r.msg));
+        (r.callid.clone(), role(&r.fromip), role(&r.toip), kind)
+    });
+    assert_flows(seen, &flow, calls as usize);
+
+    // HEP: every traced message (the in-dialog ones to duplicate_uri, the
+    // same listener), the INVITE transaction's with the script's
+    // correlation id, and the two log records of each call.
+    let invite_messages = flow.iter().filter(|(_, _, k)| k.ends_with("INVITE")).count();
+    let sip_sent_there = invite_messages * calls as usize;
+    let expected = rows + 2 * calls as usize;
+    hepjs.wait_for_packets(expected);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let packets = hepjs.packets();
+    assert_eq!(packets.len(), expected);
+    let mut logs = Vec::new();
+    let mut sip = 0;
+    for p in &packets {
+        let info = &p["decoded"]["rcinfo"];
+        let cid = info["correlation_id"].as_str().unwrap_or_default().to_string();
+        let payload = p["decoded"]["payload"].as_str().unwrap_or_default().to_string();
+        if info["payloadType"] == 100 {
+            logs.push((payload, cid));
+        } else if payload.contains("CSeq: 1 INVITE") {
+            let callid = header(&payload, "Call-ID").to_string();
+            assert_eq!(cid, format!("cid-{callid}"), "{}", first_line(payload.as_bytes()));
+            sip += 1;
+        }
+    }
+    assert_eq!(sip, sip_sent_there, "INVITE transaction packets to the script's URI");
+    logs.sort();
+    assert_eq!(logs.len(), 2 * calls as usize, "{logs:?}");
+    assert_eq!(logs.iter().filter(|(t, _)| t == "routing INVITE").count(), calls as usize, "{logs:?}");
+    assert!(logs.iter().filter(|(t, _)| t == "second").all(|(_, cid)| cid.starts_with("log-")), "{logs:?}");
+}
