@@ -91,7 +91,7 @@ unsafe extern "C" fn ki_hlog_cid(msg: Msg, cid: Str, message: Str) -> c_int {
 }
 
 const fn name(s: &'static std::ffi::CStr) -> sys::str_ {
-    sys::str_ { s: s.as_ptr() as *mut c_char, len: s.count_bytes() as c_int }
+    sys::str_ { s: s.as_ptr() as *mut c_char, len: (s.to_bytes().len()) as c_int }
 }
 
 const fn export(function: &'static std::ffi::CStr, f: *const c_void, strings: usize) -> sys::sr_kemi_t {
