@@ -203,6 +203,12 @@ const API_FUNCTIONS: &[&str] = &[
     "ksr_get_socket_by_name",
     "grep_sock_info",
     "sr_kemi_modules_add",
+    "parse_msg",
+    "free_sip_msg",
+    "run_top_route",
+    "pv_get_null",
+    "pv_get_strval",
+    "pv_get_sintval",
     "pv_parse_spec2",
     "pv_get_avp_name",
     "search_first_avp",
@@ -245,6 +251,10 @@ const API_TYPES: &[&str] = &[
     "dlg_cb_params",
     "script_cb_flag",
     "sr_kemi_t",
+    "pv_export_t",
+    "run_act_ctx_t",
+    "pv_param_t",
+    "pv_value_t",
 ];
 const API_VARS: &[&str] = &[
     "siptrace_shim_.*",
@@ -269,6 +279,10 @@ const API_VARS: &[&str] = &[
     "POST_SCRIPT_CB",
     "SR_KEMIP_(NONE|INT|STR)",
     "SR_KEMI_PARAMS_MAX",
+    "route_type",
+    "EVENT_ROUTE",
+    "DROP_R_F",
+    "PV_NAME_INTSTR",
 ];
 
 const LIB_DIR_CANDIDATES: &[&str] = &[

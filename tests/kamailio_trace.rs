@@ -602,3 +602,42 @@ fn trace_table_avp_picks_the_table_of_each_row() {
     assert_eq!(proxy.stat("dropped_no_destination"), 2);
     assert!(proxy.kamailio.log_text().contains("not a plain table name"));
 }
+
+/// `event_route[siptrace:msg]`: it runs for each message `trace_mode`
+/// traces, `$siptrace(...)` gives its ends and direction, and `drop` keeps
+/// it out of the traces.
+#[test]
+fn the_siptrace_msg_event_route_sees_and_filters_each_message() {
+    let dir = TestDir::new("event-route");
+    let (db, db_url) = trace_db(&dir);
+    let params = [
+        "loadmodule \"xlog.so\"\n".to_string(),
+        modparam("trace_on", 1),
+        modparam("db_url", &db_url),
+        modparam("trace_mode", 2),
+        modparam("trace_to_database", 0),
+    ];
+    let route = "xlog(\"L_NOTICE\", \"ST [$siptrace(direction)] [$siptrace(src_addr)] [$siptrace(dst_addr)] \
+                 [$siptrace(src_host)] [$siptrace(src_port)] [$siptrace(dst_proto)] [$siptrace(dst_hostip)] [$rm]\\n\");\n    \
+                 if ($siptrace(direction) == \"out\") { drop; }";
+    let on_send = format!("return;\n}}\nevent_route[siptrace:msg] {{\n    {route}");
+    let hooks = Hooks { on_send: &on_send, ..Default::default() };
+    let proxy = Proxy::start(&dir, "127.0.0.1", &params, &hooks);
+    let ports = proxy.calls(&dir, 1);
+    // Only what the proxy received: INVITE, ACK, BYE and 180, 200, 200.
+    proxy.wait_for_rows(6);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let rows = trace_rows(&db);
+    assert_eq!(rows.len(), 6);
+    assert!(rows.iter().all(|r| r.direction == "in"));
+    let log = proxy.kamailio.log_text();
+    let lines: Vec<&str> = log.lines().filter_map(|l| l.split_once("ST ").map(|(_, t)| t)).collect();
+    assert_eq!(lines.len(), 13, "the route ran for every message:\n{log}");
+    let invite_in = format!(
+        "[in] [udp:127.0.0.1:{uac}] [udp:127.0.0.1:{proxy}] [127.0.0.1] [{uac}] [udp] [127.0.0.1] [INVITE]",
+        uac = ports.uac,
+        proxy = ports.proxy
+    );
+    assert!(lines.contains(&invite_in.as_str()), "{lines:#?}");
+    assert_eq!(lines.iter().filter(|l| l.starts_with("[out]")).count(), 7, "{lines:#?}");
+}

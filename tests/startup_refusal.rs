@@ -131,11 +131,13 @@ fn bad_destination_argument() {
 }
 
 #[test]
-fn event_route_not_implemented_yet() {
+fn unknown_siptrace_pv_name() {
     let params = no_db() + &modparam("duplicate_uri", "sip:127.0.0.1:9");
-    let hooks =
-        Hooks { on_send: "return;\n}\nevent_route[siptrace:msg] {\n    return;", ..Default::default() };
-    assert_refused("event-route", &params, &hooks, &["event_route[siptrace:msg]", "not implemented yet"]);
+    let hooks = Hooks {
+        on_send: "return;\n}\nevent_route[siptrace:msg] {\n    if ($siptrace(colour) == \"red\") { drop; }",
+        ..Default::default()
+    };
+    assert_refused("pv-name", &params, &hooks, &["$siptrace(colour)", "unknown name", "direction"]);
 }
 
 #[test]

@@ -5,7 +5,7 @@ use crate::core::endpoint::Endpoint;
 use crate::core::hep::proto_type::SIP;
 use crate::core::record::{Direction, Outputs, Timestamp, TraceRecord};
 use crate::kamailio::guard::guard;
-use crate::kamailio::{module, net, shared, sys, tracer};
+use crate::kamailio::{module, msg_event, net, shared, sys, tracer};
 use std::os::raw::c_int;
 
 pub fn register() -> Result<(), String> {
@@ -84,5 +84,7 @@ fn trace(direction: Direction, src: Endpoint, dst: Endpoint, info: &sys::sr_net_
         duplicate: if mode.duplicate() { module.duplicates.clone() } else { Default::default() },
         table: None,
     };
-    tracer::enqueue(&record, &outputs);
+    if msg_event::keeps(&record) {
+        tracer::enqueue(&record, &outputs);
+    }
 }

@@ -11,6 +11,7 @@ mod events;
 mod guard;
 mod kemi;
 mod module;
+mod msg_event;
 mod net;
 mod params;
 mod rpc;
@@ -51,6 +52,7 @@ pub static module_interface_ver: Export<u32> = Export(sys::MODULE_INTERFACE_VER)
 static CMDS: Export<[sys::cmd_export_t; script::CMD_COUNT + 1]> = Export(script::cmd_exports());
 static PARAMS: Export<[sys::param_export_t; params::PARAM_COUNT + 1]> = Export(params::param_exports());
 static RPCS: Export<[sys::rpc_export_t; rpc::RPC_COUNT + 1]> = Export(rpc::rpc_exports());
+static PVS: Export<[sys::pv_export_t; 2]> = Export(msg_event::pv_exports());
 
 #[no_mangle]
 pub static exports: Export<sys::module_exports> = Export(sys::module_exports {
@@ -59,7 +61,7 @@ pub static exports: Export<sys::module_exports> = Export(sys::module_exports {
     cmds: CMDS.0.as_ptr() as *mut sys::cmd_export_t,
     params: PARAMS.0.as_ptr() as *mut sys::param_export_t,
     rpc_methods: RPCS.0.as_ptr() as *mut sys::rpc_export_t,
-    pv_items: std::ptr::null_mut(),
+    pv_items: PVS.0.as_ptr() as *mut sys::pv_export_t,
     response_f: None,
     init_mod_f: Some(mod_init),
     init_child_f: Some(child_init),

@@ -8,7 +8,7 @@ use crate::core::endpoint::Transport;
 use crate::core::ring::Ring;
 use crate::core::sender::tls;
 use crate::kamailio::{
-    db, dialog, events, send_socket, sender, shared, stats, sys, tracer, transaction, users,
+    db, dialog, events, msg_event, send_socket, sender, shared, stats, sys, tracer, transaction, users,
 };
 use smallvec::SmallVec;
 use std::collections::HashMap;
@@ -119,7 +119,7 @@ pub fn mod_init() -> Result<(), String> {
             .map_err(|e| format!("modparam 'duplicate_uri' has a bad value '{}': {e}", p.text))?;
         duplicates.push(dest);
     }
-    refuse_unimplemented_event_route()?;
+    msg_event::init();
     let queues = (0..config.senders.count)
         .map(|_| shared::new_queue(config.senders.queue_bytes))
         .collect::<Result<Vec<Ring>, String>>()?;
@@ -175,22 +175,6 @@ pub fn mod_init() -> Result<(), String> {
         config.senders.queue_bytes / 1024,
     );
     MODULE.set(Module { config, duplicates, queues }).map_err(|_| "initialized twice".to_string())
-}
-
-/// `event_route[siptrace:msg]` runs for every traced message in the C
-/// module; running a config that has one without it would trace otherwise.
-fn refuse_unimplemented_event_route() -> Result<(), String> {
-    let mut name = *b"siptrace:msg\0";
-    // SAFETY: event_rt is the core's route table, complete once the config
-    // is parsed; the name is NUL-terminated.
-    let idx =
-        unsafe { sys::route_lookup(std::ptr::addr_of_mut!(sys::event_rt), name.as_mut_ptr() as *mut c_char) };
-    if idx >= 0 {
-        return Err("event_route[siptrace:msg] is not implemented yet by siptrace-rs; remove it, or keep \
-                    Kamailio's C siptrace module for this configuration"
-            .into());
-    }
-    Ok(())
 }
 
 /// In the main process, forks the senders; other processes need nothing.
