@@ -103,3 +103,68 @@ fn lua_configs_trace_through_ksr_siptrace() {
     assert_eq!(logs.iter().filter(|(t, _)| t == "routing INVITE").count(), calls as usize, "{logs:?}");
     assert!(logs.iter().filter(|(t, _)| t == "second").all(|(_, cid)| cid.starts_with("log-")), "{logs:?}");
 }
+
+/// `evcb_msg`: a Lua function runs for each message `trace_mode` traces,
+/// in place of event_route[siptrace:msg]; `KSR.x.drop()` in it keeps the
+/// message out, and `$siptrace(...)` reads its ends.
+#[test]
+fn evcb_msg_filters_trace_mode_messages_from_lua() {
+    let dir = TestDir::new("kemi-evcb");
+    let (db, db_url) = trace_db(&dir);
+    let uas = SippUas::start(&dir, "127.0.0.1", free_port());
+    let port = free_port();
+    let script = dir.file("proxy.lua");
+    let lua = r#"
+function ksr_request_route()
+    if KSR.siputils.has_totag() > 0 then
+        if KSR.rr.loose_route() < 0 then KSR.setdsturi("@UAS@") end
+        KSR.tm.t_relay()
+        return 1
+    end
+    KSR.rr.record_route()
+    KSR.setdsturi("@UAS@")
+    KSR.tm.t_relay()
+    return 1
+end
+
+function ksr_siptrace_msg(evname)
+    KSR.info("EVCB " .. evname .. " " .. KSR.pv.get("$siptrace(direction)") .. " "
+        .. KSR.pv.get("$siptrace(src_addr)") .. "\n")
+    if KSR.pv.get("$siptrace(direction)") == "out" then KSR.x.drop() end
+    return 1
+end
+"#;
+    std::fs::write(&script, lua.replace("@UAS@", &format!("sip:127.0.0.1:{}", uas.port))).unwrap();
+    let config = config_head_children(&dir, "proxy", &format!("udp:127.0.0.1:{port}"), 2)
+        + &format!(
+            "loadmodule \"tm.so\"\nloadmodule \"sl.so\"\nloadmodule \"rr.so\"\nloadmodule \"pv.so\"\n\
+             loadmodule \"siputils.so\"\nloadmodule \"kex.so\"\nloadmodule \"db_sqlite.so\"\n\
+             loadmodule \"app_lua.so\"\nloadmodule \"{module}\"\n\
+             modparam(\"app_lua\", \"load\", \"{script}\")\n{params}cfgengine \"lua\"\n",
+            module = module_path().display(),
+            script = script.display(),
+            params = [
+                modparam("trace_on", 1),
+                modparam("db_url", &db_url),
+                modparam("trace_mode", 2),
+                modparam("trace_to_database", 0),
+                modparam("evcb_msg", "ksr_siptrace_msg"),
+            ]
+            .concat(),
+        );
+    let proxy = Kamailio::start(&dir, "proxy", &config);
+    let run = sipp_calls(&dir, "127.0.0.1", &format!("127.0.0.1:{port}"), 1, 10);
+    assert!(run.ok, "{}\n{}", run.output, proxy.log_text());
+    // Only what the proxy received: INVITE, ACK, BYE and 180, 200, 200.
+    assert!(wait_for(std::time::Duration::from_secs(10), || trace_rows(&db).len() >= 6));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let rows = trace_rows(&db);
+    assert_eq!(rows.len(), 6);
+    assert!(rows.iter().all(|r| r.direction == "in"));
+    let log = proxy.log_text();
+    assert!(!log.contains("error from Lua"), "{log}");
+    let calls: Vec<&str> = log.lines().filter(|l| l.contains("EVCB siptrace:msg ")).collect();
+    assert_eq!(calls.len(), 13, "{log}");
+    let invite_from = format!("EVCB siptrace:msg in udp:127.0.0.1:{}", run.port);
+    assert!(calls.iter().any(|l| l.contains(&invite_from)), "{calls:#?}");
+}

@@ -59,22 +59,6 @@ fn unresolvable_duplicate_uri() {
 }
 
 #[test]
-fn parameters_not_implemented_yet() {
-    let cases = [("evcb_msg", "ksr_siptrace_msg")];
-    for (param, value) in cases {
-        let params = no_db() + &modparam(param, value);
-        let quoted_param = format!("'{param}'");
-        let quoted_value = format!("'{value}'");
-        assert_refused(
-            &format!("not-implemented-{param}"),
-            &params,
-            &Hooks::default(),
-            &[&quoted_param, &quoted_value, "not implemented yet"],
-        );
-    }
-}
-
-#[test]
 fn hep_v1_to_a_stream_destination() {
     let params =
         no_db() + &modparam("hep_version", 1) + &modparam("duplicate_uri", "sip:127.0.0.1:9;transport=tcp");

@@ -102,15 +102,6 @@ impl ConfigError {
     fn new(param: &str, value: impl fmt::Display, reason: impl Into<String>) -> Self {
         ConfigError { param: param.to_string(), value: value.to_string(), reason: reason.into() }
     }
-
-    fn not_implemented(param: &str, value: impl fmt::Display) -> Self {
-        ConfigError::new(
-            param,
-            value,
-            "this setting is not implemented yet by siptrace-rs; remove it, or keep \
-             Kamailio's C siptrace module for this configuration",
-        )
-    }
 }
 
 /// The `trace_mode` bits: which outputs trace every message the core
@@ -227,6 +218,9 @@ pub struct Config {
     /// its address (`send_sock_addr`, alias `force_send_sock`).
     pub send_socket_name: Option<String>,
     pub send_socket_addr: Option<UriParam>,
+    /// The KEMI function run for each message trace_mode traces, as
+    /// event_route[siptrace:msg] is in a native config.
+    pub evcb_msg: Option<String>,
     /// The AVP whose value, when set, names the table of a message's rows.
     pub trace_table_avp: Option<String>,
     /// The local address recorded, instead of the socket's, in traces the
@@ -294,6 +288,7 @@ impl Default for Config {
             traced_user_avp: None,
             trace_table_avp: None,
             send_socket_name: None,
+            evcb_msg: None,
             send_socket_addr: None,
             trace_local_ip: None,
             db_mode_asked: 0,
@@ -411,7 +406,7 @@ impl Config {
                 }
                 self.send_socket_addr = Some(UriParam { text: s.to_string(), uri });
             }
-            ("evcb_msg", _) => return Err(ConfigError::not_implemented(name, value)),
+            ("evcb_msg", ParamValue::Str(s)) => self.evcb_msg = Some(non_empty(name, s)?.to_string()),
             _ => return Err(bad("unknown parameter or wrong type")),
         }
         Ok(())
@@ -619,7 +614,7 @@ mod tests {
             ("trace_flag", ParamValue::Int(32), "between -1 and 31"),
             ("send_sock_name", ParamValue::Str(""), "empty"),
             ("send_sock_addr", ParamValue::Str("sip:lan.example.com:5060"), "IP address"),
-            ("evcb_msg", ParamValue::Str("ksr_siptrace_msg"), "not implemented yet"),
+            ("evcb_msg", ParamValue::Str(""), "empty"),
         ];
         for (name, value, reason) in cases {
             let e = set(&mut Config::default(), name, *value).unwrap_err();

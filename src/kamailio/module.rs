@@ -119,7 +119,7 @@ pub fn mod_init() -> Result<(), String> {
             .map_err(|e| format!("modparam 'duplicate_uri' has a bad value '{}': {e}", p.text))?;
         duplicates.push(dest);
     }
-    msg_event::init();
+    msg_event::init(config.evcb_msg.as_deref());
     let queues = (0..config.senders.count)
         .map(|_| shared::new_queue(config.senders.queue_bytes))
         .collect::<Result<Vec<Ring>, String>>()?;

@@ -5,7 +5,8 @@
 //!
 //! As in the C module, the route runs for the core's network events (the
 //! `trace_mode` traces), on a copy of the message parsed for it. A config
-//! without the route pays one check per message.
+//! in a KEMI language names a function instead (`evcb_msg`), which runs
+//! the same way. A config without either pays one check per message.
 
 use crate::core::endpoint::Endpoint;
 use crate::core::record::{Direction, TraceRecord};
@@ -18,13 +19,28 @@ use std::sync::OnceLock;
 /// The route's index in the core's event route table.
 static ROUTE: OnceLock<c_int> = OnceLock::new();
 
+/// `evcb_msg`: the KEMI function run in place of the route, its name kept
+/// for the life of the process.
+struct Callback(sys::str_);
+// SAFETY: set once in mod_init, before fork; the text is leaked.
+unsafe impl Sync for Callback {}
+unsafe impl Send for Callback {}
+static CALLBACK: OnceLock<Callback> = OnceLock::new();
+
 thread_local! {
     // What the route is running for; Kamailio's processes are single-threaded.
     static CURRENT: Cell<Option<(Endpoint, Endpoint, Direction)>> = const { Cell::new(None) };
 }
 
-/// Finds the route, if the config has one. Called in mod_init.
-pub fn init() {
+/// Finds the route, if the config has one, or takes the `evcb_msg` KEMI
+/// function, which the route wins over. Called in mod_init.
+pub fn init(evcb_msg: Option<&str>) {
+    if let Some(name) = evcb_msg {
+        // NUL-terminated as well: engines take the name as a C string.
+        let text = std::ffi::CString::new(name).unwrap_or_default();
+        let len = text.as_bytes().len() as c_int;
+        let _ = CALLBACK.set(Callback(sys::str_ { s: text.into_raw(), len }));
+    }
     let mut name = *b"siptrace:msg\0";
     // SAFETY: event_rt is the core's route table, complete once the config
     // is parsed; the name is NUL-terminated.
@@ -38,7 +54,10 @@ pub fn init() {
 
 /// Whether `record` is to be traced: false when the route dropped it.
 pub fn keeps(record: &TraceRecord<'_>) -> bool {
-    let Some(&idx) = ROUTE.get() else { return true };
+    let route = ROUTE.get().copied();
+    if route.is_none() && CALLBACK.get().is_none() {
+        return true;
+    }
     // SAFETY: an all-zero sip_msg is the state parse_msg starts from.
     let mut msg: sys::sip_msg = unsafe { std::mem::zeroed() };
     // The parser reads the message through msg.buf as well; it does not
@@ -59,8 +78,34 @@ pub fn keeps(record: &TraceRecord<'_>) -> bool {
     let saved = unsafe { sys::route_type };
     unsafe { sys::route_type = sys::EVENT_ROUTE as c_int };
     CURRENT.with(|c| c.set(Some((record.src, record.dst, record.direction))));
-    // SAFETY: the route found at startup, on a parsed message.
-    unsafe { sys::run_top_route(*sys::event_rt.rlist.add(idx as usize), &mut msg, &mut ctx) };
+    match (route, CALLBACK.get()) {
+        // SAFETY: the route found at startup, on a parsed message.
+        (Some(idx), _) => unsafe {
+            sys::run_top_route(*sys::event_rt.rlist.add(idx as usize), &mut msg, &mut ctx);
+        },
+        (None, Some(callback)) => {
+            let mut function = callback.0;
+            let mut event = sys::str_ { s: c"siptrace:msg".as_ptr() as *mut c_char, len: 12 };
+            // SAFETY: the config's KEMI engine, run with our context as the
+            // current one (where KSR.drop() marks the drop), then restored.
+            unsafe {
+                let engine = sys::sr_kemi_eng_get();
+                if !engine.is_null() {
+                    let saved_ctx = sys::sr_kemi_act_ctx_get();
+                    sys::sr_kemi_act_ctx_set(&mut ctx);
+                    sys::sr_kemi_route(
+                        engine,
+                        &mut msg,
+                        sys::EVENT_ROUTE as c_int,
+                        &mut function,
+                        &mut event,
+                    );
+                    sys::sr_kemi_act_ctx_set(saved_ctx);
+                }
+            }
+        }
+        (None, None) => {}
+    }
     CURRENT.with(|c| c.set(None));
     unsafe {
         sys::route_type = saved;
