@@ -28,17 +28,12 @@ function ksr_request_route()
 end
 "#;
 
-#[test]
-fn lua_configs_trace_through_ksr_siptrace() {
-    let dir = TestDir::new("kemi-lua");
-    let hepjs = HepJs::start(&dir);
-    let (db, db_url) = trace_db(&dir);
-    let uas = SippUas::start(&dir, "127.0.0.1", free_port());
-    let port = free_port();
+/// A Kamailio config that runs `lua` (with @UAS@ replaced) as its KEMI
+/// script, with the module and `params`; listens on `port`.
+fn lua_proxy_config(dir: &TestDir, port: u16, uas_port: u16, lua: &str, params: &[String]) -> String {
     let script = dir.file("proxy.lua");
-    let uas_uri = format!("sip:127.0.0.1:{}", uas.port);
-    std::fs::write(&script, SCRIPT.replace("@UAS@", &uas_uri).replace("@HEP@", &hepjs.uri())).unwrap();
-    let config = config_head_children(&dir, "proxy", &format!("udp:127.0.0.1:{port}"), 2)
+    std::fs::write(&script, lua.replace("@UAS@", &format!("sip:127.0.0.1:{uas_port}"))).unwrap();
+    config_head_children(dir, "proxy", &format!("udp:127.0.0.1:{port}"), 2)
         + &format!(
             "loadmodule \"tm.so\"\nloadmodule \"sl.so\"\nloadmodule \"rr.so\"\nloadmodule \"pv.so\"\n\
              loadmodule \"siputils.so\"\nloadmodule \"kex.so\"\nloadmodule \"db_sqlite.so\"\n\
@@ -46,14 +41,24 @@ fn lua_configs_trace_through_ksr_siptrace() {
              modparam(\"app_lua\", \"load\", \"{script}\")\n{params}cfgengine \"lua\"\n",
             module = module_path().display(),
             script = script.display(),
-            params = [
-                modparam("trace_on", 1),
-                modparam("db_url", &db_url),
-                modparam("hep_mode_on", 1),
-                modparam("duplicate_uri", hepjs.uri()),
-            ]
-            .concat(),
-        );
+            params = params.concat(),
+        )
+}
+
+#[test]
+fn lua_configs_trace_through_ksr_siptrace() {
+    let dir = TestDir::new("kemi-lua");
+    let hepjs = HepJs::start(&dir);
+    let (db, db_url) = trace_db(&dir);
+    let uas = SippUas::start(&dir, "127.0.0.1", free_port());
+    let port = free_port();
+    let params = [
+        modparam("trace_on", 1),
+        modparam("db_url", &db_url),
+        modparam("hep_mode_on", 1),
+        modparam("duplicate_uri", hepjs.uri()),
+    ];
+    let config = lua_proxy_config(&dir, port, uas.port, &SCRIPT.replace("@HEP@", &hepjs.uri()), &params);
     let proxy = Kamailio::start(&dir, "proxy", &config);
     let calls = 2;
     let run = sipp_calls(&dir, "127.0.0.1", &format!("127.0.0.1:{port}"), calls, 10);
@@ -113,7 +118,6 @@ fn evcb_msg_filters_trace_mode_messages_from_lua() {
     let (db, db_url) = trace_db(&dir);
     let uas = SippUas::start(&dir, "127.0.0.1", free_port());
     let port = free_port();
-    let script = dir.file("proxy.lua");
     let lua = r#"
 function ksr_request_route()
     if KSR.siputils.has_totag() > 0 then
@@ -134,24 +138,14 @@ function ksr_siptrace_msg(evname)
     return 1
 end
 "#;
-    std::fs::write(&script, lua.replace("@UAS@", &format!("sip:127.0.0.1:{}", uas.port))).unwrap();
-    let config = config_head_children(&dir, "proxy", &format!("udp:127.0.0.1:{port}"), 2)
-        + &format!(
-            "loadmodule \"tm.so\"\nloadmodule \"sl.so\"\nloadmodule \"rr.so\"\nloadmodule \"pv.so\"\n\
-             loadmodule \"siputils.so\"\nloadmodule \"kex.so\"\nloadmodule \"db_sqlite.so\"\n\
-             loadmodule \"app_lua.so\"\nloadmodule \"{module}\"\n\
-             modparam(\"app_lua\", \"load\", \"{script}\")\n{params}cfgengine \"lua\"\n",
-            module = module_path().display(),
-            script = script.display(),
-            params = [
-                modparam("trace_on", 1),
-                modparam("db_url", &db_url),
-                modparam("trace_mode", 2),
-                modparam("trace_to_database", 0),
-                modparam("evcb_msg", "ksr_siptrace_msg"),
-            ]
-            .concat(),
-        );
+    let params = [
+        modparam("trace_on", 1),
+        modparam("db_url", &db_url),
+        modparam("trace_mode", 2),
+        modparam("trace_to_database", 0),
+        modparam("evcb_msg", "ksr_siptrace_msg"),
+    ];
+    let config = lua_proxy_config(&dir, port, uas.port, lua, &params);
     let proxy = Kamailio::start(&dir, "proxy", &config);
     let run = sipp_calls(&dir, "127.0.0.1", &format!("127.0.0.1:{port}"), 1, 10);
     assert!(run.ok, "{}\n{}", run.output, proxy.log_text());
