@@ -213,6 +213,7 @@ const API_FUNCTIONS: &[&str] = &[
     "pv_get_null",
     "pv_get_strval",
     "pv_get_sintval",
+    "pv_get_strintval",
     "pv_parse_spec2",
     "pv_get_avp_name",
     "search_first_avp",

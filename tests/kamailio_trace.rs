@@ -617,8 +617,12 @@ fn the_siptrace_msg_event_route_sees_and_filters_each_message() {
         modparam("trace_mode", 2),
         modparam("trace_to_database", 0),
     ];
-    let route = "xlog(\"L_NOTICE\", \"ST [$siptrace(direction)] [$siptrace(src_addr)] [$siptrace(dst_addr)] \
-                 [$siptrace(src_host)] [$siptrace(src_port)] [$siptrace(dst_proto)] [$siptrace(dst_hostip)] [$rm]\\n\");\n    \
+    // Every name; the protocol's integer value in an integer comparison.
+    let route = "$var(udp) = 0;\n    if (1 == $siptrace(src_proto) && 1 == $siptrace(dst_proto)) { $var(udp) = 1; }\n    \
+                 xlog(\"L_NOTICE\", \"ST [$siptrace(direction)] [$siptrace(src_addr)] [$siptrace(dst_addr)] \
+                 [$siptrace(src_host)] [$siptrace(src_port)] [$siptrace(src_proto)] [$siptrace(src_hostip)] \
+                 [$siptrace(dst_host)] [$siptrace(dst_port)] [$siptrace(dst_proto)] [$siptrace(dst_hostip)] \
+                 [$var(udp)] [$rm]\\n\");\n    \
                  if ($siptrace(direction) == \"out\") { drop; }";
     let on_send = format!("return;\n}}\nevent_route[siptrace:msg] {{\n    {route}");
     let hooks = Hooks { on_send: &on_send, ..Default::default() };
@@ -634,10 +638,19 @@ fn the_siptrace_msg_event_route_sees_and_filters_each_message() {
     let lines: Vec<&str> = log.lines().filter_map(|l| l.split_once("ST ").map(|(_, t)| t)).collect();
     assert_eq!(lines.len(), 13, "the route ran for every message:\n{log}");
     let invite_in = format!(
-        "[in] [udp:127.0.0.1:{uac}] [udp:127.0.0.1:{proxy}] [127.0.0.1] [{uac}] [udp] [127.0.0.1] [INVITE]",
+        "[in] [udp:127.0.0.1:{uac}] [udp:127.0.0.1:{proxy}] [127.0.0.1] [{uac}] [udp] [127.0.0.1] \
+         [127.0.0.1] [{proxy}] [udp] [127.0.0.1] [1] [INVITE]",
         uac = ports.uac,
         proxy = ports.proxy
     );
     assert!(lines.contains(&invite_in.as_str()), "{lines:#?}");
+    // The INVITE the proxy relays: from its socket to the UAS.
+    let invite_out = format!(
+        "[out] [udp:127.0.0.1:{proxy}] [udp:127.0.0.1:{uas}] [127.0.0.1] [{proxy}] [udp] [127.0.0.1] \
+         [127.0.0.1] [{uas}] [udp] [127.0.0.1] [1] [INVITE]",
+        proxy = ports.proxy,
+        uas = ports.uas
+    );
+    assert!(lines.contains(&invite_out.as_str()), "{lines:#?}");
     assert_eq!(lines.iter().filter(|l| l.starts_with("[out]")).count(), 7, "{lines:#?}");
 }

@@ -8,7 +8,7 @@
 //! in a KEMI language names a function instead (`evcb_msg`), which runs
 //! the same way. A config without either pays one check per message.
 
-use crate::core::endpoint::Endpoint;
+use crate::core::endpoint::{Endpoint, Transport};
 use crate::core::record::{Direction, TraceRecord};
 use crate::kamailio::guard::guard;
 use crate::kamailio::sys;
@@ -67,7 +67,8 @@ pub fn keeps(record: &TraceRecord<'_>) -> bool {
     // SAFETY: the payload outlives the parsed message, freed below.
     let parsed = unsafe { sys::parse_msg(msg.buf, msg.len as u32, &mut msg) };
     if parsed != 0 {
-        // As in the C module: a message the route cannot see is traced.
+        // A message the route cannot parse is traced without running it;
+        // the C module traces nothing of it then (see the guide).
         // SAFETY: frees what the failed parse left.
         unsafe { sys::free_sip_msg(&mut msg) };
         return true;
@@ -173,7 +174,14 @@ unsafe extern "C" fn get_value(
                 // SAFETY: the core's own setter for an integer value.
                 return unsafe { sys::pv_get_sintval(msg, param, res, end.addr.port() as c_int) };
             }
-            6 | 7 => end.transport.name().to_string(),
+            6 | 7 => {
+                // The name, with Kamailio's protocol number as the integer
+                // value, so that both `== "udp"` and `== 1` compare.
+                let name = end.transport.name();
+                let mut s = sys::str_ { s: name.as_ptr() as *mut c_char, len: name.len() as c_int };
+                // SAFETY: the name is a static string.
+                return unsafe { sys::pv_get_strintval(msg, param, res, &mut s, proto_number(end.transport)) };
+            }
             8 | 9 => end.addr.ip().to_string(),
             10 => direction.as_str().to_string(),
             _ => return unsafe { sys::pv_get_null(msg, param, res) },
@@ -194,6 +202,18 @@ unsafe extern "C" fn get_value(
         // SAFETY: `s` points at a slot that stays as it is until reused.
         unsafe { sys::pv_get_strval(msg, param, res, &mut s) }
     })
+}
+
+/// Kamailio's number for a transport (`PROTO_UDP`, ...).
+fn proto_number(transport: Transport) -> c_int {
+    (match transport {
+        Transport::Udp => sys::sip_protos_PROTO_UDP,
+        Transport::Tcp => sys::sip_protos_PROTO_TCP,
+        Transport::Tls => sys::sip_protos_PROTO_TLS,
+        Transport::Sctp => sys::sip_protos_PROTO_SCTP,
+        Transport::Ws => sys::sip_protos_PROTO_WS,
+        Transport::Wss => sys::sip_protos_PROTO_WSS,
+    }) as c_int
 }
 
 /// Values of `$siptrace()` kept alive at once.
