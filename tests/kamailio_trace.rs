@@ -653,4 +653,7 @@ fn the_siptrace_msg_event_route_sees_and_filters_each_message() {
     );
     assert!(lines.contains(&invite_out.as_str()), "{lines:#?}");
     assert_eq!(lines.iter().filter(|l| l.starts_with("[out]")).count(), 7, "{lines:#?}");
+    // What the route dropped was never queued, and is no counted loss.
+    assert_eq!(proxy.stat("enqueued"), 6);
+    assert_eq!(proxy.stat("dropped"), 0);
 }
