@@ -1,6 +1,5 @@
 //! The KEMI functions, `KSR.siptrace.*`, from a Lua config (app_lua) of a
-//! real Kamailio: transaction tracing with a URI and correlation id,
-//! `sip_trace_mode()`, `hlog()` and `hlog_cid()`.
+//! real Kamailio: every `KSR.siptrace` function, and `evcb_msg`.
 
 mod common;
 
@@ -161,4 +160,96 @@ end
     assert_eq!(calls.len(), 13, "{log}");
     let invite_from = format!("EVCB siptrace:msg in udp:127.0.0.1:{}", run.port);
     assert!(calls.iter().any(|l| l.contains(&invite_from)), "{calls:#?}");
+}
+
+/// `sip_trace()`, `sip_trace_dst(uri)` and `sip_trace_dst_cid(uri, cid)`:
+/// the current request to `duplicate_uri`, or to the script's URI with the
+/// Call-ID or the script's correlation id; and a mode the module does not
+/// know makes `sip_trace_mode()` return -1, counted as a drop.
+#[test]
+fn lua_message_traces_go_where_the_script_says() {
+    let dir = TestDir::new("kemi-message");
+    let default = HepJs::start(&dir);
+    let script_uri = HepJs::start(&dir);
+    let uas = SippUas::start(&dir, "127.0.0.1", free_port());
+    let port = free_port();
+    let lua = r#"
+function ksr_request_route()
+    local rm = KSR.pv.get("$rm")
+    local ret = 0
+    if rm == "INVITE" then
+        ret = KSR.siptrace.sip_trace()
+    elseif rm == "ACK" then
+        ret = KSR.siptrace.sip_trace_dst("@HEP@")
+    elseif rm == "BYE" then
+        ret = KSR.siptrace.sip_trace_dst_cid("@HEP@", "bye-" .. KSR.pv.get("$ci"))
+    end
+    KSR.info("KEMI " .. rm .. " " .. ret .. " " .. KSR.siptrace.sip_trace_mode("x") .. "\n")
+    if KSR.siputils.has_totag() > 0 then
+        if KSR.rr.loose_route() < 0 then KSR.setdsturi("@UAS@") end
+        KSR.tm.t_relay()
+        return 1
+    end
+    KSR.rr.record_route()
+    KSR.setdsturi("@UAS@")
+    KSR.tm.t_relay()
+    return 1
+end
+"#;
+    let params = [
+        modparam("trace_on", 1),
+        modparam("trace_to_database", 0),
+        modparam("hep_mode_on", 1),
+        modparam("duplicate_uri", default.uri()),
+    ];
+    let config = lua_proxy_config(&dir, port, uas.port, &lua.replace("@HEP@", &script_uri.uri()), &params);
+    let proxy = Kamailio::start(&dir, "proxy", &config);
+    let calls = 2;
+    let run = sipp_calls(&dir, "127.0.0.1", &format!("127.0.0.1:{port}"), calls, 10);
+    assert!(run.ok, "{}\n{}", run.output, proxy.log_text());
+    let calls = calls as usize;
+
+    // What each packet says: (first line, Call-ID, correlation id, ends).
+    let seen = |hepjs: &HepJs, expected: usize| -> Vec<(String, String, String, u64, u64)> {
+        let packets = hepjs.wait_for_packets(expected);
+        let mut seen: Vec<_> = packets
+            .iter()
+            .map(|p| {
+                let info = &p["decoded"]["rcinfo"];
+                let payload = p["decoded"]["payload"].as_str().unwrap_or_default();
+                (
+                    first_line(payload.as_bytes()).split(' ').next().unwrap_or_default().to_string(),
+                    header(payload, "Call-ID").to_string(),
+                    info["correlation_id"].as_str().unwrap_or_default().to_string(),
+                    info["srcPort"].as_u64().unwrap_or_default(),
+                    info["dstPort"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect();
+        seen.sort();
+        seen
+    };
+    let uac = u64::from(run.port);
+    let proxy_port = u64::from(port);
+    let at_default = seen(&default, calls);
+    assert_eq!(at_default.len(), calls, "{at_default:#?}");
+    for (method, callid, cid, src, dst) in &at_default {
+        assert_eq!((method.as_str(), cid, *src, *dst), ("INVITE", callid, uac, proxy_port));
+    }
+    let at_script = seen(&script_uri, 2 * calls);
+    assert_eq!(at_script.len(), 2 * calls, "{at_script:#?}");
+    for (method, callid, cid, src, dst) in &at_script {
+        let expected_cid = if method == "BYE" { format!("bye-{callid}") } else { callid.clone() };
+        assert!(method == "ACK" || method == "BYE", "{at_script:#?}");
+        assert_eq!((cid, *src, *dst), (&expected_cid, uac, proxy_port), "{method}");
+    }
+    assert_eq!(at_script.iter().filter(|s| s.0 == "BYE").count(), calls, "{at_script:#?}");
+
+    // Each call returned 1, and sip_trace_mode("x") -1, counted once each.
+    let log = proxy.log_text();
+    for method in ["INVITE", "ACK", "BYE"] {
+        let line = format!("KEMI {method} 1 -1");
+        assert_eq!(log.lines().filter(|l| l.ends_with(&line)).count(), calls, "{line}\n{log}");
+    }
+    assert_eq!(proxy.stat("dropped_no_destination"), 3 * calls as u64);
 }

@@ -22,8 +22,10 @@ unsafe fn text(s: Str) -> Option<String> {
     Some(String::from_utf8_lossy(unsafe { net::str_bytes(s) }.unwrap_or_default()).into_owned())
 }
 
+/// The scope a mode string asks for, if it is one the module implements;
+/// otherwise a counted drop, as for the native functions' runtime values.
 fn scope(function: &str, text: &str) -> Option<Scope> {
-    match Scope::parse(text) {
+    match script::supported_scope(text) {
         Ok(scope) => Some(scope),
         Err(e) => {
             tracer::drop_record(DropReason::NoDestination, format_args!("{function}('{text}'): {e}"));

@@ -14,7 +14,7 @@ use std::ffi::{c_void, CStr};
 use std::os::raw::{c_char, c_int};
 
 /// The trace scope a script call asks for, if this module has it.
-fn supported_scope(text: &str) -> Result<Scope, String> {
+pub(crate) fn supported_scope(text: &str) -> Result<Scope, String> {
     Scope::parse(text)
 }
 
