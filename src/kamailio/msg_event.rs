@@ -180,7 +180,9 @@ unsafe extern "C" fn get_value(
                 let name = end.transport.name();
                 let mut s = sys::str_ { s: name.as_ptr() as *mut c_char, len: name.len() as c_int };
                 // SAFETY: the name is a static string.
-                return unsafe { sys::pv_get_strintval(msg, param, res, &mut s, proto_number(end.transport)) };
+                return unsafe {
+                    sys::pv_get_strintval(msg, param, res, &mut s, proto_number(end.transport))
+                };
             }
             8 | 9 => end.addr.ip().to_string(),
             10 => direction.as_str().to_string(),
