@@ -657,3 +657,40 @@ fn the_siptrace_msg_event_route_sees_and_filters_each_message() {
     assert_eq!(proxy.stat("enqueued"), 6);
     assert_eq!(proxy.stat("dropped"), 0);
 }
+
+/// `$siptrace(...)` over IPv6: `*_host` in brackets, `*_hostip` without,
+/// `*_addr` as in the `fromip`/`toip` columns.
+#[test]
+fn siptrace_pv_over_ipv6() {
+    let dir = TestDir::new("event-route-ipv6");
+    let (db, db_url) = trace_db(&dir);
+    let params = [
+        "loadmodule \"xlog.so\"\n".to_string(),
+        modparam("trace_on", 1),
+        modparam("db_url", &db_url),
+        modparam("trace_mode", 2),
+        modparam("trace_to_database", 0),
+    ];
+    let route =
+        "xlog(\"L_NOTICE\", \"ST6 [$siptrace(direction)] [$siptrace(src_addr)] [$siptrace(src_host)] \
+                 [$siptrace(src_hostip)] [$siptrace(dst_addr)] [$siptrace(dst_host)] [$siptrace(dst_hostip)] \
+                 [$rm]\\n\");";
+    let on_send = format!("return;\n}}\nevent_route[siptrace:msg] {{\n    {route}");
+    let hooks = Hooks { on_send: &on_send, ..Default::default() };
+    let proxy = Proxy::start(&dir, "::1", &params, &hooks);
+    let ports = proxy.calls(&dir, 1);
+    proxy.wait_for_rows(13);
+    let rows = trace_rows(&db);
+    let log = proxy.kamailio.log_text();
+    let invite_in = format!(
+        "ST6 [in] [udp:[::1]:{uac}] [[::1]] [::1] [udp:[::1]:{proxy}] [[::1]] [::1] [INVITE]",
+        uac = ports.uac,
+        proxy = ports.proxy
+    );
+    assert!(log.lines().any(|l| l.ends_with(&invite_in)), "{invite_in}\n{log}");
+    let row = rows
+        .iter()
+        .find(|r| r.direction == "in" && first_line(&r.msg).starts_with("INVITE "))
+        .expect("the INVITE's row");
+    assert!(invite_in.contains(&format!("[{}] [[::1]] [::1] [{}]", row.fromip, row.toip)), "{}", row.fromip);
+}
