@@ -8,10 +8,10 @@
 //! in a KEMI language names a function instead (`evcb_msg`), which runs
 //! the same way. A config without either pays one check per message.
 
-use crate::core::endpoint::{Endpoint, Transport};
+use crate::core::endpoint::Endpoint;
 use crate::core::record::{Direction, TraceRecord};
 use crate::kamailio::guard::guard;
-use crate::kamailio::sys;
+use crate::kamailio::{net, sys};
 use std::cell::{Cell, RefCell};
 use std::os::raw::{c_char, c_int};
 use std::sync::OnceLock;
@@ -134,7 +134,7 @@ unsafe extern "C" fn parse_name(sp: *mut sys::pv_spec_t, name: *mut sys::str_) -
     guard("$siptrace() name", -1, || {
         // SAFETY: the core passes the spec it builds and the name's text.
         let (Some(sp), Some(name)) = (unsafe { sp.as_mut() }, unsafe { name.as_ref() }) else { return -1 };
-        let text = unsafe { crate::kamailio::net::str_bytes(name) }.unwrap_or_default();
+        let text = unsafe { net::str_bytes(name) }.unwrap_or_default();
         let Some(i) = NAMES.iter().position(|n| n.as_bytes() == text) else {
             crate::log_error!(
                 "$siptrace({}): unknown name; expected one of {}",
@@ -181,7 +181,7 @@ unsafe extern "C" fn get_value(
                 let mut s = sys::str_ { s: name.as_ptr() as *mut c_char, len: name.len() as c_int };
                 // SAFETY: the name is a static string.
                 return unsafe {
-                    sys::pv_get_strintval(msg, param, res, &mut s, proto_number(end.transport))
+                    sys::pv_get_strintval(msg, param, res, &mut s, net::proto_number(end.transport))
                 };
             }
             8 | 9 => end.addr.ip().to_string(),
@@ -204,18 +204,6 @@ unsafe extern "C" fn get_value(
         // SAFETY: `s` points at a slot that stays as it is until reused.
         unsafe { sys::pv_get_strval(msg, param, res, &mut s) }
     })
-}
-
-/// Kamailio's number for a transport (`PROTO_UDP`, ...).
-fn proto_number(transport: Transport) -> c_int {
-    (match transport {
-        Transport::Udp => sys::sip_protos_PROTO_UDP,
-        Transport::Tcp => sys::sip_protos_PROTO_TCP,
-        Transport::Tls => sys::sip_protos_PROTO_TLS,
-        Transport::Sctp => sys::sip_protos_PROTO_SCTP,
-        Transport::Ws => sys::sip_protos_PROTO_WS,
-        Transport::Wss => sys::sip_protos_PROTO_WSS,
-    }) as c_int
 }
 
 /// Values of `$siptrace()` kept alive at once.

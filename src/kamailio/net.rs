@@ -22,6 +22,18 @@ pub fn transport(proto: c_int) -> Transport {
     }
 }
 
+/// A transport as Kamailio's protocol number: the inverse of [`transport`].
+pub fn proto_number(transport: Transport) -> c_int {
+    (match transport {
+        Transport::Udp => sys::sip_protos_PROTO_UDP,
+        Transport::Tcp => sys::sip_protos_PROTO_TCP,
+        Transport::Tls => sys::sip_protos_PROTO_TLS,
+        Transport::Sctp => sys::sip_protos_PROTO_SCTP,
+        Transport::Ws => sys::sip_protos_PROTO_WS,
+        Transport::Wss => sys::sip_protos_PROTO_WSS,
+    }) as c_int
+}
+
 pub fn ip(addr: &sys::ip_addr) -> Option<IpAddr> {
     // SAFETY: every variant of the union is plain bytes of the same storage.
     let bytes = unsafe { addr.u.addr };
@@ -111,13 +123,8 @@ pub fn local_toward(dest: &crate::core::dest::Destination) -> Endpoint {
             to.sin6.sin6_addr.__in6_u.__u6_addr8 = a.ip().octets();
         }
     }
-    let proto = match dest.transport {
-        Transport::Tcp => sys::sip_protos_PROTO_TCP,
-        Transport::Tls => sys::sip_protos_PROTO_TLS,
-        _ => sys::sip_protos_PROTO_UDP,
-    };
     // SAFETY: `to` is a valid address; a null msg is allowed.
-    let sock = unsafe { sys::get_send_socket(std::ptr::null_mut(), &mut to, proto as c_int) };
+    let sock = unsafe { sys::get_send_socket(std::ptr::null_mut(), &mut to, proto_number(dest.transport)) };
     // SAFETY: null or a live listening socket.
     unsafe { sock.as_ref() }.and_then(local).unwrap_or_else(unknown_source)
 }

@@ -37,18 +37,8 @@ pub fn mod_init(config: &Config) -> Result<(), String> {
         };
         let host = dest.addr.ip().to_string();
         let mut s = sys::str_ { s: host.as_ptr() as *mut _, len: host.len() as i32 };
-        let proto = match dest.transport {
-            Transport::Udp => sys::sip_protos_PROTO_UDP,
-            Transport::Tcp => sys::sip_protos_PROTO_TCP,
-            Transport::Tls => sys::sip_protos_PROTO_TLS,
-            other => {
-                return Err(format!(
-                    "modparam 'send_sock_addr' value '{}': transport {} is not supported",
-                    addr.text,
-                    other.name()
-                ))
-            }
-        };
+        // The config parser admits only UDP, TCP and TLS here.
+        let proto = net::proto_number(dest.transport);
         // SAFETY: a lookup in the socket list by address; `s` outlives it.
         ("send_sock_addr", addr.text.clone(), unsafe {
             sys::grep_sock_info(&mut s, dest.addr.port(), proto as u16)
