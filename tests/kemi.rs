@@ -12,14 +12,26 @@ const SCRIPT: &str = r#"
 function ksr_request_route()
     if KSR.siputils.has_totag() > 0 then
         KSR.siptrace.sip_trace_mode("t")
+    else
+        local ci = KSR.pv.get("$ci")
+        KSR.siptrace.sip_trace_dst_cid_type("@HEP@", "cid-" .. ci, "t")
+        KSR.siptrace.hlog("routing " .. KSR.pv.get("$rm"))
+        KSR.siptrace.hlog_cid("log-" .. ci, "second")
+    end
+    return relay()
+end
+"#;
+
+/// The relaying every test proxy does, as the native test proxy does it:
+/// in-dialog requests by their route set (or to the UAS, for sipp's
+/// built-in UAC, which sends none), initial ones to the UAS.
+const RELAY: &str = r#"
+function relay()
+    if KSR.siputils.has_totag() > 0 then
         if KSR.rr.loose_route() < 0 then KSR.setdsturi("@UAS@") end
         KSR.tm.t_relay()
         return 1
     end
-    local ci = KSR.pv.get("$ci")
-    KSR.siptrace.sip_trace_dst_cid_type("@HEP@", "cid-" .. ci, "t")
-    KSR.siptrace.hlog("routing " .. KSR.pv.get("$rm"))
-    KSR.siptrace.hlog_cid("log-" .. ci, "second")
     KSR.rr.record_route()
     KSR.setdsturi("@UAS@")
     KSR.tm.t_relay()
@@ -27,11 +39,12 @@ function ksr_request_route()
 end
 "#;
 
-/// A Kamailio config that runs `lua` (with @UAS@ replaced) as its KEMI
-/// script, with the module and `params`; listens on `port`.
+/// A Kamailio config that runs `lua`, with [`RELAY`] and @UAS@ replaced,
+/// as its KEMI script, with the module and `params`; listens on `port`.
 fn lua_proxy_config(dir: &TestDir, port: u16, uas_port: u16, lua: &str, params: &[String]) -> String {
     let script = dir.file("proxy.lua");
-    std::fs::write(&script, lua.replace("@UAS@", &format!("sip:127.0.0.1:{uas_port}"))).unwrap();
+    let lua = format!("{RELAY}{lua}").replace("@UAS@", &format!("sip:127.0.0.1:{uas_port}"));
+    std::fs::write(&script, lua).unwrap();
     config_head_children(dir, "proxy", &format!("udp:127.0.0.1:{port}"), 2)
         + &format!(
             "loadmodule \"tm.so\"\nloadmodule \"sl.so\"\nloadmodule \"rr.so\"\nloadmodule \"pv.so\"\n\
@@ -119,15 +132,7 @@ fn evcb_msg_filters_trace_mode_messages_from_lua() {
     let port = free_port();
     let lua = r#"
 function ksr_request_route()
-    if KSR.siputils.has_totag() > 0 then
-        if KSR.rr.loose_route() < 0 then KSR.setdsturi("@UAS@") end
-        KSR.tm.t_relay()
-        return 1
-    end
-    KSR.rr.record_route()
-    KSR.setdsturi("@UAS@")
-    KSR.tm.t_relay()
-    return 1
+    return relay()
 end
 
 function ksr_siptrace_msg(evname)
@@ -185,15 +190,7 @@ function ksr_request_route()
         ret = KSR.siptrace.sip_trace_dst_cid("@HEP@", "bye-" .. KSR.pv.get("$ci"))
     end
     KSR.info("KEMI " .. rm .. " " .. ret .. " " .. KSR.siptrace.sip_trace_mode("x") .. "\n")
-    if KSR.siputils.has_totag() > 0 then
-        if KSR.rr.loose_route() < 0 then KSR.setdsturi("@UAS@") end
-        KSR.tm.t_relay()
-        return 1
-    end
-    KSR.rr.record_route()
-    KSR.setdsturi("@UAS@")
-    KSR.tm.t_relay()
-    return 1
+    return relay()
 end
 "#;
     let params = [
