@@ -12,6 +12,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub mod proto_type {
     pub const SIP: u8 = 1;
     pub const LOG: u8 = 100;
+    /// The non-standard types OpenSIPS's proto_hep gives management
+    /// commands, REST queries and connection events; RPC commands use MI's.
+    pub const RPC: u8 = 0x57;
+    pub const REST: u8 = 0x58;
+    pub const NET: u8 = 0x59;
 }
 
 /// Generic chunk type ids.
@@ -31,6 +36,8 @@ pub mod chunk {
     pub const AUTH_KEY: u16 = 0x000e;
     pub const PAYLOAD: u16 = 0x000f;
     pub const CORRELATION_ID: u16 = 0x0011;
+    /// A JSON object of further correlations, as OpenSIPS's proto_hep sends.
+    pub const EXTRA_CORRELATION: u16 = 0x0065;
 }
 
 const AF_INET: u8 = 2;
@@ -62,6 +69,8 @@ pub struct HepPacket<'a> {
     pub time_usec: u32,
     pub proto_type: u8,
     pub correlation_id: Option<&'a [u8]>,
+    /// A JSON object such as `{"sip":"<call-id>"}`; HEPv3 only.
+    pub extra_correlation: Option<&'a [u8]>,
     pub payload: &'a [u8],
 }
 
@@ -153,7 +162,8 @@ pub fn encode_v3(
     };
     let correlation = packet.correlation_id.filter(|c| !c.is_empty());
     let auth_key = settings.auth_key.as_deref().filter(|k| !k.is_empty());
-    let len = encoded_len_v3(family == AF_INET6, correlation, auth_key, packet.payload);
+    let extra = packet.extra_correlation.filter(|c| !c.is_empty());
+    let len = encoded_len_v3(family == AF_INET6, [correlation, extra, auth_key], packet.payload);
     if len > MAX_PACKET_LEN {
         return Err(EncodeError::Oversize { len });
     }
@@ -184,6 +194,9 @@ pub fn encode_v3(
     if let Some(correlation) = correlation {
         put_chunk(out, chunk::CORRELATION_ID, correlation);
     }
+    if let Some(extra) = extra {
+        put_chunk(out, chunk::EXTRA_CORRELATION, extra);
+    }
     if let Some(key) = auth_key {
         put_chunk(out, chunk::AUTH_KEY, key);
     }
@@ -192,7 +205,9 @@ pub fn encode_v3(
     Ok(())
 }
 
-fn encoded_len_v3(ipv6: bool, correlation: Option<&[u8]>, auth_key: Option<&[u8]>, payload: &[u8]) -> usize {
+/// `optional` holds the chunks a packet may lack: correlation id, extra
+/// correlation and auth key.
+fn encoded_len_v3(ipv6: bool, optional: [Option<&[u8]>; 3], payload: &[u8]) -> usize {
     let data_len = |n: usize| CHUNK_HEADER_LEN + n;
     let addr_len = if ipv6 { 16 } else { 4 };
     HEADER_LEN
@@ -202,8 +217,7 @@ fn encoded_len_v3(ipv6: bool, correlation: Option<&[u8]>, auth_key: Option<&[u8]
         + data_len(4) * 2 // seconds, microseconds
         + data_len(1) // protocol type
         + data_len(4) // capture id
-        + correlation.map_or(0, |c| data_len(c.len()))
-        + auth_key.map_or(0, |k| data_len(k.len()))
+        + optional.iter().flatten().map(|c| data_len(c.len())).sum::<usize>()
         + data_len(payload.len())
 }
 
@@ -276,6 +290,7 @@ pub struct Decoded<'a> {
     pub capture_id: Option<u32>,
     pub auth_key: Option<&'a [u8]>,
     pub correlation_id: Option<&'a [u8]>,
+    pub extra_correlation: Option<&'a [u8]>,
     pub payload: Option<&'a [u8]>,
 }
 
@@ -304,6 +319,7 @@ impl<'a> Decoded<'a> {
                 chunk::CAPTURE_ID => d.capture_id = <[u8; 4]>::try_from(data).ok().map(u32::from_be_bytes),
                 chunk::AUTH_KEY => d.auth_key = Some(data),
                 chunk::CORRELATION_ID => d.correlation_id = Some(data),
+                chunk::EXTRA_CORRELATION => d.extra_correlation = Some(data),
                 chunk::PAYLOAD => d.payload = Some(data),
                 _ => {}
             }
@@ -336,6 +352,7 @@ mod tests {
             time_usec: 123_456,
             proto_type: proto_type::SIP,
             correlation_id: correlation,
+            extra_correlation: None,
             payload,
         }
     }
@@ -423,6 +440,26 @@ mod tests {
     }
 
     #[test]
+    fn extra_correlation_follows_the_correlation_id() {
+        let mut p = packet(br#"{"Event":"INFO"}"#, Some(b"call-1"));
+        p.proto_type = proto_type::LOG;
+        p.extra_correlation = Some(br#"{"sip":"call-1"}"#);
+        let settings = HepSettings { capture_id: 1, auth_key: Some(b"k".to_vec()), version: 3 };
+        let mut out = Vec::new();
+        encode_v3(&p, &settings, &mut out).unwrap();
+        let chunks = decode_v3(&out).unwrap();
+        let kinds: Vec<u16> = chunks.iter().map(|c| c.kind).collect();
+        assert_eq!(kinds, [1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 0x11, 0x65, 0x0e, 0x0f]);
+        let d = Decoded::from_chunks(&chunks);
+        assert_eq!(d.extra_correlation, Some(&br#"{"sip":"call-1"}"#[..]));
+        assert_eq!(d.proto_type, Some(100));
+        p.extra_correlation = Some(b"");
+        let mut out = Vec::new();
+        encode_v3(&p, &settings, &mut out).unwrap();
+        assert!(decode_v3(&out).unwrap().iter().all(|c| c.kind != 0x65));
+    }
+
+    #[test]
     fn empty_correlation_and_auth_key_are_left_out() {
         let settings = HepSettings { capture_id: 1, auth_key: Some(Vec::new()), version: 3 };
         let mut out = Vec::new();
@@ -434,7 +471,7 @@ mod tests {
     #[test]
     fn size_limit_is_the_16_bit_length_field() {
         let settings = HepSettings::default();
-        let overhead = encoded_len_v3(false, None, None, b"");
+        let overhead = encoded_len_v3(false, [None; 3], b"");
         let mut out = Vec::new();
         let fits = vec![b'a'; MAX_PACKET_LEN - overhead];
         encode_v3(&packet(&fits, None), &settings, &mut out).unwrap();

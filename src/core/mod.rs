@@ -5,6 +5,7 @@ pub mod config;
 pub mod counters;
 pub mod dest;
 pub mod endpoint;
+pub mod event;
 pub mod hep;
 pub mod ratelimit;
 pub mod record;

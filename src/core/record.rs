@@ -48,6 +48,10 @@ pub struct TraceRecord<'a> {
     pub payload: &'a [u8],
     /// The correlation id the script gave, if any.
     pub correlation_id: Option<&'a [u8]>,
+    /// Further correlations as a JSON object (HEP chunk 0x0065), such as
+    /// `{"sip":"<call-id>"}` on a log line or `{"net":"7"}` on a message
+    /// carried by connection 7.
+    pub extra_correlation: Option<&'a [u8]>,
     /// The HEP protocol type of the payload: SIP, or a log line.
     pub proto_type: u8,
     /// The `traced_user` column of each row, packed by [`pack_traced_user`];
@@ -116,12 +120,13 @@ impl<'a> TraceRecord<'a> {
             time_usec: self.time.usecs,
             proto_type: self.proto_type,
             correlation_id: self.hep_correlation(fields),
+            extra_correlation: self.extra_correlation,
             payload: self.payload,
         };
         if self.proto_type == hep::proto_type::SIP {
             hep::encode(&packet, settings, out)
         } else {
-            // Only HEPv3 says what a payload is; a log line always uses it.
+            // Only HEPv3 says what a payload is; other records always use it.
             hep::encode_v3(&packet, settings, out)
         }
     }
@@ -212,6 +217,7 @@ To: <sip:c@d>\r\nCSeq: 1 OPTIONS\r\n\r\n";
             dst: Endpoint::new(Transport::Tcp, "192.0.2.2".parse().unwrap(), 5060),
             payload: MSG,
             correlation_id,
+            extra_correlation: None,
             proto_type: hep::proto_type::SIP,
             traced_users: None,
         }

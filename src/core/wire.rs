@@ -7,13 +7,13 @@ use crate::core::endpoint::{Endpoint, Transport};
 use crate::core::record::{Direction, Outputs, Timestamp, TraceRecord};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-const VERSION: u8 = 3;
+const VERSION: u8 = 4;
 const FLAG_DB: u8 = 1;
 /// version, direction, flags, hep count, duplicate count, HEP proto type,
 /// table name length, 1 spare,
 /// seconds, microseconds, correlation length, payload length, traced users
-/// length.
-const FIXED: usize = 8 + 8 + 4 + 4 + 4 + 4;
+/// length, extra correlation length.
+const FIXED: usize = 8 + 8 + 4 + 4 + 4 + 4 + 4;
 /// transport, family, port, 16 address bytes.
 const ENDPOINT: usize = 1 + 1 + 2 + 16;
 
@@ -31,6 +31,7 @@ pub fn encoded_len(record: &TraceRecord<'_>, outputs: &Outputs) -> usize {
     FIXED
         + ENDPOINT * (2 + outputs.hep.len() + outputs.duplicate.len())
         + record.correlation_id.map_or(0, <[u8]>::len)
+        + record.extra_correlation.map_or(0, <[u8]>::len)
         + record.payload.len()
         + record.traced_users.map_or(0, <[u8]>::len)
         + outputs.table.as_deref().map_or(0, <[u8]>::len)
@@ -61,6 +62,8 @@ pub fn encode(buf: &mut [u8], record: &TraceRecord<'_>, outputs: &Outputs, time:
     w.put(&(record.payload.len() as u32).to_le_bytes());
     // u32::MAX marks "no list": one row with an empty traced user.
     w.put(&record.traced_users.map_or(u32::MAX, |u| u.len() as u32).to_le_bytes());
+    let extra = record.extra_correlation.unwrap_or_default();
+    w.put(&(extra.len() as u32).to_le_bytes());
     w.endpoint(record.src.transport, record.src.addr);
     w.endpoint(record.dst.transport, record.dst.addr);
     for d in outputs.hep.iter().chain(outputs.duplicate.iter()) {
@@ -70,6 +73,7 @@ pub fn encode(buf: &mut [u8], record: &TraceRecord<'_>, outputs: &Outputs, time:
     w.put(record.payload);
     w.put(record.traced_users.unwrap_or_default());
     w.put(table);
+    w.put(extra);
     debug_assert_eq!(w.at, w.buf.len());
 }
 
@@ -91,6 +95,7 @@ pub fn decode(buf: &[u8]) -> Result<(TraceRecord<'_>, Outputs), WireError> {
     let correlation_len = r.u32()? as usize;
     let payload_len = r.u32()? as usize;
     let users_len = r.u32()?;
+    let extra_len = r.u32()? as usize;
     let src = r.endpoint()?;
     let dst = r.endpoint()?;
     let mut outputs = Outputs { db, ..Outputs::default() };
@@ -105,6 +110,7 @@ pub fn decode(buf: &[u8]) -> Result<(TraceRecord<'_>, Outputs), WireError> {
     let traced_users = if users_len == u32::MAX { None } else { Some(r.take(users_len as usize)?) };
     let table = r.take(head[6] as usize)?;
     outputs.table = (!table.is_empty()).then(|| table.into());
+    let extra = r.take(extra_len)?;
     if r.at != buf.len() {
         return Err(WireError("trailing bytes"));
     }
@@ -115,6 +121,7 @@ pub fn decode(buf: &[u8]) -> Result<(TraceRecord<'_>, Outputs), WireError> {
         dst,
         payload,
         correlation_id: (!correlation.is_empty()).then_some(correlation),
+        extra_correlation: (!extra.is_empty()).then_some(extra),
         proto_type: head[5],
         traced_users,
     };
@@ -214,6 +221,7 @@ mod tests {
             dst: Endpoint::new(Transport::Tls, "2001:db8::2".parse().unwrap(), 40000),
             payload,
             correlation_id: correlation,
+            extra_correlation: Some(br#"{"sip":"c"}"#),
             proto_type: crate::core::hep::proto_type::LOG,
             traced_users: None,
         };
@@ -238,6 +246,7 @@ mod tests {
         assert_eq!((back.src, back.dst), (record.src, record.dst));
         assert_eq!(back.payload, record.payload);
         assert_eq!(back.correlation_id, Some(&b"cid-1"[..]));
+        assert_eq!(back.extra_correlation, Some(&br#"{"sip":"c"}"#[..]));
         assert_eq!(back.proto_type, crate::core::hep::proto_type::LOG);
         assert_eq!(back.traced_users().collect::<Vec<_>>(), [b""]);
         assert_eq!(back_outputs, outputs);

@@ -74,6 +74,7 @@ fn trace(direction: Direction, src: Endpoint, dst: Endpoint, info: &sys::sr_net_
         dst,
         payload,
         correlation_id: None,
+        extra_correlation: None,
         proto_type: SIP,
         traced_users: None,
     };

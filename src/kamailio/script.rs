@@ -144,6 +144,7 @@ pub fn hlog(msg: *mut sys::sip_msg, cid: Option<&str>, text: &str) -> c_int {
         dst: Endpoint { transport: Transport::Udp, addr: first.addr },
         payload: text.as_bytes(),
         correlation_id: Some(&correlation),
+        extra_correlation: None,
         proto_type: crate::core::hep::proto_type::LOG,
         traced_users: None,
     };
@@ -298,6 +299,7 @@ pub fn trace_call(
         dst,
         payload,
         correlation_id: (!correlation.is_empty()).then_some(correlation.as_bytes()),
+        extra_correlation: None,
         proto_type: crate::core::hep::proto_type::SIP,
         traced_users: match &users {
             Users::List(packed) => Some(packed),

@@ -259,6 +259,7 @@ fn enqueue(direction: Direction, ends: (Endpoint, Endpoint), payload: &[u8], inf
         dst,
         payload,
         correlation_id: info.and_then(TraceInfo::correlation),
+        extra_correlation: None,
         proto_type: crate::core::hep::proto_type::SIP,
         traced_users,
     };

@@ -122,6 +122,7 @@ mod tests {
             dst: Endpoint::new(Transport::Tcp, "10.0.0.2".parse().unwrap(), 5070),
             payload,
             correlation_id: None,
+            extra_correlation: None,
             proto_type: crate::core::hep::proto_type::SIP,
             traced_users: None,
         };

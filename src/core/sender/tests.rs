@@ -59,6 +59,7 @@ fn push(ring: &Ring, payload: &[u8], outputs: &Outputs) {
         dst: Endpoint::new(Transport::Udp, "192.0.2.2".parse().unwrap(), 5080),
         payload,
         correlation_id: None,
+        extra_correlation: None,
         proto_type: crate::core::hep::proto_type::SIP,
         traced_users: None,
     };
