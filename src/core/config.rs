@@ -58,6 +58,10 @@ pub const PARAMS: &[(&CStr, ParamType)] = &[
     (c"trace_init_mode", ParamType::Int),
     (c"trace_mode", ParamType::Int),
     (c"evcb_msg", ParamType::Str),
+    // Records beyond SIP that are not tied to one call.
+    (c"trace_rpc", ParamType::Int),
+    (c"trace_rpc_filter", ParamType::Str),
+    (c"trace_net", ParamType::Int),
     // The asynchronous senders.
     (c"senders", ParamType::Int),
     (c"queue_size", ParamType::Int),
@@ -234,7 +238,59 @@ pub struct Config {
     /// direction from them in what is traced.
     pub xheaders_write: bool,
     pub xheaders_read: bool,
+    /// Send a record for each RPC command and its reply to the HEP
+    /// collectors of duplicate_uri, for the commands the filter lets by.
+    pub trace_rpc: bool,
+    pub trace_rpc_filter: CommandFilter,
+    /// Send TCP/TLS/WS connection events to the HEP collectors, and mark
+    /// SIP records carried by a connection with its id.
+    pub trace_net: bool,
     pub senders: Senders,
+}
+
+/// Which RPC commands are traced: `allow:` or `deny:` then a list of
+/// names separated by commas, semicolons or blanks; a name ending in `*`
+/// covers every command it begins.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommandFilter {
+    allow: bool,
+    names: Vec<String>,
+}
+
+impl CommandFilter {
+    pub fn parse(text: &str) -> Result<CommandFilter, String> {
+        let (kind, list) = text.split_once(':').ok_or("expected allow: or deny: before the command names")?;
+        let allow = match kind.trim().to_ascii_lowercase().as_str() {
+            "allow" => true,
+            "deny" => false,
+            other => return Err(format!("'{other}' is neither allow nor deny")),
+        };
+        let names: Vec<String> = list
+            .split(|c: char| c == ',' || c == ';' || c.is_whitespace())
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .collect();
+        if let Some(bad) = names.iter().find(|n| n[..n.len() - 1].contains('*')) {
+            return Err(format!("'{bad}': '*' may only end a name"));
+        }
+        if names.is_empty() {
+            return Err("the list names no command".into());
+        }
+        Ok(CommandFilter { allow, names })
+    }
+
+    /// Whether `command` is traced. With no filter every command is.
+    pub fn traces(&self, command: &str) -> bool {
+        let listed = self.names.iter().any(|n| match n.strip_suffix('*') {
+            Some(prefix) => command.starts_with(prefix),
+            None => n == command,
+        });
+        if self.names.is_empty() {
+            true
+        } else {
+            listed == self.allow
+        }
+    }
 }
 
 /// How the sender processes work.
@@ -294,6 +350,9 @@ impl Default for Config {
             db_mode_asked: 0,
             xheaders_write: false,
             xheaders_read: false,
+            trace_rpc: false,
+            trace_rpc_filter: CommandFilter::default(),
+            trace_net: false,
             senders: Senders::default(),
         }
     }
@@ -407,6 +466,11 @@ impl Config {
                 self.send_socket_addr = Some(UriParam { text: s.to_string(), uri });
             }
             ("evcb_msg", ParamValue::Str(s)) => self.evcb_msg = Some(non_empty(name, s)?.to_string()),
+            ("trace_rpc", ParamValue::Int(n)) => self.trace_rpc = int_in(name, n, 0, 1)? == 1,
+            ("trace_rpc_filter", ParamValue::Str(s)) => {
+                self.trace_rpc_filter = CommandFilter::parse(s).map_err(|e| bad(&e))?;
+            }
+            ("trace_net", ParamValue::Int(n)) => self.trace_net = int_in(name, n, 0, 1)? == 1,
             _ => return Err(bad("unknown parameter or wrong type")),
         }
         Ok(())
@@ -432,6 +496,15 @@ impl Config {
                         "HEP version {} has no length field to frame it on a stream; use UDP or hep_version 3",
                         self.hep.version
                     ),
+                ));
+            }
+        }
+        for (param, on) in [("trace_rpc", self.trace_rpc), ("trace_net", self.trace_net)] {
+            if on && (!self.hep_mode_on || self.duplicate_uri.is_empty() || self.hep.version != 3) {
+                return Err(ConfigError::new(
+                    param,
+                    1,
+                    "these records are HEPv3 only: set hep_mode_on=1, hep_version=3 and duplicate_uri",
                 ));
             }
         }
@@ -540,7 +613,7 @@ mod tests {
                 assert!(!e.reason.contains("unknown parameter"), "{name}: {e}");
             }
         }
-        assert_eq!(PARAMS.len(), 43);
+        assert_eq!(PARAMS.len(), 46);
     }
 
     #[test]
@@ -686,5 +759,35 @@ mod tests {
         let mut c = Config::default();
         c.set("trace_init_mode", ParamValue::Int(1)).unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("trace_mode"));
+        for param in ["trace_rpc", "trace_net"] {
+            let mut c = Config::default();
+            c.set(param, ParamValue::Int(1)).unwrap();
+            assert!(c.validate().unwrap_err().to_string().contains("hep_mode_on"), "{param}");
+            c.set("hep_mode_on", ParamValue::Int(1)).unwrap();
+            c.set("duplicate_uri", ParamValue::Str("sip:127.0.0.1:9060")).unwrap();
+            c.validate().unwrap();
+            c.set("hep_version", ParamValue::Int(2)).unwrap();
+            assert!(c.validate().is_err());
+        }
+    }
+
+    #[test]
+    fn rpc_command_filters() {
+        let any = CommandFilter::default();
+        assert!(any.traces("core.uptime"));
+        let allow = CommandFilter::parse("allow: core.uptime, dlg.*").unwrap();
+        assert!(allow.traces("core.uptime") && allow.traces("dlg.list"));
+        assert!(!allow.traces("core.version") && !allow.traces("dl"));
+        let deny = CommandFilter::parse("DENY:stats.get_statistics;core.*").unwrap();
+        assert!(!deny.traces("core.echo") && !deny.traces("stats.get_statistics"));
+        assert!(deny.traces("tm.stats"));
+        assert!(CommandFilter::parse("core.uptime").is_err());
+        assert!(CommandFilter::parse("maybe: core.uptime").unwrap_err().contains("maybe"));
+        assert!(CommandFilter::parse("allow:").is_err());
+        assert!(CommandFilter::parse("allow: co*re").unwrap_err().contains("co*re"));
+        let mut c = Config::default();
+        let e = c.set("trace_rpc_filter", ParamValue::Str("allow")).unwrap_err().to_string();
+        assert!(e.contains("trace_rpc_filter") && e.contains("allow"), "{e}");
+        assert!(c.set("trace_rpc", ParamValue::Int(2)).is_err());
     }
 }

@@ -57,7 +57,7 @@ const SETTERS: [Setter; PARAMS.len()] = [
     set_param::<24>, set_param::<25>, set_param::<26>, set_param::<27>, set_param::<28>, set_param::<29>,
     set_param::<30>, set_param::<31>, set_param::<32>, set_param::<33>, set_param::<34>, set_param::<35>,
     set_param::<36>, set_param::<37>, set_param::<38>, set_param::<39>, set_param::<40>, set_param::<41>,
-    set_param::<42>,
+    set_param::<42>, set_param::<43>, set_param::<44>, set_param::<45>,
 ];
 
 pub const PARAM_COUNT: usize = PARAMS.len();

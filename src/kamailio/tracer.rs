@@ -62,6 +62,14 @@ pub fn script_outputs(target: &ScriptTarget) -> Outputs {
     }
 }
 
+/// Where records that belong to no call go (RPC commands, connection
+/// events): the HEP collectors of `duplicate_uri`. Config validation makes
+/// sure these exist when such records are asked for.
+pub fn event_outputs() -> Outputs {
+    let hep = module::get().map(|m| m.duplicates.clone()).unwrap_or_default();
+    Outputs { hep, ..Outputs::default() }
+}
+
 /// Seconds between two log lines about the same kind of drop.
 const LOG_INTERVAL_SECS: u64 = 10;
 
