@@ -6,6 +6,11 @@
 const dgram = require('dgram');
 const hep = require('hep-js');
 
+// Chunk 0x0065 (101), the extra correlation OpenSIPS's proto_hep sends, is
+// not one hep-js knows; this makes it decode it, as text, into
+// rcinfo.extra_correlation.
+hep.addVendorExtensions({ 0: { 101: { keyName: 'extra_correlation' } } });
+
 const [host, port] = [process.argv[2], Number(process.argv[3])];
 const socket = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
 
