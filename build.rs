@@ -218,6 +218,9 @@ const API_FUNCTIONS: &[&str] = &[
     "pv_get_avp_name",
     "search_first_avp",
     "search_next_avp",
+    "find_export",
+    "tcpconn_get",
+    "pv_cache_get",
 ];
 const API_TYPES: &[&str] = &[
     "module_exports",
@@ -260,6 +263,10 @@ const API_TYPES: &[&str] = &[
     "run_act_ctx_t",
     "pv_param_t",
     "pv_value_t",
+    "httpc_api_t",
+    "bind_httpc_api_f",
+    "tcp_connection",
+    "tcp_closed_event_info_t",
 ];
 const API_VARS: &[&str] = &[
     "siptrace_shim_.*",
@@ -273,7 +280,7 @@ const API_VARS: &[&str] = &[
     "SREV_NET_DATA_(RECV|SENT)",
     "PROC_(INIT|MAIN|TCP_MAIN|NOCHLDINIT)",
     "L_(ERR|WARN|INFO|DBG)",
-    "TMCB_(REQUEST_SENT|RESPONSE_IN|RESPONSE_SENT|RESPONSE_READY|ACK_NEG_IN|E2ECANCEL_IN|RETR_F)",
+    "TMCB_(REQUEST_SENT|RESPONSE_IN|RESPONSE_SENT|RESPONSE_READY|ACK_NEG_IN|E2ECANCEL_IN|ON_FAILURE|RETR_F)",
     "SLCB_(REPLY_READY|ACK_FILTERED)",
     "FL_SIPTRACE",
     "T_IS_INVITE_FLAG",
@@ -282,12 +289,18 @@ const API_VARS: &[&str] = &[
     "AVP_VAL_STR",
     "DLGCB_(CREATED|CONFIRMED|REQ_WITHIN|TERMINATED)",
     "POST_SCRIPT_CB",
+    "PRE_SCRIPT_CB",
     "SR_KEMIP_(NONE|INT|STR)",
     "SR_KEMI_PARAMS_MAX",
     "route_type",
     "EVENT_ROUTE",
     "DROP_R_F",
     "PV_NAME_INTSTR",
+    "PV_VAL_STR",
+    "EQ_T",
+    "SREV_TCP_CLOSED",
+    "F_CONN_PASSIVE",
+    "TCP_CLOSED_(EOF|TIMEOUT|RESET)",
 ];
 
 const LIB_DIR_CANDIDATES: &[&str] = &[

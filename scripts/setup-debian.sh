@@ -32,7 +32,7 @@ trap 'rm -f /usr/sbin/policy-rc.d' EXIT
 
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
-    kamailio kamailio-sqlite-modules kamailio-extra-modules kamailio-postgres-modules kamailio-tls-modules kamailio-lua-modules \
+    kamailio kamailio-sqlite-modules kamailio-extra-modules kamailio-postgres-modules kamailio-tls-modules kamailio-lua-modules kamailio-utils-modules libcurl4-openssl-dev \
     sip-tester sngrep sqlite3 libsqlite3-dev postgresql postgresql-client \
     dpkg-dev build-essential make pkg-config libclang-dev clang libssl-dev \
     ca-certificates curl python3 openssl

@@ -26,4 +26,13 @@ void siptrace_shim_pkg_free(void *p);
  * now and then so that config changes reach it. */
 void siptrace_shim_cfg_update(void);
 
+/* The log hook: every printed log line passes through it. While
+ * siptrace_shim_log_traced is set, each line is also handed to
+ * siptrace_log_line (in Rust) with its level, level name, location prefix,
+ * function and text. */
+extern int siptrace_shim_log_traced;
+void siptrace_shim_log_hook_install(void);
+void siptrace_log_line(int level, const char *lname, const char *loc,
+		const char *func, const char *text, int len);
+
 #endif

@@ -28,6 +28,9 @@
 #include "modules/dialog/dlg_load.h"
 #include "core/script_cb.h"
 #include "core/kemi.h"
+#include "core/tcp_conn.h"
+#include "core/lvalue.h"
+#include "modules/http_client/curl_api.h"
 
 #include "shim.h"
 

@@ -15,7 +15,7 @@
 use crate::kamailio::guard::guard;
 use crate::kamailio::sys;
 use crate::kamailio::trace_info::{release_callback, TraceInfo};
-use crate::kamailio::transaction;
+use crate::kamailio::{call_context, transaction};
 use std::cell::Cell;
 use std::os::raw::{c_int, c_uint, c_void};
 use std::sync::OnceLock;
@@ -215,7 +215,10 @@ unsafe extern "C" fn on_dialog_event(
                 crate::log_warn!("cannot trace a transaction within a traced dialog: {e}");
             }
         }
-        // SAFETY: a live request.
-        unsafe { transaction::trace_received(req, Some(info_ref)) };
+        // SAFETY: a live request, whose script goes on with the call current.
+        unsafe {
+            call_context::enter_traced(req, info_ref);
+            transaction::trace_received(req, Some(info_ref));
+        }
     })
 }

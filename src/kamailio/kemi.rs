@@ -92,6 +92,14 @@ unsafe extern "C" fn ki_hlog_cid(msg: Msg, cid: Str, message: Str) -> c_int {
     })
 }
 
+unsafe extern "C" fn ki_sip_trace_types(msg: Msg, types: Str) -> c_int {
+    guard("KSR.siptrace.sip_trace_types()", -1, || {
+        // SAFETY: KEMI passes a valid str.
+        let types = unsafe { text(types) }.unwrap_or_default();
+        script::trace_types(msg, &types)
+    })
+}
+
 const fn name(s: &'static std::ffi::CStr) -> sys::str_ {
     sys::str_ { s: s.as_ptr() as *mut c_char, len: (s.to_bytes().len()) as c_int }
 }
@@ -124,12 +132,13 @@ const fn end() -> sys::sr_kemi_t {
 
 /// The table, closed by an empty entry. Kamailio keeps the pointer and
 /// only reads it.
-static EXPORTS: Export<[sys::sr_kemi_t; 8]> = Export([
+static EXPORTS: Export<[sys::sr_kemi_t; 9]> = Export([
     export(c"sip_trace", ki_sip_trace as *const c_void, 0),
     export(c"sip_trace_dst", ki_sip_trace_dst as *const c_void, 1),
     export(c"sip_trace_dst_cid", ki_sip_trace_dst_cid as *const c_void, 2),
     export(c"sip_trace_dst_cid_type", ki_sip_trace_dst_cid_type as *const c_void, 3),
     export(c"sip_trace_mode", ki_sip_trace_mode as *const c_void, 1),
+    export(c"sip_trace_types", ki_sip_trace_types as *const c_void, 1),
     export(c"hlog", ki_hlog as *const c_void, 1),
     export(c"hlog_cid", ki_hlog_cid as *const c_void, 2),
     end(),

@@ -5,15 +5,18 @@
 pub mod log;
 
 mod avp;
+mod call_context;
 mod db;
 mod dialog;
 mod events;
 mod guard;
 mod kemi;
+mod log_lines;
 mod module;
 mod msg_event;
 mod net;
 mod params;
+mod rest;
 mod rpc;
 mod script;
 mod send_socket;

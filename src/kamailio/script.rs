@@ -4,12 +4,13 @@
 
 use crate::core::counters::DropReason;
 use crate::core::endpoint::{Endpoint, Transport};
+use crate::core::event::TraceTypes;
 use crate::core::record::{Direction, Outputs, Scope, Timestamp, TraceRecord};
 use crate::kamailio::guard::guard;
 use crate::kamailio::tracer::ScriptTarget;
 use crate::kamailio::transaction::{self, Start};
 use crate::kamailio::users::{self, Users};
-use crate::kamailio::{module, net, sys, tracer};
+use crate::kamailio::{call_context, module, net, rest, sys, tracer};
 use std::ffi::{c_void, CStr};
 use std::os::raw::{c_char, c_int};
 
@@ -222,6 +223,46 @@ unsafe extern "C" fn w_sip_trace_mode(msg: *mut sys::sip_msg, mode: *mut c_char,
     })
 }
 
+unsafe extern "C" fn fixup_sip_trace_types(param: *mut *mut c_void, param_no: c_int) -> c_int {
+    guard("sip_trace_types() fixup", -1, || {
+        // SAFETY: before its fixup, a parameter is the config's string.
+        let text = unsafe { fixup_text(param) };
+        if is_constant(&text) {
+            if let Err(e) = TraceTypes::parse(&text) {
+                crate::log_error!("sip_trace_types(): bad type list '{text}': {e}");
+                return -1;
+            }
+        }
+        // SAFETY: the core's fixup for string-or-pseudo-variable values.
+        unsafe { sys::fixup_spve_all(param, param_no) }
+    })
+}
+
+unsafe extern "C" fn w_sip_trace_types(msg: *mut sys::sip_msg, types: *mut c_char, _: *mut c_char) -> c_int {
+    guard("sip_trace_types()", -1, || {
+        // SAFETY: the parameter was fixed by fixup_spve_all.
+        let Some(text) = (unsafe { param_value(msg, types) }) else { return -1 };
+        trace_types(msg, &text)
+    })
+}
+
+/// `sip_trace_types("sip|xlog|rest")`: what the trace that the next
+/// `sip_trace()` or `sip_trace_mode()` call on this message starts sends.
+pub fn trace_types(msg: *mut sys::sip_msg, text: &str) -> c_int {
+    // SAFETY: Kamailio passes the live message it is routing.
+    let Some(m) = (unsafe { msg.as_ref() }) else { return -1 };
+    match TraceTypes::parse(text) {
+        Ok(types) => {
+            call_context::ask_types(m, types);
+            1
+        }
+        Err(e) => {
+            crate::log_warn!("sip_trace_types('{text}'): {e}");
+            -1
+        }
+    }
+}
+
 /// The value of a parameter fixed by fixup_spve_all; `None` if it cannot be
 /// evaluated. Empty and `$null` values read as empty.
 ///
@@ -273,13 +314,14 @@ pub fn trace_call(
 
     // SAFETY: Kamailio passes the live message it is routing.
     let flags = unsafe { (*msg).flags };
+    let types = call_context::asked_types(unsafe { &*msg });
     let scope = scope.unwrap_or(match module.config.trace_flag {
         Some(flag) if flags & (1 << flag) != 0 => Scope::Transaction,
         _ => Scope::Message,
     });
     if scope != Scope::Message {
         // SAFETY: msg is the live message being routed.
-        match unsafe { transaction::start(msg, target, correlation.as_bytes(), scope) } {
+        match unsafe { transaction::start(msg, target, correlation.as_bytes(), scope, types) } {
             Ok(Start::TraceCurrent) => {}
             Ok(Start::AlreadyTraced) => return 1,
             Err(e) => {
@@ -287,6 +329,11 @@ pub fn trace_call(
                 return -1;
             }
         }
+    }
+    // SAFETY: as above; the rest of this message's script runs with the call current.
+    unsafe { call_context::enter(msg, types, target, correlation.as_bytes()) };
+    if !types.contains(TraceTypes::SIP) {
+        return 1;
     }
     // SAFETY: as above.
     let Some(msg) = (unsafe { msg.as_ref() }) else { return -1 };
@@ -353,7 +400,7 @@ const fn cmd(
     }
 }
 
-pub const CMD_COUNT: usize = 7;
+pub const CMD_COUNT: usize = 11;
 
 /// The exported cmd_export_t array, NULL-terminated.
 pub const fn cmd_exports() -> [sys::cmd_export_t; CMD_COUNT + 1] {
@@ -374,8 +421,18 @@ pub const fn cmd_exports() -> [sys::cmd_export_t; CMD_COUNT + 1] {
             Some(fixup_sip_trace_mode),
             Some(sys::fixup_free_spve_all),
         ),
+        cmd(
+            c"sip_trace_types",
+            w_sip_trace_types,
+            1,
+            Some(fixup_sip_trace_types),
+            Some(sys::fixup_free_spve_all),
+        ),
         cmd(c"hlog", w_hlog1, 1, Some(sys::fixup_spve_all), Some(sys::fixup_free_spve_all)),
         cmd(c"hlog", w_hlog2, 2, Some(sys::fixup_spve_all), Some(sys::fixup_free_spve_all)),
+        rest::cmd_exports()[0],
+        rest::cmd_exports()[1],
+        rest::cmd_exports()[2],
         sys::cmd_export_t {
             name: std::ptr::null_mut(),
             function: None,

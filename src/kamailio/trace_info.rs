@@ -8,6 +8,7 @@
 //! script call that made it) releases its reference exactly once.
 
 use crate::core::counters::Counters;
+use crate::core::event::TraceTypes;
 use crate::kamailio::guard::guard;
 use crate::kamailio::tracer::ScriptTarget;
 use crate::kamailio::{shared, sys};
@@ -19,6 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub struct TraceInfo {
     holders: AtomicU32,
     pub target: ScriptTarget,
+    types: u8,
     correlation_len: usize,
 }
 
@@ -31,8 +33,13 @@ impl TraceInfo {
         (!bytes.is_empty()).then_some(bytes)
     }
 
+    /// What the trace sends: SIP messages, log lines, REST queries.
+    pub fn types(&self) -> TraceTypes {
+        TraceTypes::from_bits(self.types)
+    }
+
     /// A new block with one holder, the caller.
-    pub fn alloc(target: ScriptTarget, correlation: &[u8]) -> Option<*mut TraceInfo> {
+    pub fn alloc(target: ScriptTarget, correlation: &[u8], types: TraceTypes) -> Option<*mut TraceInfo> {
         let size = std::mem::size_of::<TraceInfo>() + correlation.len();
         // SAFETY: plain allocation from Kamailio's shared memory pool.
         let p = unsafe { sys::siptrace_shim_shm_malloc(size) } as *mut TraceInfo;
@@ -41,7 +48,12 @@ impl TraceInfo {
         }
         // SAFETY: a fresh block of `size` bytes, aligned for any scalar.
         unsafe {
-            p.write(TraceInfo { holders: AtomicU32::new(1), target, correlation_len: correlation.len() });
+            p.write(TraceInfo {
+                holders: AtomicU32::new(1),
+                target,
+                types: types.bits(),
+                correlation_len: correlation.len(),
+            });
             std::ptr::copy_nonoverlapping(correlation.as_ptr(), p.add(1) as *mut u8, correlation.len());
         }
         if let Some(shared) = shared::get() {

@@ -62,6 +62,21 @@ pub fn script_outputs(target: &ScriptTarget) -> Outputs {
     }
 }
 
+/// Where the records of a traced call that are not SIP go: the HEP
+/// collectors of its trace. Without HEP there are none; those records are
+/// neither stored in the table nor copied as SIP.
+pub fn hep_outputs(target: &ScriptTarget) -> Outputs {
+    let Some(module) = module::get() else { return Outputs::default() };
+    if !module.config.hep_mode_on {
+        return Outputs::default();
+    }
+    let hep = match target.dest {
+        Some(d) => smallvec![d],
+        None => module.duplicates.clone(),
+    };
+    Outputs { hep, ..Outputs::default() }
+}
+
 /// Where records that belong to no call go (RPC commands, connection
 /// events): the HEP collectors of `duplicate_uri`. Config validation makes
 /// sure these exist when such records are asked for.

@@ -15,13 +15,14 @@
 //! transaction.
 
 use crate::core::endpoint::Endpoint;
+use crate::core::event::TraceTypes;
 use crate::core::record::Scope;
 use crate::core::record::{Direction, Timestamp, TraceRecord};
 use crate::kamailio::guard::guard;
 use crate::kamailio::trace_info::{release_callback, TraceInfo};
 use crate::kamailio::tracer::{self, ScriptTarget};
 use crate::kamailio::users::{self, Users};
-use crate::kamailio::{dialog, module, net, sys};
+use crate::kamailio::{call_context, dialog, module, net, sys};
 use std::ffi::c_void;
 use std::os::raw::c_int;
 use std::sync::OnceLock;
@@ -100,6 +101,7 @@ pub unsafe fn start(
     target: ScriptTarget,
     correlation: &[u8],
     scope: Scope,
+    types: TraceTypes,
 ) -> Result<Start, String> {
     let Some(tm) = tm() else { return Ok(Start::TraceCurrent) };
     // SAFETY: per the contract.
@@ -129,7 +131,7 @@ pub unsafe fn start(
             );
         }
     }
-    let info = TraceInfo::alloc(target, correlation).ok_or("out of shared memory")?;
+    let info = TraceInfo::alloc(target, correlation, types).ok_or("out of shared memory")?;
     // SAFETY: `info` is held here until the release below; the message is live.
     let result = unsafe { follow(msg, info) }.and_then(|()| {
         if with_dialog {
@@ -161,13 +163,20 @@ pub unsafe fn follow(msg: *mut sys::sip_msg, info: *mut TraceInfo) -> Result<(),
     let register = tm.register_tmcb.ok_or("the tm module gave no register_tmcb")?;
     // SAFETY: the caller holds `info`.
     unsafe { TraceInfo::retain(info) };
+    // The failure route of a call that traces more than SIP runs with the
+    // call current, for its log lines and REST queries.
+    let events = if unsafe { &*info }.types().beyond_sip() {
+        TRANSACTION_EVENTS | sys::TMCB_ON_FAILURE
+    } else {
+        TRANSACTION_EVENTS
+    };
     // SAFETY: TM keeps the callback with the transaction (or the request,
     // until its transaction exists) and releases `info` with it, once.
     let registered = unsafe {
         register(
             msg,
             std::ptr::null_mut(),
-            TRANSACTION_EVENTS as c_int,
+            events as c_int,
             Some(on_event),
             info as _,
             Some(release_callback),
@@ -249,6 +258,9 @@ fn enqueue(direction: Direction, ends: (Endpoint, Endpoint), payload: &[u8], inf
         Users::Default => None,
         Users::List(packed) => Some(&packed[..]),
     };
+    if info.is_some_and(|i| !i.types().contains(TraceTypes::SIP)) {
+        return;
+    }
     let default = ScriptTarget { uri_given: false, dest: None };
     let target = info.map_or(default, |i| i.target);
     let (src, dst) = tracer::script_ends(direction, ends.0, ends.1);
@@ -306,6 +318,11 @@ unsafe extern "C" fn on_event(t: *mut sys::cell, kind: c_int, ps: *mut sys::tmcb
                 sys::TMCB_RESPONSE_SENT | sys::TMCB_RESPONSE_READY => reply_sent(t, kind, ps, info),
                 sys::TMCB_ACK_NEG_IN => negative_ack_received(ps, info),
                 sys::TMCB_E2ECANCEL_IN => cancel_received(ps, info),
+                sys::TMCB_ON_FAILURE => {
+                    if let Some(info) = info {
+                        call_context::enter_traced(ps.req, info);
+                    }
+                }
                 _ => {}
             }
         }
@@ -342,6 +359,10 @@ unsafe fn reply_received(t: *mut sys::cell, ps: &sys::tmcb_params, info: Option<
     let local = !unsafe { t.as_ref() }.is_some_and(|c| !c.uas.request.is_null());
     if local || is_faked(ps.rpl) || !is_traced(ps.req) {
         return;
+    }
+    if let Some(info) = info {
+        // SAFETY: the reply is live; its onreply_route runs next.
+        unsafe { call_context::enter_traced(ps.rpl, info) };
     }
     unsafe { trace_received(ps.rpl, info) };
 }

@@ -1,0 +1,172 @@
+//! Records beyond SIP that belong to a traced call: the log lines its
+//! script prints and the REST queries it makes, checked as hep-js decodes
+//! them. Half of the calls are traced, the other half must leave nothing.
+
+mod common;
+
+use common::calls::*;
+use common::*;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A tiny HTTP server on loopback: answers every request with 200 and the
+/// body "pong"; stops with its flag.
+struct HttpServer {
+    port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl HttpServer {
+    fn start() -> HttpServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                        let mut buf = [0u8; 4096];
+                        let _ = s.read(&mut buf);
+                        let _ = s.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4\r\nConnection: close\r\n\r\npong",
+                        );
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        HttpServer { port, stop }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn payload_json(p: &Value) -> Value {
+    let text = p["decoded"]["payload"].as_str().unwrap_or_default();
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+fn rcinfo<'a>(p: &'a Value, key: &str) -> &'a Value {
+    &p["decoded"]["rcinfo"][key]
+}
+
+fn str_of<'a>(v: &'a Value) -> &'a str {
+    v.as_str().unwrap_or_default()
+}
+
+#[test]
+fn log_lines_and_rest_queries_of_traced_calls() {
+    let dir = TestDir::new("call_events");
+    let http = HttpServer::start();
+    let collector = HepJs::start(&dir);
+    let params = [
+        "loadmodule \"http_client.so\"\nloadmodule \"xlog.so\"\n".to_string(),
+        modparam("trace_on", 1),
+        modparam("hep_mode_on", 1),
+        modparam("trace_to_database", 0),
+        modparam("duplicate_uri", collector.uri()),
+        // Routes the hooks cannot hold: tm's reply route of traced calls.
+        "onreply_route[TRACED] { xlog(\"L_INFO\", \"reply $rs for $ci\\n\"); }\n".to_string(),
+    ];
+    // sipp numbers its Call-IDs from 1: odd calls are traced.
+    let on_request = format!(
+        r#"if (is_method("INVITE") && !has_totag()) {{
+        if ($ci =~ "^[13579]-") {{
+            sip_trace_types("sip|xlog|rest");
+            sip_trace_mode("t");
+            t_on_reply("TRACED");
+        }}
+        xlog("L_INFO", "routing $rm of $ci\n");
+        sip_trace_http_query("http://127.0.0.1:{port}/lookup?ci=$(ci{{s.escape.param}})", "$var(rest)");
+        xlog("L_INFO", "rest said $var(rest) for $ci\n");
+    }}"#,
+        port = http.port
+    );
+    let hooks = Hooks { on_request: &on_request, on_reply: "", on_send: "" };
+    let proxy = Proxy::start(&dir, "127.0.0.1", &params, &hooks);
+    proxy.calls(&dir, 4);
+    // Per traced call: 7 SIP messages of the INVITE transaction, 4 log lines
+    // (routing, rest said, reply 180, reply 200), 2 REST records.
+    let packets = collector.wait_for_packets(2 * (7 + 4 + 2));
+    let log = proxy.kamailio.log_text();
+
+    let by_type =
+        |t: u64| packets.iter().filter(|p| rcinfo(p, "payloadType").as_u64() == Some(t)).collect::<Vec<_>>();
+    let (sip, logs, rest) = (by_type(1), by_type(100), by_type(0x58));
+    assert_eq!(sip.len(), 14, "SIP records of 2 traced INVITE transactions; log:\n{log}");
+    assert_eq!(packets.len(), sip.len() + logs.len() + rest.len(), "no other record types");
+
+    // The traced calls' Call-IDs, from the SIP records.
+    let mut traced: Vec<String> =
+        sip.iter().map(|p| str_of(rcinfo(p, "correlation_id")).to_string()).collect();
+    traced.sort();
+    traced.dedup();
+    assert_eq!(traced.len(), 2, "{traced:?}");
+    assert!(traced.iter().all(|c| c.starts_with('1') || c.starts_with('3')), "{traced:?}");
+
+    for call in &traced {
+        let sip_correlation = serde_json::json!({ "sip": call }).to_string();
+        let lines: Vec<(String, String)> = logs
+            .iter()
+            .filter(|p| str_of(rcinfo(p, "correlation_id")) == call)
+            .map(|p| {
+                assert_eq!(str_of(rcinfo(p, "extra_correlation")), sip_correlation);
+                let j = payload_json(p);
+                (str_of(&j["Event"]).to_string(), str_of(&j["text"]).to_string())
+            })
+            .collect();
+        let texts: Vec<&str> = lines.iter().map(|(_, t)| t.as_str()).collect();
+        for expected in [
+            format!("routing INVITE of {call}"),
+            format!("rest said pong for {call}"),
+            format!("reply 180 for {call}"),
+            format!("reply 200 for {call}"),
+        ] {
+            assert!(texts.iter().any(|t| t.ends_with(&expected)), "'{expected}' in {texts:?}");
+        }
+        assert!(lines.iter().all(|(level, _)| level == "INFO"), "{lines:?}");
+
+        let queries: Vec<&&Value> =
+            rest.iter().filter(|p| str_of(rcinfo(p, "extra_correlation")) == sip_correlation).collect();
+        assert_eq!(queries.len(), 2, "request and reply of {call}");
+        let ids: Vec<&str> = queries.iter().map(|p| str_of(rcinfo(p, "correlation_id"))).collect();
+        assert!(ids[0].starts_with("rest-") && ids[0] == ids[1], "{ids:?}");
+        assert_ne!(ids[0], call.as_str());
+        let request = queries.iter().find(|p| payload_json(p)["method"] == "GET").expect("request record");
+        let reply = queries.iter().find(|p| payload_json(p)["status"] == "200").expect("reply record");
+        let url = str_of(&payload_json(request)["url"]).to_string();
+        assert!(url.starts_with(&format!("http://127.0.0.1:{}/lookup?ci=", http.port)), "{url}");
+        assert_eq!(payload_json(request)["first_line"], format!("GET {url} HTTP/1.1"));
+        assert_eq!(rcinfo(request, "dstPort").as_u64(), Some(u64::from(http.port)));
+        assert_eq!(rcinfo(reply, "srcPort").as_u64(), Some(u64::from(http.port)));
+        assert_eq!(payload_json(reply)["payload"], "pong");
+        assert_eq!(payload_json(reply)["first_line"], "HTTP/1.1 200");
+    }
+    // The untraced calls made the same log lines and queries: nothing of
+    // theirs was sent.
+    let mut untraced: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("routing INVITE of ").nth(1))
+        .filter(|c| !traced.iter().any(|t| t == c))
+        .collect();
+    untraced.dedup();
+    assert_eq!(untraced.len(), 2, "untraced calls ran the same script:\n{log}");
+    for p in &packets {
+        let text = p.to_string();
+        assert!(untraced.iter().all(|c| !text.contains(c)), "a record of an untraced call: {p}");
+    }
+    // The log kept its lines: the hook printed them as before.
+    assert!(log.contains("INFO: <script>: routing INVITE of 1-"), "{log}");
+}
