@@ -62,7 +62,7 @@ fn rcinfo<'a>(p: &'a Value, key: &str) -> &'a Value {
     &p["decoded"]["rcinfo"][key]
 }
 
-fn str_of<'a>(v: &'a Value) -> &'a str {
+fn str_of(v: &Value) -> &str {
     v.as_str().unwrap_or_default()
 }
 
@@ -169,4 +169,80 @@ fn log_lines_and_rest_queries_of_traced_calls() {
     }
     // The log kept its lines: the hook printed them as before.
     assert!(log.contains("INFO: <script>: routing INVITE of 1-"), "{log}");
+}
+
+#[test]
+fn tcp_connections_are_traced_and_linked_to_their_messages() {
+    let dir = TestDir::new("net_events");
+    let collector = HepJs::start(&dir);
+    let uas = SippUas::start(&dir, "127.0.0.1", free_port());
+    let port = free_port();
+    let params = [
+        modparam("trace_on", 1),
+        modparam("hep_mode_on", 1),
+        modparam("trace_to_database", 0),
+        modparam("trace_net", 1),
+        modparam("duplicate_uri", collector.uri()),
+    ]
+    .concat();
+    let setup = ProxySetup {
+        module: &module_path(),
+        listen: &[format!("tcp:127.0.0.1:{port}"), format!("udp:127.0.0.1:{port}")],
+        uas_uri: &format!("sip:127.0.0.1:{}", uas.port),
+        children: 2,
+    };
+    let hooks = Hooks { on_request: "sip_trace_mode(\"t\");", on_reply: "", on_send: "" };
+    let config = proxy_config_for(&dir, &setup, &params, &hooks);
+    let proxy = Kamailio::start(&dir, "proxy", &config);
+    let uac_port = free_port();
+    let run = sipp_uac(
+        &dir,
+        "127.0.0.1",
+        &format!("127.0.0.1:{port}"),
+        uac_port,
+        &["-sn", "uac", "-t", "t1", "-r", "10", "-d", "10"],
+        2,
+        "60s",
+    );
+    assert!(run.ok, "sipp over TCP:\n{}\n{}", run.output, proxy.log_text());
+
+    let is_net = |p: &Value| rcinfo(p, "payloadType").as_u64() == Some(0x59);
+    let closed = |ps: &[Value]| ps.iter().any(|p| is_net(p) && payload_json(p)["Event"] == "CLOSED");
+    assert!(
+        wait_for(Duration::from_secs(10), || closed(&collector.packets())),
+        "no CLOSED record; log:\n{}",
+        proxy.log_text()
+    );
+    let packets = collector.packets();
+    let net: Vec<&Value> = packets.iter().filter(|p| is_net(p)).collect();
+    let events: Vec<String> = net.iter().map(|p| str_of(&payload_json(p)["Event"]).to_string()).collect();
+    assert_eq!(events, ["ACCEPTED", "CLOSED"], "{net:?}");
+    let id = str_of(rcinfo(net[0], "correlation_id")).to_string();
+    assert!(id.parse::<u32>().is_ok(), "a connection id: {id}");
+    for p in &net {
+        assert_eq!(str_of(rcinfo(p, "correlation_id")), id);
+        assert_eq!(payload_json(p)["Protocol"], "TCP");
+        assert_eq!(payload_json(p)["Status"], "SUCCESS");
+        assert_eq!(rcinfo(p, "srcPort").as_u64(), Some(u64::from(uac_port)), "the peer's end first");
+        assert_eq!(rcinfo(p, "dstPort").as_u64(), Some(u64::from(port)));
+    }
+    assert!(str_of(&payload_json(net[1])["Message"]).contains("EOF"), "{}", net[1]);
+
+    // Every SIP record between the UAC and the proxy names the connection;
+    // those to and from the UAS, over UDP, name none.
+    let net_correlation = serde_json::json!({ "net": id }).to_string();
+    let sip: Vec<&Value> = packets.iter().filter(|p| rcinfo(p, "payloadType").as_u64() == Some(1)).collect();
+    let uac_side = |p: &Value| {
+        [rcinfo(p, "srcPort"), rcinfo(p, "dstPort")].iter().any(|v| v.as_u64() == Some(u64::from(uac_port)))
+    };
+    let (over_tcp, over_udp): (Vec<&&Value>, Vec<&&Value>) = sip.iter().partition(|p| uac_side(p));
+    // Per call: INVITE, 100, 180, 200, ACK, BYE, 200 on the UAC side.
+    assert_eq!(over_tcp.len(), 2 * 7, "{over_tcp:?}");
+    assert!(!over_udp.is_empty());
+    for p in over_tcp {
+        assert_eq!(str_of(rcinfo(p, "extra_correlation")), net_correlation, "{p}");
+    }
+    for p in over_udp {
+        assert!(rcinfo(p, "extra_correlation").is_null(), "{p}");
+    }
 }

@@ -115,7 +115,7 @@ pub fn sip_correlation(call_id: &[u8]) -> String {
 
 /// The extra correlation of a SIP message carried by a connection:
 /// `{"net":"<connection id>"}`.
-pub fn net_correlation(connection_id: i64) -> String {
+pub fn net_correlation(connection_id: impl std::fmt::Display) -> String {
     let mut o = JsonObject::new();
     o.string("net", connection_id.to_string().as_bytes());
     o.finish()

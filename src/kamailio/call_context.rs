@@ -14,7 +14,7 @@ use crate::core::event::TraceTypes;
 use crate::kamailio::guard::guard;
 use crate::kamailio::trace_info::TraceInfo;
 use crate::kamailio::tracer::ScriptTarget;
-use crate::kamailio::{net, sys};
+use crate::kamailio::{connections, net, sys};
 use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::os::raw::{c_int, c_uint};
@@ -54,10 +54,14 @@ pub fn mod_init() -> Result<(), String> {
 
 type ScriptCb = unsafe extern "C" fn(*mut sys::sip_msg, c_uint, *mut c_void) -> c_int;
 
-unsafe extern "C" fn before_script(_msg: *mut sys::sip_msg, _flags: c_uint, _param: *mut c_void) -> c_int {
+unsafe extern "C" fn before_script(msg: *mut sys::sip_msg, _flags: c_uint, _param: *mut c_void) -> c_int {
     guard("the before-script callback", 1, || {
         leave();
         IN_MESSAGE.with(|m| m.set(true));
+        // SAFETY: the core passes the live message it is about to route.
+        if let Some(m) = unsafe { msg.as_ref() } {
+            connections::seen(&m.rcv);
+        }
         1
     })
 }

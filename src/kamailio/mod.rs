@@ -6,6 +6,7 @@ pub mod log;
 
 mod avp;
 mod call_context;
+mod connections;
 mod db;
 mod dialog;
 mod events;

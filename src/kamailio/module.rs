@@ -8,8 +8,8 @@ use crate::core::endpoint::Transport;
 use crate::core::ring::Ring;
 use crate::core::sender::tls;
 use crate::kamailio::{
-    call_context, db, dialog, events, log_lines, msg_event, send_socket, sender, shared, stats, sys, tracer,
-    transaction, users,
+    call_context, connections, db, dialog, events, log_lines, msg_event, send_socket, sender, shared, stats,
+    sys, tracer, transaction, users,
 };
 use smallvec::SmallVec;
 use std::collections::HashMap;
@@ -141,6 +141,7 @@ pub fn mod_init() -> Result<(), String> {
         transaction::mod_init(config.trace_sl_acks)?;
         dialog::mod_init()?;
         call_context::mod_init()?;
+        connections::mod_init(config.trace_net)?;
         // In the main process, so that every process Kamailio forks has it.
         log_lines::install();
         if let Some(spec) = &config.traced_user_avp {

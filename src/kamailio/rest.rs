@@ -65,7 +65,7 @@ unsafe extern "C" fn fixup_http_query<const N: c_int>(param: *mut *mut c_void, p
         // SAFETY: the core parses and caches the spec, and keeps it.
         let spec = unsafe { sys::pv_cache_get(&mut name) };
         // SAFETY: a spec from the cache lives as long as the process.
-        if unsafe { spec.as_ref() }.is_none_or(|s| s.setf.is_none()) {
+        if !unsafe { spec.as_ref() }.is_some_and(|s| s.setf.is_some()) {
             crate::log_error!("sip_trace_http_query(): '{text}' is not a variable that can be set");
             return -1;
         }

@@ -10,7 +10,7 @@ use crate::kamailio::guard::guard;
 use crate::kamailio::tracer::ScriptTarget;
 use crate::kamailio::transaction::{self, Start};
 use crate::kamailio::users::{self, Users};
-use crate::kamailio::{call_context, module, net, rest, sys, tracer};
+use crate::kamailio::{call_context, connections, module, net, rest, sys, tracer};
 use std::ffi::{c_void, CStr};
 use std::os::raw::{c_char, c_int};
 
@@ -339,6 +339,14 @@ pub fn trace_call(
     let Some(msg) = (unsafe { msg.as_ref() }) else { return -1 };
     let Some((payload, src, dst, direction)) = current_message(msg) else { return -1 };
     let (src, dst) = tracer::script_ends(direction, src, dst);
+    let connection = match direction {
+        Direction::In => connections::received_on(&msg.rcv),
+        // SAFETY: set only while onsend_route runs, to live data.
+        Direction::Out => unsafe { sys::p_onsend.as_ref() }
+            .and_then(|s| unsafe { s.dst.as_ref() })
+            .and_then(connections::sent_on),
+    };
+    let extra = connection.map(crate::core::event::net_correlation);
     let record = TraceRecord {
         time: Timestamp::now(),
         direction,
@@ -346,7 +354,7 @@ pub fn trace_call(
         dst,
         payload,
         correlation_id: (!correlation.is_empty()).then_some(correlation.as_bytes()),
-        extra_correlation: None,
+        extra_correlation: extra.as_deref().map(str::as_bytes),
         proto_type: crate::core::hep::proto_type::SIP,
         traced_users: match &users {
             Users::List(packed) => Some(packed),

@@ -22,7 +22,7 @@ use crate::kamailio::guard::guard;
 use crate::kamailio::trace_info::{release_callback, TraceInfo};
 use crate::kamailio::tracer::{self, ScriptTarget};
 use crate::kamailio::users::{self, Users};
-use crate::kamailio::{call_context, dialog, module, net, sys};
+use crate::kamailio::{call_context, connections, dialog, module, net, sys};
 use std::ffi::c_void;
 use std::os::raw::c_int;
 use std::sync::OnceLock;
@@ -251,7 +251,13 @@ fn is_faked(msg: *const sys::sip_msg) -> bool {
 
 /// Queues one message of a traced transaction, unless tracing is off and
 /// no traced user asks for it.
-fn enqueue(direction: Direction, ends: (Endpoint, Endpoint), payload: &[u8], info: Option<&TraceInfo>) {
+fn enqueue(
+    direction: Direction,
+    ends: (Endpoint, Endpoint),
+    payload: &[u8],
+    info: Option<&TraceInfo>,
+    connection: Option<i32>,
+) {
     let users = users::current();
     let traced_users = match &users {
         Users::Skip => return,
@@ -264,6 +270,7 @@ fn enqueue(direction: Direction, ends: (Endpoint, Endpoint), payload: &[u8], inf
     let default = ScriptTarget { uri_given: false, dest: None };
     let target = info.map_or(default, |i| i.target);
     let (src, dst) = tracer::script_ends(direction, ends.0, ends.1);
+    let extra = connection.map(crate::core::event::net_correlation);
     let record = TraceRecord {
         time: Timestamp::now(),
         direction,
@@ -271,7 +278,7 @@ fn enqueue(direction: Direction, ends: (Endpoint, Endpoint), payload: &[u8], inf
         dst,
         payload,
         correlation_id: info.and_then(TraceInfo::correlation),
-        extra_correlation: None,
+        extra_correlation: extra.as_deref().map(str::as_bytes),
         proto_type: crate::core::hep::proto_type::SIP,
         traced_users,
     };
@@ -286,7 +293,7 @@ pub unsafe fn trace_received(msg: *const sys::sip_msg, info: Option<&TraceInfo>)
     // SAFETY: per the contract.
     let Some(m) = (unsafe { msg.as_ref() }) else { return };
     let (Some(ends), Some(payload)) = (net::received(&m.rcv), net::message_bytes(m)) else { return };
-    enqueue(Direction::In, ends, payload, info);
+    enqueue(Direction::In, ends, payload, info, connections::received_on(&m.rcv));
 }
 
 /// The ends of a message sent to `dst`, or, without one, from the socket
@@ -351,7 +358,8 @@ unsafe fn request_sent(t: *mut sys::cell, ps: &sys::tmcb_params, info: Option<&T
     }
     // SAFETY: checked non-null above; dst is null or live.
     let Some(ends) = (unsafe { sent_ends(ps.dst, &*req) }) else { return };
-    enqueue(Direction::Out, ends, payload, info);
+    let connection = unsafe { ps.dst.as_ref() }.and_then(connections::sent_on);
+    enqueue(Direction::Out, ends, payload, info, connection);
 }
 
 unsafe fn reply_received(t: *mut sys::cell, ps: &sys::tmcb_params, info: Option<&TraceInfo>) {
@@ -386,7 +394,11 @@ unsafe fn reply_sent(t: *mut sys::cell, kind: u32, ps: &sys::tmcb_params, info: 
     });
     let Some(payload) = payload else { return };
     let Some(ends) = (unsafe { sent_ends(ps.dst, req) }) else { return };
-    enqueue(Direction::Out, ends, payload, info);
+    // A reply goes back on the connection its request came in on.
+    let connection = unsafe { ps.dst.as_ref() }
+        .and_then(connections::sent_on)
+        .or_else(|| connections::received_on(&req.rcv));
+    enqueue(Direction::Out, ends, payload, info, connection);
 }
 
 unsafe fn negative_ack_received(ps: &sys::tmcb_params, info: Option<&TraceInfo>) {
@@ -454,7 +466,7 @@ unsafe extern "C" fn on_sl_reply(cbp: *mut sys::sl_cbp_t) {
             Some(addr) => Endpoint { transport: local.transport, addr },
             None => net::unknown_source(),
         };
-        enqueue(Direction::Out, (local, dst), payload, None);
+        enqueue(Direction::Out, (local, dst), payload, None, connections::received_on(&req.rcv));
     })
 }
 
