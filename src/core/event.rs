@@ -4,6 +4,7 @@
 //! Homer shows and links them the same way.
 
 use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// What a traced call sends: its SIP messages, the log lines and the REST
 /// queries made while it is processed.
@@ -134,6 +135,32 @@ pub fn excerpt(text: &[u8], max: usize) -> &[u8] {
     &text[..end]
 }
 
+/// The server's address when the URL names it by IP; otherwise the
+/// unspecified address with the URL's port (no name is resolved here).
+pub fn server_address(url: &[u8]) -> SocketAddr {
+    let text = String::from_utf8_lossy(url);
+    let (default_port, rest) = match text.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (443, rest),
+        Some((_, rest)) => (80, rest),
+        None => (80, &text[..]),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((host, tail)) => (host, tail.strip_prefix(':')),
+            None => (v6, None),
+        },
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let port = port.and_then(|p| p.parse().ok()).unwrap_or(default_port);
+    let ip = host.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    SocketAddr::new(ip, port)
+}
+
 /// A connection event, with OpenSIPS's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NetEvent {
@@ -188,5 +215,14 @@ mod tests {
         assert_eq!(excerpt(b"hello", 3), b"hel");
         assert_eq!(excerpt("aé".as_bytes(), 2), b"a");
         assert_eq!(excerpt("aé".as_bytes(), 3), "aé".as_bytes());
+    }
+
+    #[test]
+    fn server_addresses_from_urls() {
+        assert_eq!(server_address(b"http://127.0.0.1:8080/x?y").to_string(), "127.0.0.1:8080");
+        assert_eq!(server_address(b"https://[::1]/a").to_string(), "[::1]:443");
+        assert_eq!(server_address(b"http://user:pw@10.0.0.1/").to_string(), "10.0.0.1:80");
+        assert_eq!(server_address(b"http://example.com:81/").to_string(), "0.0.0.0:81");
+        assert_eq!(server_address(b"10.1.1.1:99").to_string(), "10.1.1.1:99");
     }
 }

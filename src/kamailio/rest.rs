@@ -13,7 +13,7 @@ use crate::kamailio::call_context::{self, CallContext};
 use crate::kamailio::guard::guard;
 use crate::kamailio::{net, sys, tracer};
 use std::ffi::{c_void, CStr, CString};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::raw::{c_char, c_int};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
@@ -220,7 +220,7 @@ fn send(call: &CallContext, id: &[u8], url: &[u8], direction: Direction, payload
     if outputs.is_empty() {
         return;
     }
-    let server = server_address(url);
+    let server = crate::core::event::server_address(url);
     let local_ip = match (call.dst.addr.ip(), server.ip()) {
         (IpAddr::V4(ip), IpAddr::V4(_)) => IpAddr::V4(ip),
         (IpAddr::V6(ip), IpAddr::V6(_)) => IpAddr::V6(ip),
@@ -246,32 +246,6 @@ fn send(call: &CallContext, id: &[u8], url: &[u8], direction: Direction, payload
         traced_users: None,
     };
     tracer::enqueue(&record, &outputs);
-}
-
-/// The server's address when the URL names it by IP; otherwise the
-/// unspecified address with the URL's port (no name is resolved here).
-fn server_address(url: &[u8]) -> SocketAddr {
-    let text = String::from_utf8_lossy(url);
-    let (default_port, rest) = match text.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (443, rest),
-        Some((_, rest)) => (80, rest),
-        None => (80, &text[..]),
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    let (host, port) = match authority.strip_prefix('[') {
-        Some(v6) => match v6.split_once(']') {
-            Some((host, tail)) => (host, tail.strip_prefix(':')),
-            None => (v6, None),
-        },
-        None => match authority.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        },
-    };
-    let port = port.and_then(|p| p.parse().ok()).unwrap_or(default_port);
-    let ip = host.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    SocketAddr::new(ip, port)
 }
 
 /// A correlation id of its own for each query: unique across processes
@@ -317,18 +291,4 @@ pub const fn cmd_exports() -> [sys::cmd_export_t; 3] {
         entry(w3, 3, fixup_http_query::<3>, free_fixup_http_query::<3>),
         entry(w4, 4, fixup_http_query::<4>, free_fixup_http_query::<4>),
     ]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::server_address;
-
-    #[test]
-    fn server_addresses_from_urls() {
-        assert_eq!(server_address(b"http://127.0.0.1:8080/x?y").to_string(), "127.0.0.1:8080");
-        assert_eq!(server_address(b"https://[::1]/a").to_string(), "[::1]:443");
-        assert_eq!(server_address(b"http://user:pw@10.0.0.1/").to_string(), "10.0.0.1:80");
-        assert_eq!(server_address(b"http://example.com:81/").to_string(), "0.0.0.0:81");
-        assert_eq!(server_address(b"10.1.1.1:99").to_string(), "10.1.1.1:99");
-    }
 }
