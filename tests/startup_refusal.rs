@@ -125,6 +125,27 @@ fn unknown_siptrace_pv_name() {
 }
 
 #[test]
+fn beyond_sip_misconfigured() {
+    let params = no_db() + &modparam("duplicate_uri", "sip:127.0.0.1:9") + &modparam("trace_net", 1);
+    assert_refused("trace-net-no-hep", &params, &Hooks::default(), &["'trace_net'", "hep_mode_on=1"]);
+    let params = no_db() + &modparam("trace_rpc_filter", "core.uptime");
+    assert_refused(
+        "rpc-filter",
+        &params,
+        &Hooks::default(),
+        &["'trace_rpc_filter'", "'core.uptime'", "allow:"],
+    );
+    let hooks = Hooks { on_request: "sip_trace_types(\"sip|mi\");", ..Default::default() };
+    assert_refused("types", &no_db(), &hooks, &["sip_trace_types()", "'sip|mi'", "unknown trace type 'mi'"]);
+    // http_client is not loaded.
+    let hooks = Hooks {
+        on_request: "sip_trace_http_query(\"http://127.0.0.1:9/\", \"$var(r)\");",
+        ..Default::default()
+    };
+    assert_refused("rest-no-http-client", &no_db(), &hooks, &["sip_trace_http_query()", "http_client"]);
+}
+
+#[test]
 fn a_good_config_starts() {
     // The counterpart of the refusals: the same proxy with valid values runs.
     let dir = TestDir::new("good-config");
