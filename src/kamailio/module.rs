@@ -108,6 +108,12 @@ pub fn tls_name(dest: Destination) -> String {
 pub fn mod_init() -> Result<(), String> {
     let config = lock(&PENDING).take().unwrap_or_default();
     config.validate().map_err(|e| e.to_string())?;
+    // Parsed and checked, but the RPC tracing itself is not built yet.
+    if config.trace_rpc || config.trace_rpc_filter != Default::default() {
+        return Err(
+            "modparam 'trace_rpc'/'trace_rpc_filter': RPC command tracing is not implemented yet".into()
+        );
+    }
     shared::init(config.trace_on)?;
     stats::register()?;
     if config.uses_database() {
