@@ -10,6 +10,7 @@ pub mod hep;
 pub mod ratelimit;
 pub mod record;
 pub mod ring;
+pub mod rpc_command;
 pub mod sender;
 pub mod shmlock;
 pub mod sip;
