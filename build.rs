@@ -267,6 +267,8 @@ const API_TYPES: &[&str] = &[
     "bind_httpc_api_f",
     "tcp_connection",
     "tcp_closed_event_info_t",
+    "jsonrpc_ctx_t",
+    "process_table",
 ];
 const API_VARS: &[&str] = &[
     "siptrace_shim_.*",
@@ -301,6 +303,12 @@ const API_VARS: &[&str] = &[
     "SREV_TCP_CLOSED",
     "F_CONN_PASSIVE",
     "TCP_CLOSED_(EOF|TIMEOUT|RESET)",
+    "rpc_sarray",
+    "rpc_sarray_crt_size",
+    "pt",
+    "process_no",
+    "JSONRPC_TRANS_HTTP",
+    "SIPTRACE_RPC_.*",
 ];
 
 const LIB_DIR_CANDIDATES: &[&str] = &[

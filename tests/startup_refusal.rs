@@ -128,9 +128,11 @@ fn unknown_siptrace_pv_name() {
 fn beyond_sip_misconfigured() {
     let params = no_db() + &modparam("duplicate_uri", "sip:127.0.0.1:9") + &modparam("trace_net", 1);
     assert_refused("trace-net-no-hep", &params, &Hooks::default(), &["'trace_net'", "hep_mode_on=1"]);
-    let params = no_db() + &modparam("hep_mode_on", 1) + &modparam("duplicate_uri", "sip:127.0.0.1:9");
-    let params = params + &modparam("trace_rpc", 1);
-    assert_refused("trace-rpc", &params, &Hooks::default(), &["'trace_rpc'", "not implemented yet"]);
+    let params = no_db() + &modparam("duplicate_uri", "sip:127.0.0.1:9") + &modparam("trace_rpc", 1);
+    assert_refused("trace-rpc-no-hep", &params, &Hooks::default(), &["'trace_rpc'", "hep_mode_on=1"]);
+    let params = no_db() + &modparam("hep_mode_on", 1) + &modparam("hep_version", 2);
+    let params = params + &modparam("duplicate_uri", "sip:127.0.0.1:9") + &modparam("trace_rpc", 1);
+    assert_refused("trace-rpc-hep2", &params, &Hooks::default(), &["'trace_rpc'", "hep_version=3"]);
     let params = no_db() + &modparam("trace_rpc_filter", "core.uptime");
     assert_refused(
         "rpc-filter",

@@ -35,4 +35,25 @@ void siptrace_shim_log_hook_install(void);
 void siptrace_log_line(int level, const char *lname, const char *loc,
 		const char *func, const char *text, int len);
 
+/* RPC commands: siptrace_shim_rpc_wrap fills `out` with functions that
+ * forward to those of `orig` (NULL where it has none) and report what
+ * passes to the Rust functions below. Which original they forward to is
+ * set, per thread, by siptrace_shim_rpc_enter, which returns the previous
+ * one for siptrace_shim_rpc_leave to put back. */
+struct rpc;
+const struct rpc *siptrace_shim_rpc_enter(const struct rpc *orig);
+void siptrace_shim_rpc_leave(const struct rpc *prev);
+void siptrace_shim_rpc_wrap(const struct rpc *orig, struct rpc *out);
+
+#define SIPTRACE_RPC_SCAN_FAILED 1
+#define SIPTRACE_RPC_DELAYED 2
+/* A scanned parameter, as text; is_str: it was a string. */
+void siptrace_rpc_param(const char *text, int len, int is_str);
+/* A value added to the reply; `name` is its member name in a structure,
+ * or NULL. */
+void siptrace_rpc_value(
+		const char *name, int name_len, const char *text, int len, int is_str);
+void siptrace_rpc_fault_seen(int code, const char *text, int len);
+void siptrace_rpc_event(int what);
+
 #endif

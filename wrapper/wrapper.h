@@ -31,6 +31,7 @@
 #include "core/tcp_conn.h"
 #include "core/lvalue.h"
 #include "modules/http_client/curl_api.h"
+#include "modules/jsonrpcs/jsonrpcs_mod.h"
 
 #include "shim.h"
 

@@ -19,6 +19,7 @@ mod net;
 mod params;
 mod rest;
 mod rpc;
+mod rpc_trace;
 mod script;
 mod send_socket;
 mod sender;

@@ -8,8 +8,8 @@ use crate::core::endpoint::Transport;
 use crate::core::ring::Ring;
 use crate::core::sender::tls;
 use crate::kamailio::{
-    call_context, connections, db, dialog, events, log_lines, msg_event, send_socket, sender, shared, stats,
-    sys, tracer, transaction, users,
+    call_context, connections, db, dialog, events, log_lines, msg_event, rpc_trace, send_socket, sender,
+    shared, stats, sys, tracer, transaction, users,
 };
 use smallvec::SmallVec;
 use std::collections::HashMap;
@@ -108,12 +108,6 @@ pub fn tls_name(dest: Destination) -> String {
 pub fn mod_init() -> Result<(), String> {
     let config = lock(&PENDING).take().unwrap_or_default();
     config.validate().map_err(|e| e.to_string())?;
-    // Parsed and checked, but the RPC tracing itself is not built yet.
-    if config.trace_rpc || config.trace_rpc_filter != Default::default() {
-        return Err(
-            "modparam 'trace_rpc'/'trace_rpc_filter': RPC command tracing is not implemented yet".into()
-        );
-    }
     shared::init(config.trace_on)?;
     stats::register()?;
     if config.uses_database() {
@@ -188,12 +182,16 @@ pub fn mod_init() -> Result<(), String> {
     MODULE.set(Module { config, duplicates, queues }).map_err(|_| "initialized twice".to_string())
 }
 
-/// In the main process, forks the senders; other processes need nothing.
+/// Before forking (PROC_INIT), patches the RPC commands to trace; in the
+/// main process, forks the senders; other processes need nothing.
 pub fn child_init(rank: i32) -> Result<(), String> {
+    let Some(module) = get() else { return Ok(()) };
+    if rank == sys::PROC_INIT && module.config.trace_rpc {
+        return rpc_trace::install(&module.config.trace_rpc_filter);
+    }
     if rank != sys::PROC_MAIN as i32 {
         return Ok(());
     }
-    let Some(module) = get() else { return Ok(()) };
     for index in 0..module.queues.len() {
         let desc = std::ffi::CString::new(format!("siptrace sender {index}")).unwrap_or_default();
         // SAFETY: forking from child_init(PROC_MAIN), as the process API
