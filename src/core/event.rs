@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What a traced call sends: its SIP messages, the log lines and the REST
 /// queries made while it is processed.
@@ -161,6 +162,19 @@ pub fn server_address(url: &[u8]) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
+/// A correlation id of its own for one REST query or RPC command,
+/// `<kind>-<pid>-<secs>.<usecs>-<n>`: unique across the server's
+/// processes and restarts.
+pub fn new_correlation_id(kind: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let now = crate::core::record::Timestamp::now();
+    correlation_id(kind, std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed), now.secs, now.usecs)
+}
+
+fn correlation_id(kind: &str, pid: u32, counter: u64, secs: u64, usecs: u32) -> String {
+    format!("{kind}-{pid}-{secs}.{usecs:06}-{counter}")
+}
+
 /// A connection event, with OpenSIPS's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NetEvent {
@@ -207,6 +221,16 @@ mod tests {
         let mut bad = JsonObject::new();
         bad.string("x", b"\xff");
         assert_eq!(bad.finish(), "{\"x\":\"\u{fffd}\"}");
+    }
+
+    #[test]
+    fn correlation_ids_differ_per_execution() {
+        let a = correlation_id("rpc", 10, 1, 1_700_000_000, 5);
+        let b = correlation_id("rpc", 10, 2, 1_700_000_000, 5);
+        assert_ne!(a, b);
+        assert_eq!(a, "rpc-10-1700000000.000005-1");
+        assert_ne!(new_correlation_id("rest"), new_correlation_id("rest"));
+        assert!(new_correlation_id("rest").starts_with(&format!("rest-{}-", std::process::id())));
     }
 
     #[test]

@@ -200,12 +200,6 @@ impl Execution {
     }
 }
 
-/// The correlation id shared by a command's two records: unique per
-/// execution across the server's processes and restarts.
-pub fn correlation_id(pid: u32, counter: u64, secs: u64, usecs: u32) -> String {
-    format!("rpc-{pid}-{secs}.{usecs:06}-{counter}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,13 +273,5 @@ mod tests {
         let mut e = Execution::new();
         e.param(&[b'\n'; 3000], true);
         json(&e.parameters().unwrap());
-    }
-
-    #[test]
-    fn correlation_ids_differ_per_execution() {
-        let a = correlation_id(10, 1, 1_700_000_000, 5);
-        let b = correlation_id(10, 2, 1_700_000_000, 5);
-        assert_ne!(a, b);
-        assert_eq!(a, "rpc-10-1700000000.000005-1");
     }
 }

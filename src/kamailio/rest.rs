@@ -15,7 +15,6 @@ use crate::kamailio::{net, sys, tracer};
 use std::ffi::{c_void, CStr, CString};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::raw::{c_char, c_int};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 /// The most reply body bytes a reply record carries.
@@ -163,7 +162,7 @@ pub unsafe fn query(
         return -1;
     };
     let method: &[u8] = if post.is_empty() { b"GET" } else { b"POST" };
-    let id = correlation_id();
+    let id = crate::core::event::new_correlation_id("rest").into_bytes();
     call_context::with_current(TraceTypes::REST, |call| {
         let mut payload = JsonObject::new();
         payload
@@ -246,21 +245,6 @@ fn send(call: &CallContext, id: &[u8], url: &[u8], direction: Direction, payload
         traced_users: None,
     };
     tracer::enqueue(&record, &outputs);
-}
-
-/// A correlation id of its own for each query: unique across processes
-/// and restarts.
-fn correlation_id() -> Vec<u8> {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let now = Timestamp::now();
-    format!(
-        "rest-{}-{}.{:06}-{}",
-        std::process::id(),
-        now.secs,
-        now.usecs,
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-    .into_bytes()
 }
 
 type Fn2 = unsafe extern "C" fn(*mut sys::sip_msg, *mut c_char, *mut c_char) -> c_int;

@@ -18,14 +18,13 @@ use crate::core::config::CommandFilter;
 use crate::core::endpoint::{Endpoint, Transport};
 use crate::core::hep::proto_type;
 use crate::core::record::{Direction, Timestamp, TraceRecord};
-use crate::core::rpc_command::{self, Execution};
+use crate::core::rpc_command::Execution;
 use crate::kamailio::guard::guard;
 use crate::kamailio::{net, sys, tracer};
 use std::cell::RefCell;
 use std::ffi::{c_void, CStr};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::raw::{c_char, c_int};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 type RpcFunction = unsafe extern "C" fn(*mut sys::rpc_t, *mut c_void);
@@ -277,13 +276,12 @@ unsafe fn backend(rpc: &sys::rpc_t, ctx: *mut c_void) -> (String, Option<(Endpoi
 /// # Safety
 /// As [`backend`].
 unsafe fn send(command: &Command, rpc: &sys::rpc_t, ctx: *mut c_void, execution: &Execution) {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     // SAFETY: see above.
     let (backend, ends) = unsafe { backend(rpc, ctx) };
     let (peer, local) = ends.unwrap_or((local_end(), local_end()));
     let now = Timestamp::now();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let correlation = rpc_command::correlation_id(std::process::id(), n, now.secs, now.usecs);
+    // Shared by the command's two records.
+    let correlation = crate::core::event::new_correlation_id("rpc");
     let request = execution.request_payload(&command.name, &backend);
     let reply = execution.reply_payload();
     let outputs = tracer::event_outputs();
