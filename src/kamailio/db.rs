@@ -19,6 +19,10 @@ const COLUMN_COUNT: usize = 12;
 /// write, and for a reader.
 const WRITER_WAIT: Duration = Duration::from_secs(1);
 
+/// How long a batch the database refused may take to be retried row by
+/// row.
+const ROW_BY_ROW_BUDGET: Duration = Duration::from_secs(2);
+
 /// Largest multi-row INSERT statement, in bytes. db_postgres copies each
 /// statement into the process's private (pkg) memory, 8 MiB by default.
 const MAX_STATEMENT: usize = 256 << 10;
@@ -259,10 +263,18 @@ impl DbConn {
             return (rows.len(), None);
         }
         // Something in the batch was refused: store what can be stored, a
-        // row at a time, so that only the rows at fault are lost.
+        // row at a time, so that only the rows at fault are lost. A database
+        // that refuses everything (a locked file, say) may make each row
+        // wait: past a time budget, the rest of the batch is given up.
         let mut stored = 0;
         let mut error = None;
-        for row in rows {
+        let started = std::time::Instant::now();
+        for (i, row) in rows.iter().enumerate() {
+            if started.elapsed() > ROW_BY_ROW_BUDGET {
+                let left = rows.len() - i;
+                let why = format!("{left} rows given up after {ROW_BY_ROW_BUDGET:?} of failing inserts");
+                return (stored, Some(error.map_or(why.clone(), |e| format!("{e}; {why}"))));
+            }
             let target = Target::of(setup, row.table);
             match self.insert_rows(setup, &target, std::slice::from_ref(row)) {
                 Ok(n) => stored += n,
