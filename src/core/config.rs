@@ -103,8 +103,15 @@ impl fmt::Display for ConfigError {
 }
 
 impl ConfigError {
+    /// An error about `param`; the values of secret parameters are masked,
+    /// as the message goes to the log.
     fn new(param: &str, value: impl fmt::Display, reason: impl Into<String>) -> Self {
-        ConfigError { param: param.to_string(), value: value.to_string(), reason: reason.into() }
+        let value = match param {
+            "auth_key" => "***".to_string(),
+            "db_url" => redact_url(&value.to_string()),
+            _ => value.to_string(),
+        };
+        ConfigError { param: param.to_string(), value, reason: reason.into() }
     }
 }
 
@@ -738,6 +745,15 @@ mod tests {
         );
         let d = Senders::default();
         assert_eq!((d.count, d.queue_bytes, d.batch_size, d.flush_interval_ms), (1, 4 << 20, 64, 20));
+    }
+
+    #[test]
+    fn errors_about_secrets_do_not_show_them() {
+        let e = ConfigError::new("auth_key", "hep-secret", "bad");
+        assert!(!e.to_string().contains("hep-secret"), "{e}");
+        let e = ConfigError::new("db_url", "postgres://u:pw-secret@db/k", "bad");
+        assert!(!e.to_string().contains("pw-secret"), "{e}");
+        assert!(ConfigError::new("trace_mode", 9, "bad").to_string().contains("'9'"));
     }
 
     #[test]
