@@ -46,6 +46,15 @@ void siptrace_shim_cfg_update(void)
 	cfg_update();
 }
 
+void siptrace_shim_cfg_worker_init(void)
+{
+	/* The reference to the config block inherited over fork belongs to the
+	 * parent: forget it without releasing it, and take one of our own. */
+	cfg_local = NULL;
+	cfg_child_no_cb_init();
+	cfg_update();
+}
+
 /* ---- Log lines of traced calls ----
  * Kamailio's log macros hand each line to _ksr_slog_func when it is set.
  * The hook below prints the line as the classic path would (or hands it to

@@ -26,6 +26,11 @@ void siptrace_shim_pkg_free(void *p);
  * now and then so that config changes reach it. */
 void siptrace_shim_cfg_update(void);
 
+/* For a process forked by a module process, outside Kamailio's process
+ * table: joins the config framework with a config reference of its own
+ * and no per-child callbacks. */
+void siptrace_shim_cfg_worker_init(void);
+
 /* The log hook: every printed log line passes through it. While
  * siptrace_shim_log_traced is set, each line is also handed to
  * siptrace_log_line (in Rust) with its level, level name, location prefix,

@@ -28,10 +28,14 @@ pub enum DropReason {
     QueueFull,
     /// A TCP or TLS collector is not connected.
     NotConnected,
+    /// A sender process died while it held the record.
+    SenderDied,
+    /// The network returned the datagram as undeliverable (ICMP).
+    Unreachable,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Oversize,
         DropReason::MixedFamily,
         DropReason::SendFailed,
@@ -41,6 +45,8 @@ impl DropReason {
         DropReason::DbUnavailable,
         DropReason::QueueFull,
         DropReason::NotConnected,
+        DropReason::SenderDied,
+        DropReason::Unreachable,
     ];
 
     /// Statistic name suffix.
@@ -55,6 +61,8 @@ impl DropReason {
             DropReason::DbUnavailable => "db_unavailable",
             DropReason::QueueFull => "queue_full",
             DropReason::NotConnected => "not_connected",
+            DropReason::SenderDied => "sender_died",
+            DropReason::Unreachable => "unreachable",
         }
     }
 }
@@ -78,6 +86,8 @@ pub struct Counters {
     /// difference is how many are being traced now.
     pub contexts_made: AtomicU64,
     pub contexts_freed: AtomicU64,
+    /// Sender processes started again after one died.
+    pub sender_restarts: AtomicU64,
     dropped: [AtomicU64; DropReason::ALL.len()],
 }
 

@@ -28,6 +28,14 @@ struct RingHeader {
     /// Bytes ever released by the consumer.
     tail: AtomicU64,
     capacity: u64,
+    /// What the consumer holds and has not finished with, so that a
+    /// consumer started after one that died knows what was lost: where
+    /// its batch ends (0: no batch in hand), how many records the batch
+    /// has, and how many records it keeps back (rows waiting for a batch
+    /// write) besides.
+    in_hand_end: AtomicU64,
+    in_hand_records: AtomicU64,
+    held_back: AtomicU64,
 }
 
 /// A handle on a ring. It holds addresses only, so it stays valid in every
@@ -80,6 +88,9 @@ impl Ring {
             std::ptr::addr_of_mut!((*header).head).write(AtomicU64::new(0));
             std::ptr::addr_of_mut!((*header).tail).write(AtomicU64::new(0));
             std::ptr::addr_of_mut!((*header).capacity).write(capacity as u64);
+            std::ptr::addr_of_mut!((*header).in_hand_end).write(AtomicU64::new(0));
+            std::ptr::addr_of_mut!((*header).in_hand_records).write(AtomicU64::new(0));
+            std::ptr::addr_of_mut!((*header).held_back).write(AtomicU64::new(0));
             Ok(Ring { header, data: mem.add(Self::header_size()) })
         }
     }
@@ -146,9 +157,51 @@ impl Ring {
         Reader { ring: self, pos: h.tail.load(Ordering::Acquire), end: h.head.load(Ordering::Acquire) }
     }
 
-    /// Frees everything before `pos`, a position a reader returned.
+    /// Frees everything before `pos`, a position a reader returned, and
+    /// forgets the batch in hand.
     pub fn release(&self, pos: u64) {
-        self.header().tail.store(pos, Ordering::Release);
+        let h = self.header();
+        h.tail.store(pos, Ordering::Release);
+        h.in_hand_end.store(0, Ordering::Release);
+    }
+
+    /// Notes that the consumer is handling `records` records that end at
+    /// `end`, until it calls [`Ring::release`].
+    pub fn take_in_hand(&self, end: u64, records: u64) {
+        let h = self.header();
+        h.in_hand_records.store(records, Ordering::Relaxed);
+        h.in_hand_end.store(end, Ordering::Release);
+    }
+
+    /// Releases up to `pos` as [`Ring::release`] does, noting first that
+    /// the consumer keeps back `held_back` records of what it released.
+    pub fn release_keeping(&self, pos: u64, held_back: u64) {
+        // In this order, a consumer that dies in between counts its batch
+        // twice rather than not at all.
+        self.set_held_back(held_back);
+        self.release(pos);
+    }
+
+    /// Notes how many records the consumer keeps back after releasing them.
+    pub fn set_held_back(&self, records: u64) {
+        self.header().held_back.store(records, Ordering::Release);
+    }
+
+    /// For a consumer that starts after another one died: frees the batch
+    /// the dead one had in hand, forgets what it held back, and returns how
+    /// many records those were. Records after the batch are still queued.
+    pub fn abandon_in_hand(&self) -> u64 {
+        let h = self.header();
+        let held = h.held_back.swap(0, Ordering::AcqRel);
+        let end = h.in_hand_end.load(Ordering::Acquire);
+        let batch = if end > h.tail.load(Ordering::Acquire) {
+            let n = h.in_hand_records.load(Ordering::Relaxed);
+            self.release(end);
+            n
+        } else {
+            0
+        };
+        held + batch
     }
 }
 
@@ -277,6 +330,38 @@ pub(crate) mod tests {
         assert_eq!(reader.next_record(), Some(&b"one"[..]));
         assert_eq!(reader.next_record(), None, "published after the reader was made");
         r.release(reader.position());
+        assert_eq!(drain(&r), vec![b"two".to_vec()]);
+    }
+
+    #[test]
+    fn a_new_consumer_frees_what_a_dead_one_had_in_hand() {
+        let r = ring(1024);
+        for i in 0..5u8 {
+            push_bytes(&r, &[i; 10]).unwrap();
+        }
+        // The first consumer takes three records and dies while sending them,
+        // keeping back one record of an earlier batch.
+        let mut reader = r.reader();
+        for _ in 0..3 {
+            reader.next_record().unwrap();
+        }
+        r.set_held_back(1);
+        r.take_in_hand(reader.position(), 3);
+        assert_eq!(r.abandon_in_hand(), 4);
+        assert_eq!(drain(&r), vec![vec![3; 10], vec![4; 10]], "the rest is still queued");
+        assert_eq!(r.abandon_in_hand(), 0, "nothing is counted twice");
+    }
+
+    #[test]
+    fn a_released_batch_is_not_abandoned() {
+        let r = ring(1024);
+        push_bytes(&r, b"one").unwrap();
+        let mut reader = r.reader();
+        reader.next_record().unwrap();
+        r.take_in_hand(reader.position(), 1);
+        r.release(reader.position());
+        push_bytes(&r, b"two").unwrap();
+        assert_eq!(r.abandon_in_hand(), 0);
         assert_eq!(drain(&r), vec![b"two".to_vec()]);
     }
 

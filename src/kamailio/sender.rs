@@ -2,7 +2,7 @@
 //! (listed by `core.psx`, stopped with the server), it drains one queue
 //! with the core's sender and stores rows through the DB API.
 
-use crate::core::counters::DropReason;
+use crate::core::counters::{Counters, DropReason};
 use crate::core::dest::Destination;
 use crate::core::record::Row;
 use crate::core::sender::{tls, Sender, SenderHost, SenderSettings};
@@ -24,13 +24,110 @@ const STREAM_BACKLOG: usize = 4 << 20;
 /// How often a sender without a database connection tries again.
 const DB_RETRY: Duration = Duration::from_secs(5);
 
-/// Runs sender `index` for the life of the process. It exits the process
-/// when it cannot start; Kamailio then stops, as for any dead child.
+/// Runs sender `index` for the life of the process: the process Kamailio
+/// forked watches over a child process that does the sending, and starts
+/// a new one if it dies. Kamailio stops the whole server when one of its
+/// own children dies; a dead sending process costs traces, never calls.
 pub fn run(module: &'static Module, index: usize) -> ! {
     let Some(shared) = shared::get() else { exit(index, "no shared state") };
     // SAFETY: a process forked by fork_process after cfg_register_child.
     if unsafe { sys::cfg_child_init() } != 0 {
         exit(index, "cannot join the config framework");
+    }
+    catch_stop_signal();
+    // SAFETY: the default disposition, so that waitpid sees the child's end.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+    let supervisor = std::process::id() as libc::pid_t;
+    loop {
+        // SAFETY: this process runs no threads; the child only runs `work`.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            work(module, index, shared, supervisor);
+        }
+        if pid < 0 {
+            exit(index, "cannot fork the sending process");
+        }
+        crate::log_info!("sender {index} started (pid {pid})");
+        let status = supervise(pid);
+        if STOP.load(Ordering::Relaxed) {
+            // SAFETY: leaving this child; see `exit`.
+            unsafe { libc::_exit(0) }
+        }
+        Counters::add(&shared.counters.sender_restarts);
+        crate::log_error!("sender {index} (pid {pid}) {status}; starting it again in {RESTART_DELAY:?}");
+        sleep_unless_stopped(RESTART_DELAY);
+        if STOP.load(Ordering::Relaxed) {
+            // SAFETY: as above.
+            unsafe { libc::_exit(0) }
+        }
+    }
+}
+
+/// How long a sender waits before it replaces a sending process that
+/// died, so that one that dies at once does not take a core.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// Waits for the sending process `pid` to end, keeping this process's
+/// config current, and passes a stop request on to it. Returns how it
+/// ended.
+fn supervise(pid: libc::pid_t) -> String {
+    let mut stop_sent: Option<Instant> = None;
+    loop {
+        // SAFETY: the cfg_update macro, for a process that joined the framework.
+        unsafe { sys::siptrace_shim_cfg_update() };
+        if STOP.load(Ordering::Relaxed) {
+            match stop_sent {
+                None => {
+                    // SAFETY: signalling our own child.
+                    unsafe { libc::kill(pid, libc::SIGTERM) };
+                    stop_sent = Some(Instant::now());
+                }
+                Some(at) if at.elapsed() > DRAIN_TIME + Duration::from_secs(1) => {
+                    // SAFETY: as above; it did not stop in time.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                Some(_) => {}
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child, without blocking.
+        match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
+            0 => std::thread::sleep(Duration::from_millis(100)),
+            p if p == pid => return describe_exit(status),
+            _ => {
+                if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                    return "ended (its status is unknown)".into();
+                }
+            }
+        }
+    }
+}
+
+fn describe_exit(status: libc::c_int) -> String {
+    if libc::WIFSIGNALED(status) {
+        format!("was killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("exited with status {}", libc::WEXITSTATUS(status))
+    }
+}
+
+fn sleep_unless_stopped(time: Duration) {
+    let until = Instant::now() + time;
+    while !STOP.load(Ordering::Relaxed) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The sending process: drains queue `index` until asked to stop.
+fn work(module: &'static Module, index: usize, shared: &'static Shared, supervisor: libc::pid_t) -> ! {
+    // SAFETY: ask for SIGTERM when the supervisor goes, and check it has not
+    // gone already; then take a config reference of this process's own.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+        if libc::getppid() != supervisor {
+            libc::_exit(0);
+        }
+        sys::siptrace_shim_cfg_worker_init();
     }
     let config = &module.config;
     let settings = SenderSettings {
@@ -53,10 +150,9 @@ pub fn run(module: &'static Module, index: usize) -> ! {
     }
     let queue = module.queues[index];
     let batch_size = config.senders.batch_size;
-    catch_stop_signal();
-    crate::log_info!("sender {index} started");
+    sender.take_over(&queue, &host);
     while !STOP.load(Ordering::Relaxed) {
-        // SAFETY: the cfg_update macro, for a process that joined the framework.
+        // SAFETY: the cfg_update macro; this process holds its own reference.
         unsafe { sys::siptrace_shim_cfg_update() };
         let taken = guard("the sender", 0, || sender.step(&queue, &mut host));
         if taken < batch_size {

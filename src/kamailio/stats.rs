@@ -20,7 +20,7 @@ fn dropped(reason: DropReason) -> u64 {
 }
 
 /// Every statistic, with how to read it.
-pub const STATS: [(&CStr, Reader); 22] = [
+pub const STATS: [(&CStr, Reader); 25] = [
     (c"enqueued", || load(|c| &c.enqueued)),
     (c"dequeued", || load(|c| &c.dequeued)),
     (c"queue_records", || load(|c| &c.enqueued).saturating_sub(load(|c| &c.dequeued))),
@@ -32,6 +32,7 @@ pub const STATS: [(&CStr, Reader); 22] = [
     (c"db_rows", || load(|c| &c.db_rows)),
     (c"db_batches", || load(|c| &c.db_batches)),
     (c"reconnects", || load(|c| &c.reconnects)),
+    (c"sender_restarts", || load(|c| &c.sender_restarts)),
     // Wrapping: a block freed twice would show as a negative number.
     (c"traced_contexts", || load(|c| &c.contexts_made).wrapping_sub(load(|c| &c.contexts_freed))),
     (c"dropped", || shared::get().map_or(0, |s| s.counters.dropped_total())),
@@ -44,6 +45,8 @@ pub const STATS: [(&CStr, Reader); 22] = [
     (c"dropped_db_unavailable", || dropped(DropReason::DbUnavailable)),
     (c"dropped_queue_full", || dropped(DropReason::QueueFull)),
     (c"dropped_not_connected", || dropped(DropReason::NotConnected)),
+    (c"dropped_sender_died", || dropped(DropReason::SenderDied)),
+    (c"dropped_unreachable", || dropped(DropReason::Unreachable)),
 ];
 
 /// Kamailio reads a function statistic through a function without
@@ -56,7 +59,8 @@ unsafe extern "C" fn read<const I: usize>() -> sys::counter_val_t {
 const READERS: [unsafe extern "C" fn() -> sys::counter_val_t; STATS.len()] = [
     read::<0>, read::<1>, read::<2>, read::<3>, read::<4>, read::<5>, read::<6>, read::<7>, read::<8>,
     read::<9>, read::<10>, read::<11>, read::<12>, read::<13>, read::<14>, read::<15>, read::<16>,
-    read::<17>, read::<18>, read::<19>, read::<20>, read::<21>,
+    read::<17>, read::<18>, read::<19>, read::<20>, read::<21>, read::<22>, read::<23>,
+    read::<24>,
 ];
 
 pub fn register() -> Result<(), String> {

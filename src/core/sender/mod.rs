@@ -134,13 +134,32 @@ impl<'c> Sender<'c> {
         }
         let taken = batch.len();
         if taken > 0 {
+            ring.take_in_hand(reader.position(), taken as u64);
             Counters::add_n(&self.counters.dequeued, taken as u64);
             self.deliver(&batch, host);
         }
-        ring.release(reader.position());
+        ring.release_keeping(reader.position(), self.held_back() as u64);
         self.flush_rows(false, host);
-        self.poll_streams(host);
+        self.poll_outputs(host);
+        ring.set_held_back(self.held_back() as u64);
         taken
+    }
+
+    /// Outputs taken from the queue and not delivered yet: rows waiting for
+    /// a batch write, frames waiting for a TCP or TLS collector.
+    fn held_back(&self) -> usize {
+        self.rows.len() + self.streams.values().map(Stream::pending_frames).sum::<usize>()
+    }
+
+    /// Before a sender takes over `ring` from a sender process that died:
+    /// counts as dropped the records that one had taken and not delivered,
+    /// so that they are neither lost silently nor sent twice.
+    pub fn take_over(&self, ring: &Ring, host: &dyn SenderHost) {
+        let lost = ring.abandon_in_hand();
+        if lost > 0 {
+            let detail = format_args!("{lost} records were held by a sender process that died");
+            self.drop(host, DropReason::SenderDied, lost, &detail);
+        }
     }
 
     /// Writes the held rows in one batch if they are due, or if `now`.
@@ -335,7 +354,12 @@ impl<'c> Sender<'c> {
         self.streams.values().any(|s| s.is_up() && s.has_pending())
     }
 
-    fn poll_streams(&mut self, host: &mut dyn SenderHost) {
+    fn poll_outputs(&mut self, host: &mut dyn SenderHost) {
+        for (to, n) in self.udp.take_bounced() {
+            let to = to.map_or_else(|| "a collector".to_string(), |a| a.to_string());
+            let detail = format_args!("{n} datagrams to {to} came back undelivered (ICMP)");
+            self.drop(host, DropReason::Unreachable, n, &detail);
+        }
         let now = Instant::now();
         let mut events = Vec::new();
         for ((dest, kind), stream) in self.streams.iter_mut() {

@@ -115,6 +115,11 @@ impl Stream {
         !self.frames.is_empty()
     }
 
+    /// Frames queued and not yet written whole.
+    pub fn pending_frames(&self) -> usize {
+        self.frames.len()
+    }
+
     pub fn is_up(&self) -> bool {
         matches!(self.state, State::Up { .. })
     }

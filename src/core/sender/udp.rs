@@ -2,6 +2,11 @@
 //! collector (the kernel then skips the route lookup of every datagram, and
 //! reports a collector that is not listening), and a whole burst to one
 //! collector handed to the kernel in one `sendmmsg` call.
+//!
+//! A datagram the kernel took can still be lost. When the network says so
+//! (an ICMP "port unreachable" from a collector that is not listening),
+//! the kernel queues that error on our socket, and the sender counts the
+//! datagram as dropped. A collector that is silently gone is not seen.
 
 use std::collections::HashMap;
 use std::io;
@@ -74,6 +79,28 @@ impl UdpOut {
         out
     }
 
+    /// Datagrams that came back as undeliverable since the last call, by
+    /// the collector they were for (None: unknown). Only sockets this
+    /// sender made are asked: the server's own socket is left alone.
+    pub fn take_bounced(&mut self) -> Vec<(Option<SocketAddr>, u64)> {
+        let mut out = Vec::new();
+        for (addr, socket) in &self.connected {
+            let n = drain_errors(socket);
+            if n > 0 {
+                out.push((Some(*addr), n));
+            }
+        }
+        if !self.fixed_source {
+            for socket in [&self.v4, &self.v6].into_iter().flatten() {
+                let n = drain_errors(socket);
+                if n > 0 {
+                    out.push((None, n));
+                }
+            }
+        }
+        out
+    }
+
     /// The socket for `addr`, and whether it is connected to it.
     fn socket_for(&mut self, addr: SocketAddr) -> io::Result<(&UdpSocket, bool)> {
         if self.fixed_source {
@@ -114,7 +141,70 @@ fn new_socket(v6: bool) -> io::Result<UdpSocket> {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
     }
+    // Queue each ICMP error, so that every bounced datagram can be counted.
+    let (level, option) =
+        if v6 { (libc::SOL_IPV6, libc::IPV6_RECVERR) } else { (libc::SOL_IP, libc::IP_RECVERR) };
+    let on: libc::c_int = 1;
+    // SAFETY: as above.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            option,
+            &on as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(socket)
+}
+
+/// Reads the socket's queued errors; returns how many were ICMP errors,
+/// each about one datagram that was sent and not delivered.
+fn drain_errors(socket: &UdpSocket) -> u64 {
+    let mut count = 0;
+    loop {
+        let mut data = [0u8; 64];
+        let mut control = [0u64; 64];
+        let mut iov = libc::iovec { iov_base: data.as_mut_ptr() as *mut libc::c_void, iov_len: data.len() };
+        // SAFETY: an all-zero msghdr is valid; its pointers are set to live
+        // buffers below.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: reading into the buffers `msg` points at.
+        let n =
+            unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
+        if n < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return count;
+        }
+        // SAFETY: walking the control messages the kernel wrote into `msg`.
+        let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+        while !cmsg.is_null() {
+            // SAFETY: `cmsg` points into `control`, as CMSG_* return.
+            let header = unsafe { &*cmsg };
+            let is_error = (header.cmsg_level == libc::SOL_IP && header.cmsg_type == libc::IP_RECVERR)
+                || (header.cmsg_level == libc::SOL_IPV6 && header.cmsg_type == libc::IPV6_RECVERR);
+            if is_error {
+                // SAFETY: the data of an IP(V6)_RECVERR message starts with
+                // a sock_extended_err; read unaligned to be safe.
+                let err =
+                    unsafe { (libc::CMSG_DATA(cmsg) as *const libc::sock_extended_err).read_unaligned() };
+                if err.ee_origin == libc::SO_EE_ORIGIN_ICMP || err.ee_origin == libc::SO_EE_ORIGIN_ICMP6 {
+                    count += 1;
+                }
+            }
+            // SAFETY: as above.
+            cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+        }
+    }
 }
 
 fn send_chunk(
@@ -168,13 +258,14 @@ fn send_chunk(
         if err.kind() == io::ErrorKind::Interrupted {
             continue;
         }
-        // A full buffer, or nobody listening: the rest cannot go now.
-        if matches!(err.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::ECONNREFUSED)) {
+        // A full buffer: the rest cannot go now.
+        if matches!(err.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ENOBUFS)) {
             let code = err.raw_os_error().unwrap_or(libc::EIO);
             result.failed.extend(chunk[at..].iter().map(|&i| (i, io::Error::from_raw_os_error(code))));
             return;
         }
-        // This datagram is refused (too big, unreachable); go on with the next.
+        // This datagram is refused (too big; or an earlier one bounced, which
+        // the kernel reports once, on this send); go on with the next.
         result.failed.push((chunk[at], err));
         at += 1;
     }
@@ -244,17 +335,35 @@ mod tests {
     }
 
     #[test]
-    fn a_collector_that_is_not_listening_is_noticed() {
+    fn every_datagram_to_a_collector_that_is_not_listening_is_accounted_for() {
         let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let to: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut out = UdpOut::new();
-        assert_eq!(out.send_burst(&[(to, b"first")]).sent, 1);
+        let mut sent = 0;
+        let mut refused = 0;
+        for _ in 0..5 {
+            let result = out.send_burst(&[(to, b"one"), (to, b"two"), (to, b"three")]);
+            sent += result.sent;
+            refused += result.failed.len();
+            assert!(result.failed.iter().all(|(_, e)| e.raw_os_error() == Some(libc::ECONNREFUSED)));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(sent + refused, 15);
+        assert!(sent > 0 && refused > 0, "sent {sent}, refused {refused}");
         std::thread::sleep(Duration::from_millis(50));
-        // The ICMP the first datagram caused fails the next burst.
-        let result = out.send_burst(&[(to, b"second"), (to, b"third")]);
-        assert_eq!(result.sent, 0);
-        assert_eq!(result.failed.len(), 2);
-        assert_eq!(result.failed[0].1.raw_os_error(), Some(libc::ECONNREFUSED));
+        let bounced: u64 = out.take_bounced().iter().map(|(_, n)| n).sum();
+        assert_eq!(bounced, sent as u64, "each datagram that went out came back");
+        assert!(out.take_bounced().is_empty(), "each is counted once");
+    }
+
+    #[test]
+    fn datagrams_a_collector_receives_are_not_counted_as_bounced() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut out = UdpOut::new();
+        let result = out.send_burst(&[(rx.local_addr().unwrap(), b"hello")]);
+        assert_eq!(result.sent, 1);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(out.take_bounced().is_empty());
     }
 
     #[test]
