@@ -775,23 +775,53 @@ impl Postgres {
             .unwrap();
         assert!(init.status.success(), "initdb: {}", String::from_utf8_lossy(&init.stderr));
         let port = free_port();
-        let child = pg_command(&bin, "postgres")
+        let child = Self::spawn(dir, &bin, port);
+        let pg = Postgres { child, port, bin };
+        pg.wait_until_up(dir);
+        pg
+    }
+
+    fn spawn(dir: &TestDir, bin: &Path, port: u16) -> Child {
+        let data = dir.file("pgdata");
+        pg_command(bin, "postgres")
             .args(["-p", &port.to_string(), "-k"])
             .arg(&data)
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-D"])
             .arg(&data)
             .stdout(Stdio::null())
-            .stderr(File::create(dir.file("postgres.log")).unwrap())
+            .stderr(fs::OpenOptions::new().create(true).append(true).open(dir.file("postgres.log")).unwrap())
             .process_group(0)
             .spawn()
-            .expect("spawn postgres");
-        let pg = Postgres { child, port, bin };
+            .expect("spawn postgres")
+    }
+
+    fn wait_until_up(&self, dir: &TestDir) {
         assert!(
-            wait_for(Duration::from_secs(30), || pg.try_psql("postgres", "SELECT 1").is_ok()),
+            wait_for(Duration::from_secs(30), || self.try_psql("postgres", "SELECT 1").is_ok()),
             "PostgreSQL did not start; see {}",
             dir.file("postgres.log").display()
         );
-        pg
+    }
+
+    /// Stops the server (a fast shutdown, which closes every connection).
+    pub fn stop(&mut self) {
+        // SAFETY: the process group this harness created; SIGINT is a fast shutdown.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the stopped server again, on the same port and data.
+    pub fn start_again(&mut self, dir: &TestDir) {
+        self.child = Self::spawn(dir, &self.bin, self.port);
+        self.wait_until_up(dir);
     }
 
     pub fn try_psql(&self, db: &str, sql: &str) -> Result<String, String> {
@@ -822,17 +852,7 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        // SAFETY: the process group this harness created; SIGINT is a fast shutdown.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 

@@ -12,7 +12,12 @@ const hep = require('hep-js');
 hep.addVendorExtensions({ 0: { 101: { keyName: 'extra_correlation' } } });
 
 const [host, port] = [process.argv[2], Number(process.argv[3])];
-const socket = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+// A large receive buffer: a sender that was stopped for a while sends its
+// backlog in one burst, and the default buffer would overflow.
+const socket = dgram.createSocket({
+  type: host.includes(':') ? 'udp6' : 'udp4',
+  recvBufferSize: 4 * 1024 * 1024,
+});
 
 function chunkTypes(buf) {
   const types = [];
