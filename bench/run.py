@@ -67,6 +67,16 @@ def group_cpu(pgid):
     return cpu
 
 
+def parent_pid(pid):
+    """The parent of a live process, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2:].split()[1])
+
+
 def process_names(ctl):
     """Kamailio's description of each of its processes, by pid."""
     out = subprocess.run(["kamcmd", "-s", f"unix:{ctl}", "core.psx"], capture_output=True, text=True).stdout
@@ -236,7 +246,8 @@ def run_variant(name, module, params, rate, duration, workdir, output_kind, coun
         names = process_names(vdir / "ctl.sock")
         per_process = {}
         for pid, seconds in cpu_after.items():
-            kind = names.get(pid, "other")
+            # A sender's sending process is a child of the one core.psx lists.
+            kind = names.get(pid) or names.get(parent_pid(pid), "other")
             kind = "workers" if kind.startswith("udp receiver") else "senders" if "siptrace sender" in kind else "other"
             per_process[kind] = per_process.get(kind, 0) + seconds - cpu_before.get(pid, 0)
         cpu = sum(per_process.values())

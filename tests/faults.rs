@@ -261,6 +261,64 @@ fn wait_until_port_free(port: u16) {
     assert!(wait_for(Duration::from_secs(10), free), "port {port} still in use");
 }
 
+/// The collector is killed while calls are going on, and started again
+/// while they still are. What it had received and not yet stored dies
+/// with it, unseen by any sender: the test bounds that gap and checks
+/// nothing is counted twice.
+fn collector_killed_under_load(transport: CollectorTransport, name: &str) {
+    let dir = TestDir::new(name);
+    let port = free_port();
+    let collector = Sipcapture::start_on(&dir, "127.0.0.1", transport, port);
+    let proxy = Proxy::start(&dir, "127.0.0.1", &hep_params(port, transport, &dir), &Hooks::default());
+    let mut placed = 0;
+    let before = all_arrive(&dir, &proxy, &|| collector.count(), &mut placed);
+
+    let calls = 6 * PHASE_CALLS;
+    let load = Load::start(&dir, &proxy, calls, RATE);
+    std::thread::sleep(Duration::from_secs(3));
+    drop(collector);
+    wait_until_port_free(port);
+    std::thread::sleep(Duration::from_secs(3));
+    let collector = Sipcapture::start_on(&dir, "127.0.0.1", transport, port);
+    let during = load.finish();
+    placed += calls;
+    assert!(during.ok, "calls failed while the collector was killed:\n{}", during.log);
+    let after = all_arrive(&dir, &proxy, &|| collector.count(), &mut placed);
+
+    quiesce(&proxy, &|| collector.count());
+    let traced = placed as u64 * CALL_FLOW.len() as u64;
+    let (received, dropped) = (collector.count() as u64, proxy.stat("dropped"));
+    let unseen = traced as i64 - (received + dropped) as i64;
+    assert!(received + dropped <= traced, "{received} arrived and {dropped} counted, of {traced}");
+    assert!(unseen <= 2 * CALL_FLOW.len() as i64, "{unseen} traces vanished in the collector's death");
+    assert!(dropped > 0, "the outage cost traces");
+    assert_answer_times_flat(&before, &during, "collector killed under load");
+    assert_answer_times_flat(&before, &after, "collector back");
+    println!(
+        "figures: {name}: {placed} calls all answered; {received} traces arrived, {dropped} dropped and counted \
+         ({}), {unseen} lost inside the dying collector; answer median/p95 ms: before {:?}, during {:?}, after {:?}",
+        drop_reasons(&proxy),
+        answer_times(&before),
+        answer_times(&during),
+        answer_times(&after)
+    );
+}
+
+#[test]
+fn udp_collector_killed_under_load() {
+    collector_killed_under_load(CollectorTransport::Udp, "killed-under-load-udp");
+}
+
+#[test]
+fn tcp_collector_killed_under_load() {
+    collector_killed_under_load(CollectorTransport::Tcp, "killed-under-load-tcp");
+}
+
+#[test]
+fn tls_collector_killed_under_load() {
+    collector_killed_under_load(CollectorTransport::Tls, "killed-under-load-tls");
+}
+
 /// The non-zero drop counters, by reason.
 fn drop_reasons(proxy: &Proxy) -> String {
     let stats = proxy.kamailio.rpc(&["siptrace.stats"]);
