@@ -12,6 +12,7 @@ pub mod record;
 pub mod ring;
 pub mod rpc_command;
 pub mod sender;
+pub mod shared;
 pub mod shmlock;
 pub mod sip;
 pub mod sql;

@@ -2,23 +2,11 @@
 //! on/off switch of `siptrace.status`, the counters, the log rate limits,
 //! and the lock that keeps SQLite writers from colliding.
 
-use crate::core::counters::{Counters, DropReason};
-use crate::core::ratelimit::LogLimiter;
 use crate::core::ring::Ring;
-use crate::core::shmlock::ProcessMutex;
 use crate::kamailio::sys;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, Ordering};
 
-#[repr(C)]
-pub struct Shared {
-    pub trace_on: AtomicBool,
-    pub counters: Counters,
-    /// Held around each insert into an SQLite file, which refuses a second
-    /// writer at once instead of waiting (db_sqlite sets no busy timeout).
-    pub db_lock: ProcessMutex,
-    /// One log line per drop reason and interval, across all processes.
-    pub drop_log: [LogLimiter; DropReason::ALL.len()],
-}
+pub use crate::core::shared::Shared;
 
 static SHARED: AtomicPtr<Shared> = AtomicPtr::new(std::ptr::null_mut());
 
@@ -32,13 +20,7 @@ pub fn init(trace_on: bool) -> Result<(), String> {
     }
     // SAFETY: `p` is a fresh allocation of the right size; Kamailio's shm
     // blocks are aligned for any scalar type, and live until shutdown.
-    unsafe {
-        std::ptr::addr_of_mut!((*p).trace_on).write(AtomicBool::new(trace_on));
-        std::ptr::addr_of_mut!((*p).counters).write(Counters::default());
-        std::ptr::addr_of_mut!((*p).drop_log).write(Default::default());
-        ProcessMutex::init_at(std::ptr::addr_of_mut!((*p).db_lock))
-            .map_err(|e| format!("cannot create the database lock: {e}"))?;
-    }
+    unsafe { Shared::init_at(p, trace_on) }.map_err(|e| format!("cannot create the database lock: {e}"))?;
     SHARED.store(p, Ordering::Release);
     Ok(())
 }

@@ -6,15 +6,15 @@
 //! reported in a log line limited to one per reason and interval across
 //! all processes.
 
-use crate::core::counters::{Counters, DropReason};
+use crate::core::counters::DropReason;
 use crate::core::dest::Destination;
 use crate::core::endpoint::Endpoint;
 use crate::core::record::{Direction, Outputs, Timestamp, TraceRecord};
-use crate::core::ring::PushError;
-use crate::core::{sip, wire, xheaders};
+use crate::core::shared as core_shared;
+use crate::core::xheaders;
 use crate::kamailio::avp::{Avp, AvpValue};
-use crate::kamailio::shared::Shared;
-use crate::kamailio::{module, shared};
+use crate::kamailio::module;
+use crate::kamailio::shared::{self, Shared};
 use smallvec::{smallvec, SmallVec};
 use std::fmt::Display;
 use std::sync::OnceLock;
@@ -84,9 +84,6 @@ pub fn event_outputs() -> Outputs {
     let hep = module::get().map(|m| m.duplicates.clone()).unwrap_or_default();
     Outputs { hep, ..Outputs::default() }
 }
-
-/// Seconds between two log lines about the same kind of drop.
-const LOG_INTERVAL_SECS: u64 = 10;
 
 /// Queues `record` for `outputs`. Returns whether it was queued.
 pub fn enqueue(record: &TraceRecord<'_>, outputs: &Outputs) -> bool {
@@ -178,8 +175,6 @@ fn enqueue_from_xheaders(record: &TraceRecord<'_>, outputs: &Outputs) -> bool {
     }
 }
 
-/// Copies `record` into its sender's queue, stamped with `time` or, by
-/// default, the time it is queued.
 fn push(
     module: &module::Module,
     shared: &Shared,
@@ -187,45 +182,13 @@ fn push(
     outputs: &Outputs,
     time: Option<Timestamp>,
 ) -> bool {
-    let queue = &module.queues[shard(record.payload, module.queues.len())];
-    let len = wire::encoded_len(record, outputs);
-    // The time is read under the queue's lock, so queue order is time order.
-    match queue.push(len, |buf| wire::encode(buf, record, outputs, time.unwrap_or_else(Timestamp::now))) {
-        Ok(()) => {
-            Counters::add(&shared.counters.enqueued);
-            true
-        }
-        Err(PushError::Full) => {
-            report_drop(shared, DropReason::QueueFull, 1, &"the queue to the sender is full");
-            false
-        }
-        Err(PushError::Busy) => {
-            report_drop(shared, DropReason::QueueFull, 1, &"the queue to the sender stayed locked");
-            false
-        }
-        Err(PushError::TooBig) => {
-            report_drop(
-                shared,
-                DropReason::Oversize,
-                1,
-                &format_args!("a record of {len} bytes exceeds the queue"),
-            );
+    match core_shared::enqueue(&module.queues, &shared.counters, record, outputs, time) {
+        Ok(()) => true,
+        Err(e) => {
+            report_drop(shared, e.reason, 1, &e.detail);
             false
         }
     }
-}
-
-/// The queue for a message: by its Call-ID, so that all of a call's
-/// messages go through the same sender, in order.
-fn shard(payload: &[u8], queues: usize) -> usize {
-    if queues == 1 {
-        return 0;
-    }
-    let key = sip::call_id(payload).unwrap_or(payload);
-    // FNV-1a: quick, and plenty for spreading calls over a few queues.
-    let hash =
-        key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-    (hash % queues as u64) as usize
 }
 
 /// Counts and reports a record that was dropped before it was queued.
@@ -235,22 +198,17 @@ pub fn drop_record(reason: DropReason, detail: impl Display) {
     }
 }
 
-/// Counts `count` drops (unless the caller has) and logs them, at most once
-/// per reason and interval for the whole server.
+/// Counts `count` drops and logs them, at most once per reason and
+/// interval for the whole server.
 pub fn report_drop(shared: &Shared, reason: DropReason, count: u64, detail: &dyn Display) {
-    shared.counters.drop_n(reason, count);
-    log_drop(shared, reason, detail);
+    if let Some(line) = shared.count_drop(reason, count, detail) {
+        crate::log_warn!("{line}");
+    }
 }
 
 /// Logs a drop someone already counted, rate-limited as above.
 pub fn log_drop(shared: &Shared, reason: DropReason, detail: &dyn Display) {
-    let limiter = &shared.drop_log[reason as usize];
-    if let Some(suppressed) = limiter.permit(Timestamp::now().secs, LOG_INTERVAL_SECS) {
-        let more = if suppressed > 0 {
-            format!(" ({suppressed} more of this kind since the last report)")
-        } else {
-            String::new()
-        };
-        crate::log_warn!("trace dropped ({}): {detail}{more}", reason.name());
+    if let Some(line) = shared.drop_line(reason, detail) {
+        crate::log_warn!("{line}");
     }
 }
