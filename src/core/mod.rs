@@ -16,5 +16,6 @@ pub mod shared;
 pub mod shmlock;
 pub mod sip;
 pub mod sql;
+pub mod trace_id;
 pub mod wire;
 pub mod xheaders;
