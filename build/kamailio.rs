@@ -1,32 +1,20 @@
-//! Builds the Kamailio binding: raw bindings from the host's headers, and the
-//! small C shim, both compiled with exactly the defines the installed server
-//! was built with. A layout built from other defines is a crash, so any doubt
-//! fails the build with a message that names what to set.
+//! The Kamailio binding's build: KAMAILIO_SRC's headers, the defines of
+//! `make printcdefs`, and the strings `kamailio -V` prints.
 
+use crate::{expanded_string, fail, split_shell_words};
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn main() {
-    println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed=wrapper");
+pub fn build() {
     for var in ["KAMAILIO_SRC", "KAMAILIO_BIN", "KAMAILIO_LIB_DIR"] {
         println!("cargo:rerun-if-env-changed={var}");
-    }
-    // The unit tests of the host-agnostic core need no host at all.
-    if env::var_os("CARGO_FEATURE_KAMAILIO").is_none() {
-        return;
     }
     let host = KamailioHost::discover();
     host.check_module_strings();
     host.generate_bindings();
     host.compile_shim();
     host.link_srdb1();
-}
-
-fn fail(message: &str) -> ! {
-    eprintln!("\nerror: {message}\n");
-    panic!("siptrace-rs build failed: {message}");
 }
 
 struct KamailioHost {
@@ -61,7 +49,7 @@ impl KamailioHost {
     }
 
     fn include_dirs(&self) -> Vec<PathBuf> {
-        vec![self.src.join("src"), PathBuf::from("wrapper")]
+        vec![self.src.join("src"), PathBuf::from("wrapper/kamailio")]
     }
 
     fn cc_build(&self) -> cc::Build {
@@ -121,7 +109,7 @@ impl KamailioHost {
     fn generate_bindings(&self) {
         let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
         let mut builder = bindgen::Builder::default()
-            .header("wrapper/wrapper.h")
+            .header("wrapper/kamailio/wrapper.h")
             .clang_args(self.include_dirs().iter().map(|d| format!("-I{}", d.display())))
             .clang_args(&self.defines)
             .derive_default(true)
@@ -141,7 +129,7 @@ impl KamailioHost {
         }
         let bindings = builder
             .generate()
-            .unwrap_or_else(|e| fail(&format!("bindgen over wrapper/wrapper.h failed: {e}")));
+            .unwrap_or_else(|e| fail(&format!("bindgen over wrapper/kamailio/wrapper.h failed: {e}")));
         bindings.write_to_file(out_dir.join("bindings.rs")).unwrap();
     }
 
@@ -149,7 +137,7 @@ impl KamailioHost {
         let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
         let static_fns = out_dir.join("static_fns.c");
         self.cc_build()
-            .file("wrapper/shim.c")
+            .file("wrapper/kamailio/shim.c")
             .file(&static_fns)
             .include(env::current_dir().unwrap())
             .compile("siptrace_shim");
@@ -350,33 +338,6 @@ fn build_file_defines(src: &Path) -> Vec<String> {
     defines
 }
 
-/// Splits make's output into words. The string defines are printed without
-/// shell quoting (`-DCOMPILER="gcc 12.2.0"`): the double quotes belong to the
-/// value and a space inside them does not split the word.
-fn split_shell_words(text: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut quoted = false;
-    for c in text.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                word.push(c);
-            }
-            c if c.is_whitespace() && !quoted => {
-                if !word.is_empty() {
-                    words.push(std::mem::take(&mut word));
-                }
-            }
-            c => word.push(c),
-        }
-    }
-    if !word.is_empty() {
-        words.push(word);
-    }
-    words
-}
-
 /// The "Version:" and "flags:" lines of the installed `kamailio -V`.
 fn installed_version() -> (String, String) {
     let bin = env::var("KAMAILIO_BIN").unwrap_or_else(|_| {
@@ -398,31 +359,4 @@ fn installed_version() -> (String, String) {
             .unwrap_or_else(|| fail(&format!("`{bin} -V` printed no '{prefix}' line")))
     };
     (field("Version:"), field("flags:"))
-}
-
-/// Concatenates the string literals that follow `marker` in preprocessed C,
-/// up to the next `;`.
-fn expanded_string(expanded: &str, marker: &str) -> String {
-    let start = expanded.find(marker).unwrap_or_else(|| fail(&format!("preprocessor output lacks {marker}")))
-        + marker.len();
-    let rest = &expanded[start..];
-    let rest = &rest[..rest.find(';').unwrap_or(rest.len())];
-    let mut value = String::new();
-    let mut in_literal = false;
-    let mut escaped = false;
-    for c in rest.chars() {
-        if in_literal {
-            match (escaped, c) {
-                (false, '\\') => escaped = true,
-                (false, '"') => in_literal = false,
-                (_, c) => {
-                    value.push(c);
-                    escaped = false;
-                }
-            }
-        } else if c == '"' {
-            in_literal = true;
-        }
-    }
-    value
 }

@@ -1,0 +1,88 @@
+//! Builds the binding of one host server: raw bindings from the host's
+//! headers, and the small C shim, both compiled with exactly the defines the
+//! host was built with. A layout built from other defines is a crash, so any
+//! doubt fails the build with a message that names what to set.
+//!
+//! The `kamailio` feature (the default) builds the Kamailio module; the
+//! `opensips` feature, without the default ones, builds the OpenSIPS one.
+
+mod kamailio;
+mod opensips;
+
+use std::env;
+
+fn main() {
+    println!("cargo:rerun-if-changed=build");
+    println!("cargo:rerun-if-changed=wrapper");
+    let kamailio = env::var_os("CARGO_FEATURE_KAMAILIO").is_some();
+    let opensips = env::var_os("CARGO_FEATURE_OPENSIPS").is_some();
+    match (kamailio, opensips) {
+        (true, true) => fail(
+            "the kamailio and opensips features build different modules; build OpenSIPS's with \
+             `--no-default-features --features opensips`",
+        ),
+        (true, false) => kamailio::build(),
+        (false, true) => opensips::build(),
+        // The unit tests of the host-agnostic core need no host at all.
+        (false, false) => {}
+    }
+}
+
+pub fn fail(message: &str) -> ! {
+    eprintln!("\nerror: {message}\n");
+    panic!("siptrace-rs build failed: {message}");
+}
+
+/// Splits make's output into words. The string defines are printed without
+/// shell quoting (`-DCOMPILER="gcc 12.2.0"`): the double quotes belong to the
+/// value and a space inside them does not split the word.
+pub fn split_shell_words(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    for c in text.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                word.push(c);
+            }
+            c if c.is_whitespace() && !quoted => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
+
+/// Concatenates the string literals that follow `marker` in preprocessed C,
+/// up to the next `;`.
+pub fn expanded_string(expanded: &str, marker: &str) -> String {
+    let start = expanded.find(marker).unwrap_or_else(|| fail(&format!("preprocessor output lacks {marker}")))
+        + marker.len();
+    let rest = &expanded[start..];
+    let rest = &rest[..rest.find(';').unwrap_or(rest.len())];
+    let mut value = String::new();
+    let mut in_literal = false;
+    let mut escaped = false;
+    for c in rest.chars() {
+        if in_literal {
+            match (escaped, c) {
+                (false, '\\') => escaped = true,
+                (false, '"') => in_literal = false,
+                (_, c) => {
+                    value.push(c);
+                    escaped = false;
+                }
+            }
+        } else if c == '"' {
+            in_literal = true;
+        }
+    }
+    value
+}

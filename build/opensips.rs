@@ -1,0 +1,243 @@
+//! The OpenSIPS binding's build. OpenSIPS is not packaged by Debian: the
+//! user builds it from source, and OPENSIPS_SRC names that built tree. The
+//! defines come from the tree's own Makefile.conf and Makefile.defs, and
+//! the module strings OpenSIPS compares at load time are checked against
+//! what the tree's `opensips -V` prints.
+
+use crate::{expanded_string, fail, split_shell_words};
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn build() {
+    for var in ["OPENSIPS_SRC", "OPENSIPS_BIN"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    let host = OpenSipsHost::discover();
+    host.check_module_strings();
+    host.generate_bindings();
+    host.compile_shim();
+}
+
+struct OpenSipsHost {
+    src: PathBuf,
+    bin: PathBuf,
+    defines: Vec<String>,
+}
+
+/// What `opensips -V` says the server is.
+struct Reported {
+    version: String,
+    flags: String,
+    scm_type: String,
+    revision: String,
+}
+
+impl OpenSipsHost {
+    fn discover() -> Self {
+        let Some(src) = env::var_os("OPENSIPS_SRC").map(PathBuf::from) else {
+            fail(
+                "OPENSIPS_SRC is not set. Point it at the OpenSIPS 3.6 source tree you built \
+                 (`make` in it), whose opensips binary is to load the module.",
+            )
+        };
+        let src = src.canonicalize().unwrap_or(src);
+        for file in ["Makefile.defs", "Makefile.conf", "sr_module.h"] {
+            if !src.join(file).is_file() {
+                fail(&format!(
+                    "OPENSIPS_SRC={} does not look like a built OpenSIPS tree ({file} is missing; \
+                     `make` creates Makefile.conf)",
+                    src.display()
+                ));
+            }
+        }
+        let bin = env::var_os("OPENSIPS_BIN").map(PathBuf::from).unwrap_or_else(|| src.join("opensips"));
+        let mut defines = build_file_defines(&src);
+        // What Makefile.modules adds for a module named tracer.
+        defines.extend(["-DMOD_NAME=tracer".to_string(), "-DPIC".to_string()]);
+        OpenSipsHost { src, bin, defines }
+    }
+
+    fn include_dirs(&self) -> Vec<PathBuf> {
+        vec![self.src.clone(), PathBuf::from("wrapper/opensips")]
+    }
+
+    fn cc_build(&self) -> cc::Build {
+        let mut build = cc::Build::new();
+        for dir in self.include_dirs() {
+            build.include(dir);
+        }
+        for define in &self.defines {
+            build.flag(define);
+        }
+        build.flag("-pthread").flag("-fPIC").warnings(false);
+        build
+    }
+
+    fn reported(&self) -> Reported {
+        let out = Command::new(&self.bin).arg("-V").output().unwrap_or_else(|e| {
+            fail(&format!(
+                "cannot run `{} -V` ({e}); build the tree, or set OPENSIPS_BIN to the binary",
+                self.bin.display()
+            ))
+        });
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let field = |prefix: &str| -> String {
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| fail(&format!("`{} -V` printed no '{prefix}' line", self.bin.display())))
+        };
+        // "git revision: e6c1a35a34": the scm type, then the revision.
+        let (scm_type, revision) = text
+            .lines()
+            .find_map(|l| l.split_once(" revision: "))
+            .map(|(t, r)| (t.trim().to_string(), r.trim().to_string()))
+            .unwrap_or_else(|| fail(&format!("`{} -V` printed no revision line", self.bin.display())));
+        Reported { version: field("version:"), flags: field("flags:"), scm_type, revision }
+    }
+
+    /// OpenSIPS refuses a module whose version, compile flags or scm type
+    /// differ from its own (and whose revision is not a prefix of its own).
+    fn check_module_strings(&self) {
+        let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+        let probe = out_dir.join("opensips_module_strings.c");
+        std::fs::write(
+            &probe,
+            "#include \"version.h\"\n\
+             siptrace_version_is OPENSIPS_FULL_VERSION ;\n\
+             siptrace_flags_are OPENSIPS_COMPILE_FLAGS ;\n\
+             siptrace_scm_is VERSIONTYPE ;\n\
+             siptrace_revision_is THISREVISION ;\n",
+        )
+        .unwrap();
+        let expanded = self.cc_build().file(&probe).expand();
+        let expanded = String::from_utf8_lossy(&expanded);
+        let ours = Reported {
+            version: expanded_string(&expanded, "siptrace_version_is"),
+            flags: expanded_string(&expanded, "siptrace_flags_are"),
+            scm_type: expanded_string(&expanded, "siptrace_scm_is"),
+            revision: expanded_string(&expanded, "siptrace_revision_is"),
+        };
+        let theirs = self.reported();
+        for (what, ours, theirs) in [
+            ("version", &ours.version, &theirs.version),
+            ("compile flags", &ours.flags, &theirs.flags),
+            ("scm type", &ours.scm_type, &theirs.scm_type),
+            ("revision", &ours.revision, &theirs.revision),
+        ] {
+            if ours.trim() != theirs.trim() {
+                fail(&format!(
+                    "the module's {what} would be '{ours}' but `{} -V` reports '{theirs}', and \
+                     OpenSIPS would refuse to load it. OPENSIPS_SRC must be the tree that binary \
+                     was built from (set OPENSIPS_BIN if another binary is meant).",
+                    self.bin.display()
+                ));
+            }
+        }
+    }
+
+    fn generate_bindings(&self) {
+        let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+        let mut builder = bindgen::Builder::default()
+            .header("wrapper/opensips/wrapper.h")
+            .clang_args(self.include_dirs().iter().map(|d| format!("-I{}", d.display())))
+            .clang_args(&self.defines)
+            .derive_default(true)
+            .layout_tests(false)
+            .generate_comments(false)
+            .wrap_static_fns(true)
+            .wrap_static_fns_path(out_dir.join("static_fns"))
+            .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()));
+        for function in API_FUNCTIONS {
+            builder = builder.allowlist_function(function);
+        }
+        for ty in API_TYPES {
+            builder = builder.allowlist_type(ty);
+        }
+        for var in API_VARS {
+            builder = builder.allowlist_var(var);
+        }
+        let bindings = builder
+            .generate()
+            .unwrap_or_else(|e| fail(&format!("bindgen over wrapper/opensips/wrapper.h failed: {e}")));
+        bindings.write_to_file(out_dir.join("bindings.rs")).unwrap();
+    }
+
+    fn compile_shim(&self) {
+        let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+        let mut build = self.cc_build();
+        build.file("wrapper/opensips/shim.c").include(env::current_dir().unwrap());
+        // bindgen writes wrappers only when an allowlisted function is inline.
+        let static_fns = out_dir.join("static_fns.c");
+        if static_fns.exists() {
+            build.file(static_fns);
+        }
+        build.compile("siptrace_shim");
+    }
+}
+
+/// The part of OpenSIPS's API the binding uses.
+const API_FUNCTIONS: &[&str] = &["siptrace_os_.*", "trace_prot_bind", "register_stat2"];
+const API_TYPES: &[&str] = &[
+    "module_exports",
+    "cmd_export_t",
+    "param_export_t",
+    "proc_export_t",
+    "stat_export_t",
+    "dep_export_t",
+    "sip_msg",
+    "trace_proto_t",
+    "hid_list_t",
+    "module_type",
+    "stat_var",
+    "scm_version",
+    "sip_protos",
+];
+const API_VARS: &[&str] = &[
+    "siptrace_os_.*",
+    "STR_PARAM",
+    "INT_PARAM",
+    "CMD_PARAM_.*",
+    "REQUEST_ROUTE",
+    "FAILURE_ROUTE",
+    "ONREPLY_ROUTE",
+    "BRANCH_ROUTE",
+    "LOCAL_ROUTE",
+    "STAT_.*",
+    "PROTO_.*",
+    "L_(ALERT|CRIT|ERR|WARN|NOTICE|INFO|DBG)",
+    "PROC_.*",
+];
+
+/// The `-D` defines OpenSIPS's build gives its modules: its Makefile
+/// includes Makefile.conf, then Makefile.defs, which computes DEFS.
+fn build_file_defines(src: &Path) -> Vec<String> {
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+    let printer = out_dir.join("print-defs.mk");
+    std::fs::write(&printer, "include Makefile.conf\ninclude Makefile.defs\nprint-defs:\n\t@echo $(DEFS)\n")
+        .unwrap();
+    let out = Command::new("make")
+        .args(["-s", "-f"])
+        .arg(&printer)
+        .arg("print-defs")
+        .current_dir(src)
+        .output()
+        .unwrap_or_else(|e| fail(&format!("cannot run make in {}: {e}", src.display())));
+    if !out.status.success() {
+        fail(&format!(
+            "reading DEFS from Makefile.conf and Makefile.defs failed in {}: {}",
+            src.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let defines: Vec<String> = split_shell_words(&String::from_utf8_lossy(&out.stdout))
+        .into_iter()
+        .filter(|w| w.starts_with("-D"))
+        .collect();
+    if defines.is_empty() {
+        fail(&format!("Makefile.defs in {} gave no defines", src.display()));
+    }
+    defines
+}

@@ -1,0 +1,18 @@
+/* The parts of OpenSIPS's API that the Rust binding uses. bindgen reads this
+ * file with the defines of the OpenSIPS tree in OPENSIPS_SRC; see
+ * build/opensips.rs. */
+#ifndef SIPTRACE_OS_WRAPPER_H
+#define SIPTRACE_OS_WRAPPER_H
+
+#include "sr_module.h"
+#include "statistics.h"
+#include "dprint.h"
+#include "trace_api.h"
+#include "route.h"
+#include "pt.h"
+#include "parser/msg_parser.h"
+#include "modules/proto_hep/hep.h"
+
+#include "shim.h"
+
+#endif
