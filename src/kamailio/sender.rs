@@ -161,16 +161,7 @@ fn work(module: &'static Module, index: usize, shared: &'static Shared, supervis
     }
     // The server is stopping: deliver what the workers queued and the rows
     // held back, within a bounded time, so that nothing accepted goes unsaid.
-    let deadline = Instant::now() + DRAIN_TIME;
-    guard("the sender", (), || {
-        while Instant::now() < deadline && (sender.step(&queue, &mut host) > 0 || queue.depth() > 0) {}
-        sender.flush_rows(true, &mut host);
-        while Instant::now() < deadline && sender.streams_waiting() {
-            sender.step(&queue, &mut host);
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    });
-    let left = queue.depth();
+    let left = guard("the sender", queue.depth(), || sender.drain(&queue, &mut host, DRAIN_TIME));
     if left > 0 {
         crate::log_warn!("sender {index} stopped with {left} bytes of traces undelivered");
     } else {

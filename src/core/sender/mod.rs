@@ -151,6 +151,20 @@ impl<'c> Sender<'c> {
         self.rows.len() + self.streams.values().map(Stream::pending_frames).sum::<usize>()
     }
 
+    /// When the server stops: delivers what is queued, the rows held back
+    /// and the frames waiting for collectors, for at most `within`. Returns
+    /// the bytes left in the queue.
+    pub fn drain(&mut self, ring: &Ring, host: &mut dyn SenderHost, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline && (self.step(ring, host) > 0 || ring.depth() > 0) {}
+        self.flush_rows(true, host);
+        while Instant::now() < deadline && self.streams_waiting() {
+            self.step(ring, host);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        ring.depth()
+    }
+
     /// Before a sender takes over `ring` from a sender process that died:
     /// counts as dropped the records that one had taken and not delivered,
     /// so that they are neither lost silently nor sent twice.

@@ -1,0 +1,93 @@
+//! The OpenSIPS binding: module `tracer`, in place of OpenSIPS's own. The
+//! same core as on Kamailio: script calls copy records into shared-memory
+//! queues, and a sender process delivers them.
+//!
+//! Implemented so far: `trace_id` with `hep:` and `sip:` destinations,
+//! `trace_on`, `trace()` in the message scope for SIP, and the statistics.
+//! Everything else the tracer has is refused at startup with a message.
+
+#[macro_use]
+pub mod log;
+
+mod module;
+mod params;
+mod script;
+mod sender;
+mod stats;
+mod sys;
+
+use crate::guard::{guard, install_panic_hook};
+use std::os::raw::{c_char, c_int};
+
+/// OpenSIPS reads these tables through dlsym and never writes them; they
+/// hold only pointers to static data and functions.
+#[repr(transparent)]
+pub struct Export<T>(T);
+// SAFETY: immutable after compilation, see above.
+unsafe impl<T> Sync for Export<T> {}
+
+static CMDS: Export<[sys::cmd_export_t; script::CMD_COUNT + 1]> = Export(script::cmd_exports());
+static PARAMS: Export<[sys::param_export_t; params::PARAM_COUNT + 1]> = Export(params::param_exports());
+static STATS: Export<[sys::stat_export_t; 3]> = Export(stats::stat_exports());
+static PROCS: Export<[sys::proc_export_t; 2]> = Export([
+    sys::proc_export_t {
+        name: c"siptrace sender".as_ptr(),
+        pre_fork_function: None,
+        post_fork_function: None,
+        function: Some(sender::run),
+        no: 1,
+        flags: 0,
+    },
+    sys::proc_export_t {
+        name: std::ptr::null(),
+        pre_fork_function: None,
+        post_fork_function: None,
+        function: None,
+        no: 0,
+        flags: 0,
+    },
+]);
+
+#[no_mangle]
+pub static exports: Export<sys::module_exports> = Export(sys::module_exports {
+    name: c"tracer".as_ptr(),
+    type_: sys::module_type_MOD_TYPE_DEFAULT,
+    ver_info: sys::module_exports__bindgen_ty_1 {
+        version: std::ptr::addr_of!(sys::siptrace_os_version) as *const c_char,
+        compile_flags: std::ptr::addr_of!(sys::siptrace_os_compile_flags) as *const c_char,
+        scm: sys::scm_version {
+            type_: std::ptr::addr_of!(sys::siptrace_os_scm_type) as *const c_char,
+            rev: std::ptr::addr_of!(sys::siptrace_os_scm_rev) as *const c_char,
+        },
+    },
+    dlflags: 0,
+    load_f: None,
+    deps: std::ptr::null(),
+    cmds: CMDS.0.as_ptr(),
+    acmds: std::ptr::null(),
+    params: PARAMS.0.as_ptr(),
+    stats: STATS.0.as_ptr(),
+    mi_cmds: std::ptr::null(),
+    items: std::ptr::null(),
+    trans: std::ptr::null(),
+    procs: PROCS.0.as_ptr(),
+    preinit_f: None,
+    init_f: Some(mod_init),
+    response_f: None,
+    destroy_f: None,
+    init_child_f: None,
+    reload_ack_f: None,
+});
+
+unsafe extern "C" fn mod_init() -> c_int {
+    guard("mod_init", -1, || {
+        install_panic_hook();
+        match module::mod_init() {
+            Ok(()) => 0,
+            Err(e) => {
+                log_error!("{e}");
+                -1
+            }
+        }
+    })
+}

@@ -1,0 +1,104 @@
+//! The sender process OpenSIPS forks for the module (its `procs` export):
+//! it drains the queue with the core's sender, as on Kamailio.
+
+use crate::core::counters::DropReason;
+use crate::core::dest::Destination;
+use crate::core::record::Row;
+use crate::core::sender::{Sender, SenderHost, SenderSettings};
+use crate::core::shared::Shared;
+use crate::guard::guard;
+use crate::opensips::module;
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use std::fmt::Display;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const STREAM_BACKLOG: usize = 4 << 20;
+/// How long a stopping sender may take to deliver what is queued.
+const DRAIN_TIME: Duration = Duration::from_secs(3);
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_signal: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// OpenSIPS stops its processes with SIGTERM; the sender delivers what is
+/// queued first.
+fn catch_stop_signal() {
+    // SAFETY: installing a handler that only stores to an atomic.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_stop_signal as *const () as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
+    }
+}
+
+struct Host {
+    shared: &'static Shared,
+}
+
+impl SenderHost for Host {
+    fn store_rows(&mut self, _rows: &[Row<'_>]) -> (usize, Option<(DropReason, String)>) {
+        // mod_init refuses database destinations for now, so none is queued.
+        (0, Some((DropReason::DbUnavailable, "no database destination".into())))
+    }
+
+    fn tls_for(&self, _dest: Destination) -> Option<(Arc<ClientConfig>, ServerName<'static>)> {
+        None
+    }
+
+    fn dropped(&self, reason: DropReason, _count: u64, detail: &dyn Display) {
+        if let Some(line) = self.shared.drop_line(reason, detail) {
+            crate::log_warn!("{line}");
+        }
+    }
+
+    fn connection(&self, dest: Destination, up: bool, detail: &dyn Display) {
+        let to = format!("{}:{}", dest.transport.name(), dest.addr);
+        if up {
+            crate::log_info!("HEP collector {to}: {detail}");
+        } else {
+            crate::log_warn!("HEP collector {to}: connection failed: {detail}; retrying");
+        }
+    }
+}
+
+/// The body of sender process `index`; it never returns.
+pub unsafe extern "C" fn run(index: libc::c_int) {
+    guard("the sender", (), || {
+        let Some(module) = module::get() else { return };
+        let Some(queue) = module.queues.get(index as usize).copied() else { return };
+        let config = &module.config;
+        let settings = SenderSettings {
+            batch_size: config.senders.batch_size,
+            flush_interval: Duration::from_millis(config.senders.flush_interval_ms),
+            hep: config.hep.clone(),
+            stream_backlog: STREAM_BACKLOG,
+            db_flush_interval: Duration::from_millis(config.senders.db_flush_interval_ms),
+            db_batch_size: config.senders.db_batch_size,
+            xheaders_write: false,
+            source_ip: None,
+        };
+        let mut host = Host { shared: module.shared };
+        let mut sender = Sender::new(settings, &module.shared.counters);
+        catch_stop_signal();
+        crate::log_info!("sender {index} started");
+        sender.take_over(&queue, &host);
+        while !STOP.load(Ordering::Relaxed) {
+            let taken = guard("the sender", 0, || sender.step(&queue, &mut host));
+            if taken < config.senders.batch_size {
+                std::thread::sleep(sender.flush_interval());
+            }
+        }
+        let left = guard("the sender", queue.depth(), || sender.drain(&queue, &mut host, DRAIN_TIME));
+        if left > 0 {
+            crate::log_warn!("sender {index} stopped with {left} bytes of traces undelivered");
+        }
+    });
+    // SAFETY: leaving the process; OpenSIPS's exit path is the main process's.
+    unsafe { libc::_exit(0) }
+}
