@@ -343,7 +343,7 @@ impl Default for Config {
             duplicate_uri: Vec::new(),
             trace_to_database: true,
             hep_mode_on: false,
-            hep: HepSettings { capture_id: 1, auth_key: None, version: 3 },
+            hep: HepSettings { capture_id: 1, auth_key: None, version: 3, ..Default::default() },
             init_mode: InitMode::All,
             trace_mode: TraceMode::default(),
             trace_flag: None,
@@ -648,7 +648,15 @@ mod tests {
         assert_eq!(c.table, "trace_2026");
         assert_eq!(c.columns.callid, "cid");
         assert!(c.trace_on && !c.trace_to_database && c.hep_mode_on);
-        assert_eq!(c.hep, HepSettings { capture_id: 4242, auth_key: Some(b"secret".to_vec()), version: 3 });
+        assert_eq!(
+            c.hep,
+            HepSettings {
+                capture_id: 4242,
+                auth_key: Some(b"secret".to_vec()),
+                version: 3,
+                ..Default::default()
+            }
+        );
         let dup = &c.duplicate_uri[0];
         assert_eq!(dup.text, "sip:capture.example.net:9060");
         assert_eq!(dup.uri.host, Host::Name("capture.example.net".into()));

@@ -58,6 +58,21 @@ pub struct HepSettings {
     pub auth_key: Option<Vec<u8>>,
     /// 1, 2 or 3; anything else encodes as 3.
     pub version: u8,
+    pub layout: ChunkLayout,
+}
+
+/// The order of the chunks in a HEPv3 packet. Receivers do not depend on
+/// it; it follows the host's own sender, so that a packet is the same
+/// byte for byte as the one the module replaced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ChunkLayout {
+    /// Kamailio's siptrace: addresses, ports, times, type, capture id,
+    /// correlations, auth key, payload.
+    #[default]
+    Kamailio,
+    /// OpenSIPS's proto_hep: ports, times, type, capture id, addresses,
+    /// payload, then the correlations.
+    OpenSips,
 }
 
 /// One packet to encode.
@@ -174,7 +189,7 @@ pub fn encode_v3(
     out.extend_from_slice(&(len as u16).to_be_bytes());
     put_chunk(out, chunk::IP_FAMILY, &[family]);
     put_chunk(out, chunk::IP_PROTO, &[packet.src.transport.hep_ip_proto()]);
-    match (src_ip, dst_ip) {
+    let addresses = |out: &mut Vec<u8>| match (src_ip, dst_ip) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             put_chunk(out, chunk::SRC_IP4, &s.octets());
             put_chunk(out, chunk::DST_IP4, &d.octets());
@@ -184,6 +199,14 @@ pub fn encode_v3(
             put_chunk(out, chunk::DST_IP6, &d.octets());
         }
         _ => unreachable!("families checked above"),
+    };
+    let optional = |out: &mut Vec<u8>, kind: u16, data: Option<&[u8]>| {
+        if let Some(data) = data {
+            put_chunk(out, kind, data);
+        }
+    };
+    if settings.layout == ChunkLayout::Kamailio {
+        addresses(out);
     }
     put_chunk(out, chunk::SRC_PORT, &packet.src.addr.port().to_be_bytes());
     put_chunk(out, chunk::DST_PORT, &packet.dst.addr.port().to_be_bytes());
@@ -191,16 +214,21 @@ pub fn encode_v3(
     put_chunk(out, chunk::TIME_USEC, &packet.time_usec.to_be_bytes());
     put_chunk(out, chunk::PROTO_TYPE, &[packet.proto_type]);
     put_chunk(out, chunk::CAPTURE_ID, &settings.capture_id.to_be_bytes());
-    if let Some(correlation) = correlation {
-        put_chunk(out, chunk::CORRELATION_ID, correlation);
+    match settings.layout {
+        ChunkLayout::Kamailio => {
+            optional(out, chunk::CORRELATION_ID, correlation);
+            optional(out, chunk::EXTRA_CORRELATION, extra);
+            optional(out, chunk::AUTH_KEY, auth_key);
+            put_chunk(out, chunk::PAYLOAD, packet.payload);
+        }
+        ChunkLayout::OpenSips => {
+            addresses(out);
+            optional(out, chunk::AUTH_KEY, auth_key);
+            put_chunk(out, chunk::PAYLOAD, packet.payload);
+            optional(out, chunk::EXTRA_CORRELATION, extra);
+            optional(out, chunk::CORRELATION_ID, correlation);
+        }
     }
-    if let Some(extra) = extra {
-        put_chunk(out, chunk::EXTRA_CORRELATION, extra);
-    }
-    if let Some(key) = auth_key {
-        put_chunk(out, chunk::AUTH_KEY, key);
-    }
-    put_chunk(out, chunk::PAYLOAD, packet.payload);
     debug_assert_eq!(out.len() - start, len);
     Ok(())
 }
@@ -359,7 +387,12 @@ mod tests {
 
     #[test]
     fn ipv4_packet_has_the_exact_bytes_of_kamailios_layout() {
-        let settings = HepSettings { capture_id: 0x0102_0304, auth_key: Some(b"k".to_vec()), version: 3 };
+        let settings = HepSettings {
+            capture_id: 0x0102_0304,
+            auth_key: Some(b"k".to_vec()),
+            version: 3,
+            ..Default::default()
+        };
         let mut out = Vec::new();
         encode_v3(&packet(b"SIP", Some(b"cid")), &settings, &mut out).unwrap();
         let expected: Vec<u8> = [
@@ -384,11 +417,29 @@ mod tests {
     }
 
     #[test]
+    fn the_opensips_layout_puts_addresses_after_the_header_and_correlations_last() {
+        let settings = HepSettings { capture_id: 1, layout: ChunkLayout::OpenSips, ..Default::default() };
+        let mut p = packet(b"SIP", Some(b"cid"));
+        p.extra_correlation = Some(br#"{"net":"1"}"#);
+        let mut out = Vec::new();
+        encode_v3(&p, &settings, &mut out).unwrap();
+        let kinds: Vec<u16> = decode_v3(&out).unwrap().iter().map(|c| c.kind).collect();
+        assert_eq!(kinds, [1, 2, 7, 8, 9, 10, 11, 12, 3, 4, 0x0f, 0x65, 0x11]);
+        let mut kamailio = Vec::new();
+        encode_v3(&p, &HepSettings { layout: ChunkLayout::Kamailio, ..settings }, &mut kamailio).unwrap();
+        assert_eq!(kamailio.len(), out.len());
+        assert_eq!(
+            Decoded::from_chunks(&decode_v3(&kamailio).unwrap()),
+            Decoded::from_chunks(&decode_v3(&out).unwrap())
+        );
+    }
+
+    #[test]
     fn round_trip_ipv6_through_the_decoder() {
         let mut p = packet(b"INVITE sip:x SIP/2.0\r\n\r\n", Some(b"call-1"));
         p.src = endpoint(Transport::Tls, "[2001:db8::1]:5061");
         p.dst = endpoint(Transport::Tls, "[2001:db8::2]:6000");
-        let settings = HepSettings { capture_id: 7, auth_key: None, version: 3 };
+        let settings = HepSettings { capture_id: 7, auth_key: None, version: 3, ..Default::default() };
         let mut out = Vec::new();
         encode_v3(&p, &settings, &mut out).unwrap();
         let chunks = decode_v3(&out).unwrap();
@@ -413,7 +464,12 @@ mod tests {
     fn versions_1_and_2_byte_by_byte() {
         let p = packet(b"OPTIONS", Some(b"ignored"));
         let mut v1 = Vec::new();
-        let s1 = HepSettings { capture_id: 0x0102, auth_key: Some(b"k".to_vec()), version: 1 };
+        let s1 = HepSettings {
+            capture_id: 0x0102,
+            auth_key: Some(b"k".to_vec()),
+            version: 1,
+            ..Default::default()
+        };
         encode(&p, &s1, &mut v1).unwrap();
         let addresses = [p.src.addr.ip(), p.dst.addr.ip()].map(|ip| match ip {
             IpAddr::V4(a) => a.octets(),
@@ -444,7 +500,8 @@ mod tests {
         let mut p = packet(br#"{"Event":"INFO"}"#, Some(b"call-1"));
         p.proto_type = proto_type::LOG;
         p.extra_correlation = Some(br#"{"sip":"call-1"}"#);
-        let settings = HepSettings { capture_id: 1, auth_key: Some(b"k".to_vec()), version: 3 };
+        let settings =
+            HepSettings { capture_id: 1, auth_key: Some(b"k".to_vec()), version: 3, ..Default::default() };
         let mut out = Vec::new();
         encode_v3(&p, &settings, &mut out).unwrap();
         let chunks = decode_v3(&out).unwrap();
@@ -461,7 +518,8 @@ mod tests {
 
     #[test]
     fn empty_correlation_and_auth_key_are_left_out() {
-        let settings = HepSettings { capture_id: 1, auth_key: Some(Vec::new()), version: 3 };
+        let settings =
+            HepSettings { capture_id: 1, auth_key: Some(Vec::new()), version: 3, ..Default::default() };
         let mut out = Vec::new();
         encode_v3(&packet(b"x", Some(b"")), &settings, &mut out).unwrap();
         let kinds: Vec<u16> = decode_v3(&out).unwrap().iter().map(|c| c.kind).collect();

@@ -239,7 +239,11 @@ To: <sip:c@d>\r\nCSeq: 1 OPTIONS\r\n\r\n";
     fn hep_packet_carries_the_record() {
         let mut out = Vec::new();
         record(None)
-            .encode_hep(None, &HepSettings { capture_id: 9, auth_key: None, version: 3 }, &mut out)
+            .encode_hep(
+                None,
+                &HepSettings { capture_id: 9, auth_key: None, version: 3, ..Default::default() },
+                &mut out,
+            )
             .unwrap();
         let chunks = decode_v3(&out).unwrap();
         let d = Decoded::from_chunks(&chunks);

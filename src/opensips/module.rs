@@ -4,7 +4,7 @@
 use crate::core::config::Config;
 use crate::core::dest::{DestUri, Destination};
 use crate::core::endpoint::Transport;
-use crate::core::hep::HepSettings;
+use crate::core::hep::{ChunkLayout, HepSettings};
 use crate::core::record::Outputs;
 use crate::core::ring::Ring;
 use crate::core::shared::Shared;
@@ -130,7 +130,8 @@ pub fn mod_init() -> Result<(), String> {
     if ids.is_empty() {
         return Err("no trace_id is defined; give at least one".into());
     }
-    config.hep = HepSettings { version: hep_version.unwrap_or(3), ..config.hep };
+    config.hep =
+        HepSettings { version: hep_version.unwrap_or(3), layout: ChunkLayout::OpenSips, ..config.hep };
     // SAFETY: plain allocation from OpenSIPS's shared memory.
     let p = unsafe { sys::siptrace_os_shm_malloc(std::mem::size_of::<Shared>()) } as *mut Shared;
     if p.is_null() {

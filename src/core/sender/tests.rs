@@ -72,7 +72,7 @@ fn settings(batch_size: usize) -> SenderSettings {
     SenderSettings {
         batch_size,
         flush_interval: Duration::from_millis(1),
-        hep: HepSettings { capture_id: 5, auth_key: None, version: 3 },
+        hep: HepSettings { capture_id: 5, auth_key: None, version: 3, ..Default::default() },
         stream_backlog: 1 << 20,
         db_flush_interval: Duration::ZERO,
         db_batch_size: 1000,
