@@ -1,0 +1,273 @@
+//! The OpenSIPS binding (module `tracer`) in a real OpenSIPS 3.6, compared
+//! with OpenSIPS's own tracer module on the same calls.
+//!
+//! OpenSIPS is not packaged by Debian, so these tests need a tree the user
+//! built: set OPENSIPS_SRC to it (its `opensips` binary and modules are
+//! used, and our module is built against it). Without it, each test says
+//! so and passes without running.
+
+mod common;
+
+use common::diff::{compare, packet_item, Item, PortMap};
+use common::*;
+use std::fs::{self, File};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The built OpenSIPS tree, or None after saying why the test is skipped.
+fn opensips_tree(test: &str) -> Option<PathBuf> {
+    let Some(tree) = std::env::var_os("OPENSIPS_SRC").map(PathBuf::from) else {
+        eprintln!("{test}: skipped: set OPENSIPS_SRC to a built OpenSIPS 3.6 source tree to run it");
+        return None;
+    };
+    if !tree.join("opensips").is_file() || !tree.join("modules/tracer/tracer.so").is_file() {
+        eprintln!("{test}: skipped: {} has no built opensips binary and tracer module", tree.display());
+        return None;
+    }
+    Some(tree)
+}
+
+/// Our module built for OpenSIPS, once per test run.
+fn our_module(tree: &Path) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let target = root.join("target/opensips");
+            let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["build", "--no-default-features", "--features", "opensips", "--target-dir"])
+                .arg(&target)
+                .env("OPENSIPS_SRC", tree)
+                .current_dir(root)
+                .output()
+                .expect("run cargo");
+            assert!(
+                out.status.success(),
+                "building the OpenSIPS module failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            target.join("debug/libsiptrace.so")
+        })
+        .clone()
+}
+
+/// An OpenSIPS process; killed with its children on drop.
+struct OpenSips {
+    child: Child,
+    log: PathBuf,
+}
+
+impl OpenSips {
+    /// Starts OpenSIPS and waits until its SIP socket `port` is taken and
+    /// its processes had a moment to start.
+    fn start(tree: &Path, dir: &TestDir, name: &str, config: &str, port: u16) -> OpenSips {
+        let cfg = dir.file(&format!("{name}.cfg"));
+        fs::write(&cfg, config).unwrap();
+        let log = dir.file(&format!("{name}.log"));
+        let child = Command::new(tree.join("opensips"))
+            .args(["-f", cfg.to_str().unwrap(), "-F", "-m", "64", "-M", "8", "-w"])
+            .arg(&dir.path)
+            .stdin(Stdio::null())
+            .stdout(File::create(dir.file(&format!("{name}.out"))).unwrap())
+            .stderr(File::create(&log).unwrap())
+            .process_group(0)
+            .spawn()
+            .expect("spawn opensips");
+        let mut os = OpenSips { child, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            if let Ok(Some(status)) = os.child.try_wait() {
+                panic!("{name} exited ({status}) during startup:\n{}", os.log_text());
+            }
+            assert!(Instant::now() < deadline, "{name} did not start:\n{}", os.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        os
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        let pgid = self.child.id() as i32;
+        // SAFETY: signalling the process group this harness created.
+        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OpenSips {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A proxy config: tm and rr relaying every request to the UAS (in-dialog
+/// ones by their route set), tracing each message it receives with
+/// `trace("tid", "m")` to a HEP listener.
+fn proxy_config(tree: &Path, module: &Path, port: u16, uas: u16, collector: u16) -> String {
+    format!(
+        r#"log_level=3
+stderror_enabled=yes
+syslog_enabled=no
+udp_workers=2
+socket=udp:127.0.0.1:{port}
+socket=hep_udp:127.0.0.1:{hep}
+mpath="{modules}/"
+loadmodule "proto_udp.so"
+loadmodule "proto_hep.so"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "sipmsgops.so"
+loadmodule "{module}"
+modparam("tm", "T1_timer", 2000)
+modparam("proto_hep", "hep_id", "[hid]127.0.0.1:{collector};transport=udp;version=3")
+modparam("tracer", "trace_id", "[tid]uri=hep:hid")
+route {{
+    trace("tid", "m");
+    if (has_totag()) {{
+        if (loose_route()) {{ t_relay(); }}
+        exit;
+    }}
+    record_route();
+    $du = "sip:127.0.0.1:{uas}";
+    if (!t_relay()) {{ sl_reply_error(); }}
+    exit;
+}}
+onreply_route {{
+    trace("tid", "m");
+}}
+"#,
+        hep = free_port(),
+        modules = tree.join("modules").display(),
+        module = module.display(),
+    )
+}
+
+/// One run: hep-js, the sipp UAS, OpenSIPS loading `module`, `calls`
+/// calls. Returns the packets hep-js decoded and the ports.
+fn run(tree: &Path, module: &Path, name: &str, calls: u32) -> (Vec<serde_json::Value>, PortMap) {
+    let dir = TestDir::new(name);
+    let hepjs = HepJs::start(&dir);
+    let ports =
+        PortMap { uac: free_port(), proxy: free_port(), uas: free_port(), hep: hepjs.port, ephemeral: false };
+    let uas_xml = dir.file("uas.xml");
+    fs::write(&uas_xml, include_str!("fixtures/uas-call.xml")).unwrap();
+    let _uas = SippUas::start_scenario(&dir, "127.0.0.1", ports.uas, &uas_xml, &["-m", &calls.to_string()]);
+    let config = proxy_config(tree, module, ports.proxy, ports.uas, hepjs.port);
+    let mut proxy = OpenSips::start(tree, &dir, "proxy", &config, ports.proxy);
+    let uac_xml = dir.file("uac.xml");
+    fs::write(&uac_xml, include_str!("fixtures/uac-call.xml")).unwrap();
+    let uac_xml = uac_xml.to_str().unwrap();
+    // Fixed Call-IDs, so that both runs' messages are the same.
+    let scenario = ["-sf", uac_xml, "-cid_str", "call-%u@siptrace-rs.test"];
+    let proxy_at = format!("127.0.0.1:{}", ports.proxy);
+    let run = sipp_uac(&dir, "127.0.0.1", &proxy_at, ports.uac, &scenario, calls, "15s");
+    assert!(run.ok, "calls failed:\n{}\n{}", run.output, proxy.log_text());
+    // Six messages per call reach the proxy: INVITE, 180, 200, ACK, BYE, 200.
+    let expected = 6 * calls as usize;
+    wait_for(Duration::from_secs(10), || hepjs.packets().len() >= expected);
+    proxy.stop();
+    std::thread::sleep(Duration::from_millis(300));
+    (hepjs.packets(), ports)
+}
+
+/// OpenSIPS's tm makes its Via branches `z9hG4bK<hash>.<random>.<n>`, with
+/// a random part chosen when it starts: that part (and so the payload's
+/// length) differs between the two runs whatever the tracer, so it is not
+/// compared.
+fn mask_random_branch(mut item: Item) -> Item {
+    fn mask(text: &str) -> String {
+        const MARK: &str = "branch=z9hG4bK";
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(at) = rest.find(MARK) {
+            let (before, after) = rest.split_at(at + MARK.len());
+            out.push_str(before);
+            let end = after.find(|c: char| !(c.is_ascii_hexdigit() || c == '.')).unwrap_or(after.len());
+            let parts: Vec<&str> = after[..end].split('.').collect();
+            if parts.len() == 3 {
+                out.push_str(&format!("{}.<random>.{}", parts[0], parts[2]));
+            } else {
+                out.push_str(&after[..end]);
+            }
+            rest = &after[end..];
+        }
+        out.push_str(rest);
+        // The payload's length changes with the random part's.
+        match out.find(" bytes as normalized)") {
+            Some(end) => {
+                let start = out[..end].rfind('(').map_or(end, |i| i + 1);
+                out.replace_range(start..end, "N");
+                out
+            }
+            None => out,
+        }
+    }
+    item.render = mask(&item.render);
+    item.message = mask(&item.message);
+    item.documented_alternative = item.documented_alternative.map(|a| mask(&a));
+    item
+}
+
+#[test]
+fn message_scope_hep_matches_opensips_tracer() {
+    let Some(tree) = opensips_tree("message_scope_hep_matches_opensips_tracer") else { return };
+    let ours = our_module(&tree);
+    let calls = 3;
+    let (theirs_packets, theirs_ports) =
+        run(&tree, &tree.join("modules/tracer/tracer.so"), "os-tracer", calls);
+    let (ours_packets, ours_ports) = run(&tree, &ours, "os-ours", calls);
+    assert_eq!(theirs_packets.len(), 6 * calls as usize, "OpenSIPS's tracer: six HEP packets per call");
+    let items = |packets: &[serde_json::Value], ports: &PortMap| -> Vec<Item> {
+        packets.iter().map(|p| mask_random_branch(packet_item(p, ports))).collect()
+    };
+    let (theirs_items, ours_items) =
+        (items(&theirs_packets, &theirs_ports), items(&ours_packets, &ours_ports));
+    let comparison = compare("HEP packets, OpenSIPS's tracer (as C) and ours", theirs_items, ours_items);
+    if let Some(report) = comparison.report {
+        panic!("{report}");
+    }
+}
+
+#[test]
+fn unimplemented_parameters_refuse_the_start() {
+    let Some(tree) = opensips_tree("unimplemented_parameters_refuse_the_start") else { return };
+    let module = our_module(&tree);
+    for (line, says) in [
+        (r#"modparam("tracer", "trace_id", "[db]uri=mysql://u:pw@h/db")"#, "not implemented yet"),
+        (r#"modparam("tracer", "date_column", "ts")"#, "'date_column' is not implemented yet"),
+        (r#"modparam("tracer", "trace_id", "[x]url=hep:hid")"#, "unknown key 'url'"),
+    ] {
+        let dir = TestDir::new("os-refusal");
+        let config = proxy_config(&tree, &module, free_port(), free_port(), free_port())
+            .replace("modparam(\"tracer\", \"trace_id\", \"[tid]uri=hep:hid\")", line);
+        let cfg = dir.file("refused.cfg");
+        fs::write(&cfg, &config).unwrap();
+        let out = Command::new(tree.join("opensips"))
+            .args(["-f", cfg.to_str().unwrap(), "-F", "-m", "64", "-M", "8", "-w"])
+            .arg(&dir.path)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{line} must refuse the start:\n{log}");
+        assert!(log.contains(says), "{line}: the log must say '{says}':\n{log}");
+        assert!(!log.contains(":pw@"), "the password stays out of the log:\n{log}");
+    }
+}
