@@ -179,7 +179,8 @@ impl OpenSipsHost {
 }
 
 /// The part of OpenSIPS's API the binding uses.
-const API_FUNCTIONS: &[&str] = &["siptrace_os_.*", "trace_prot_bind", "register_stat2"];
+const API_FUNCTIONS: &[&str] =
+    &["siptrace_os_.*", "trace_prot_bind", "register_stat2", "find_export", "register_slcb"];
 const API_TYPES: &[&str] = &[
     "module_exports",
     "cmd_export_t",
@@ -194,6 +195,13 @@ const API_TYPES: &[&str] = &[
     "stat_var",
     "scm_version",
     "sip_protos",
+    "tm_binds",
+    "load_tm_f",
+    "tmcb_params",
+    "dest_info",
+    "socket_info",
+    "sl_cb_type",
+    "sl_cb_t",
 ];
 const API_VARS: &[&str] = &[
     "siptrace_os_.*",
@@ -209,6 +217,9 @@ const API_VARS: &[&str] = &[
     "PROTO_.*",
     "L_(ALERT|CRIT|ERR|WARN|NOTICE|INFO|DBG)",
     "PROC_.*",
+    "TMCB_MSG_(MATCHED_IN|SENT_OUT)",
+    "FL_USE_SIPTRACE",
+    "SIP_REQUEST",
 ];
 
 /// The `-D` defines OpenSIPS's build gives its modules: its Makefile

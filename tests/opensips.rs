@@ -117,9 +117,10 @@ impl Drop for OpenSips {
 }
 
 /// A proxy config: tm and rr relaying every request to the UAS (in-dialog
-/// ones by their route set), tracing each message it receives with
-/// `trace("tid", "m")` to a HEP listener.
-fn proxy_config(tree: &Path, module: &Path, port: u16, uas: u16, collector: u16) -> String {
+/// ones by their route set), tracing every request with `trace("tid",
+/// "<scope>")` to a HEP listener, and in the message scope every reply too.
+fn proxy_config(tree: &Path, module: &Path, scope: &str, port: u16, uas: u16, collector: u16) -> String {
+    let on_reply = if scope == "m" { "trace(\"tid\", \"m\");" } else { "return;" };
     format!(
         r#"log_level=3
 stderror_enabled=yes
@@ -139,7 +140,7 @@ modparam("tm", "T1_timer", 2000)
 modparam("proto_hep", "hep_id", "[hid]127.0.0.1:{collector};transport=udp;version=3")
 modparam("tracer", "trace_id", "[tid]uri=hep:hid")
 route {{
-    trace("tid", "m");
+    trace("tid", "{scope}");
     if (has_totag()) {{
         if (loose_route()) {{ t_relay(); }}
         exit;
@@ -150,7 +151,7 @@ route {{
     exit;
 }}
 onreply_route {{
-    trace("tid", "m");
+    {on_reply}
 }}
 "#,
         hep = free_port(),
@@ -161,7 +162,7 @@ onreply_route {{
 
 /// One run: hep-js, the sipp UAS, OpenSIPS loading `module`, `calls`
 /// calls. Returns the packets hep-js decoded and the ports.
-fn run(tree: &Path, module: &Path, name: &str, calls: u32) -> (Vec<serde_json::Value>, PortMap) {
+fn run(tree: &Path, module: &Path, scope: &str, name: &str, calls: u32) -> (Vec<serde_json::Value>, PortMap) {
     let dir = TestDir::new(name);
     let hepjs = HepJs::start(&dir);
     let ports =
@@ -169,7 +170,7 @@ fn run(tree: &Path, module: &Path, name: &str, calls: u32) -> (Vec<serde_json::V
     let uas_xml = dir.file("uas.xml");
     fs::write(&uas_xml, include_str!("fixtures/uas-call.xml")).unwrap();
     let _uas = SippUas::start_scenario(&dir, "127.0.0.1", ports.uas, &uas_xml, &["-m", &calls.to_string()]);
-    let config = proxy_config(tree, module, ports.proxy, ports.uas, hepjs.port);
+    let config = proxy_config(tree, module, scope, ports.proxy, ports.uas, hepjs.port);
     let mut proxy = OpenSips::start(tree, &dir, "proxy", &config, ports.proxy);
     let uac_xml = dir.file("uac.xml");
     fs::write(&uac_xml, include_str!("fixtures/uac-call.xml")).unwrap();
@@ -179,8 +180,7 @@ fn run(tree: &Path, module: &Path, name: &str, calls: u32) -> (Vec<serde_json::V
     let proxy_at = format!("127.0.0.1:{}", ports.proxy);
     let run = sipp_uac(&dir, "127.0.0.1", &proxy_at, ports.uac, &scenario, calls, "15s");
     assert!(run.ok, "calls failed:\n{}\n{}", run.output, proxy.log_text());
-    // Six messages per call reach the proxy: INVITE, 180, 200, ACK, BYE, 200.
-    let expected = 6 * calls as usize;
+    let expected = per_call(scope) * calls as usize;
     wait_for(Duration::from_secs(10), || hepjs.packets().len() >= expected);
     proxy.stop();
     std::thread::sleep(Duration::from_millis(300));
@@ -225,24 +225,53 @@ fn mask_random_branch(mut item: Item) -> Item {
     item
 }
 
-#[test]
-fn message_scope_hep_matches_opensips_tracer() {
-    let Some(tree) = opensips_tree("message_scope_hep_matches_opensips_tracer") else { return };
+/// HEP packets per call: in the message scope, the six messages the
+/// proxy receives (INVITE, 180, 200, ACK, BYE, 200); in the transaction
+/// scope, those and the seven it sends (INVITE, 100, 180, 200, ACK, BYE,
+/// 200).
+fn per_call(scope: &str) -> usize {
+    if scope == "m" {
+        6
+    } else {
+        13
+    }
+}
+
+/// The same calls through OpenSIPS with its tracer and with ours, in
+/// `scope`: every HEP packet must be the same.
+fn differential(scope: &str) {
+    let test = format!("scope_{scope}_hep_matches_opensips_tracer");
+    let Some(tree) = opensips_tree(&test) else { return };
     let ours = our_module(&tree);
     let calls = 3;
+    let theirs_module = tree.join("modules/tracer/tracer.so");
     let (theirs_packets, theirs_ports) =
-        run(&tree, &tree.join("modules/tracer/tracer.so"), "os-tracer", calls);
-    let (ours_packets, ours_ports) = run(&tree, &ours, "os-ours", calls);
-    assert_eq!(theirs_packets.len(), 6 * calls as usize, "OpenSIPS's tracer: six HEP packets per call");
+        run(&tree, &theirs_module, scope, &format!("os-tracer-{scope}"), calls);
+    let (ours_packets, ours_ports) = run(&tree, &ours, scope, &format!("os-ours-{scope}"), calls);
+    assert_eq!(theirs_packets.len(), per_call(scope) * calls as usize, "OpenSIPS's tracer, scope {scope}");
     let items = |packets: &[serde_json::Value], ports: &PortMap| -> Vec<Item> {
         packets.iter().map(|p| mask_random_branch(packet_item(p, ports))).collect()
     };
     let (theirs_items, ours_items) =
         (items(&theirs_packets, &theirs_ports), items(&ours_packets, &ours_ports));
-    let comparison = compare("HEP packets, OpenSIPS's tracer (as C) and ours", theirs_items, ours_items);
+    let comparison = compare(
+        &format!("HEP packets in scope {scope}, OpenSIPS's tracer (as C) and ours"),
+        theirs_items,
+        ours_items,
+    );
     if let Some(report) = comparison.report {
         panic!("{report}");
     }
+}
+
+#[test]
+fn message_scope_hep_matches_opensips_tracer() {
+    differential("m");
+}
+
+#[test]
+fn transaction_scope_hep_matches_opensips_tracer() {
+    differential("t");
 }
 
 #[test]
@@ -255,7 +284,7 @@ fn unimplemented_parameters_refuse_the_start() {
         (r#"modparam("tracer", "trace_id", "[x]url=hep:hid")"#, "unknown key 'url'"),
     ] {
         let dir = TestDir::new("os-refusal");
-        let config = proxy_config(&tree, &module, free_port(), free_port(), free_port())
+        let config = proxy_config(&tree, &module, "m", free_port(), free_port(), free_port())
             .replace("modparam(\"tracer\", \"trace_id\", \"[tid]uri=hep:hid\")", line);
         let cfg = dir.file("refused.cfg");
         fs::write(&cfg, &config).unwrap();

@@ -3,7 +3,8 @@
 //! queues, and a sender process delivers them.
 //!
 //! Implemented so far: `trace_id` with `hep:` and `sip:` destinations,
-//! `trace_on`, `trace()` in the message scope for SIP, and the statistics.
+//! `trace_on`, `trace()` in the message and transaction scopes for SIP,
+//! and the statistics.
 //! Everything else the tracer has is refused at startup with a message.
 
 #[macro_use]
@@ -15,6 +16,8 @@ mod script;
 mod sender;
 mod stats;
 mod sys;
+mod tracer;
+mod transaction;
 
 use crate::guard::{guard, install_panic_hook};
 use std::os::raw::{c_char, c_int};

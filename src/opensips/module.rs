@@ -130,6 +130,7 @@ pub fn mod_init() -> Result<(), String> {
     if ids.is_empty() {
         return Err("no trace_id is defined; give at least one".into());
     }
+    crate::opensips::transaction::init()?;
     config.hep =
         HepSettings { version: hep_version.unwrap_or(3), layout: ChunkLayout::OpenSips, ..config.hep };
     // SAFETY: plain allocation from OpenSIPS's shared memory.

@@ -1,17 +1,12 @@
 //! `trace(trace_id, [scope], [type], [trace_attrs], [flags], [correlation_id])`,
-//! the script function of OpenSIPS's tracer. This module implements the
-//! message scope; the others are refused at startup.
+//! the script function of OpenSIPS's tracer. The message and transaction
+//! scopes are implemented; the others are refused at startup.
 
 use crate::core::counters::DropReason;
-use crate::core::endpoint::{Endpoint, Transport};
-use crate::core::hep::proto_type;
-use crate::core::record::{Direction, Timestamp, TraceRecord};
-use crate::core::shared::enqueue;
 use crate::guard::guard;
-use crate::opensips::{module, sys};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use crate::opensips::tracer::{self, Trace};
+use crate::opensips::{module, sys, transaction};
 use std::os::raw::{c_int, c_void};
-use std::sync::atomic::Ordering;
 
 pub const CMD_COUNT: usize = 1;
 
@@ -69,29 +64,51 @@ unsafe extern "C" fn fixup_trace_id(param: *mut *mut c_void) -> c_int {
     })
 }
 
-/// Accepts the message scope, `m`; the others are not implemented yet.
+/// The scope letters: `m` (the message) and `t` (its transaction); `d`
+/// and `b` are not implemented yet. The parameter becomes the scope.
 unsafe extern "C" fn fixup_scope(param: *mut *mut c_void) -> c_int {
     guard("trace() fixup", -1, || {
         // SAFETY: OpenSIPS passes the parameter's str.
-        let Some(scope) = (unsafe { fixup_text(param) }) else { return -1 };
-        for &c in scope.iter().filter(|c| !c.is_ascii_whitespace()) {
-            match c.to_ascii_lowercase() {
-                b'm' => {}
-                b't' | b'd' | b'b' => {
+        let Some(text) = (unsafe { fixup_text(param) }) else { return -1 };
+        let mut scope = None;
+        for &c in text.iter().filter(|c| !c.is_ascii_whitespace()) {
+            // The widest scope given wins, as in OpenSIPS's tracer.
+            let this = match c.to_ascii_lowercase() {
+                b'm' => Scope::Message,
+                b't' if transaction::tm_loaded() => Scope::Transaction,
+                b't' => {
+                    crate::log_error!("trace(): scope 't' needs the tm module loaded");
+                    return -1;
+                }
+                b'd' | b'b' => {
                     crate::log_error!(
-                        "trace(): scope '{}' is not implemented yet by this tracer module; use 'm'",
+                        "trace(): scope '{}' is not implemented yet by this tracer module; use 'm' or 't'",
                         c as char
                     );
                     return -1;
                 }
                 _ => {
-                    crate::log_error!("trace(): unknown scope '{}'", String::from_utf8_lossy(scope));
+                    crate::log_error!("trace(): unknown scope '{}'", String::from_utf8_lossy(text));
                     return -1;
                 }
-            }
+            };
+            scope = scope.max(Some(this));
         }
+        let Some(scope) = scope else {
+            crate::log_error!("trace(): the scope is empty");
+            return -1;
+        };
+        // SAFETY: replacing the parameter with a value the function reads back.
+        unsafe { *param = scope as usize as *mut c_void };
         0
     })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(usize)]
+enum Scope {
+    Message = 1,
+    Transaction = 2,
 }
 
 /// Accepts the type `sip`; the others are not implemented yet.
@@ -125,27 +142,6 @@ unsafe extern "C" fn fixup_legs(param: *mut *mut c_void) -> c_int {
     })
 }
 
-fn ip_of(ip: &sys::ip_addr) -> Option<IpAddr> {
-    // SAFETY: the union's bytes are plain data.
-    let bytes = unsafe { ip.u.addr };
-    match ip.af as i32 {
-        libc::AF_INET => Some(IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))),
-        libc::AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(bytes))),
-        _ => None,
-    }
-}
-
-fn transport_of(proto: c_int) -> Transport {
-    match proto as u32 {
-        sys::sip_protos_PROTO_TCP => Transport::Tcp,
-        sys::sip_protos_PROTO_TLS => Transport::Tls,
-        sys::sip_protos_PROTO_SCTP => Transport::Sctp,
-        sys::sip_protos_PROTO_WS => Transport::Ws,
-        sys::sip_protos_PROTO_WSS => Transport::Wss,
-        _ => Transport::Udp,
-    }
-}
-
 /// The string of an optional str parameter, as the function gets it.
 ///
 /// # Safety
@@ -160,7 +156,7 @@ unsafe fn str_param<'a>(p: *mut c_void) -> Option<&'a [u8]> {
 unsafe extern "C" fn w_trace(
     msg: *mut sys::sip_msg,
     id: *mut c_void,
-    _scope: *mut c_void,
+    scope: *mut c_void,
     _types: *mut c_void,
     _attrs: *mut c_void,
     _legs: *mut c_void,
@@ -171,44 +167,31 @@ unsafe extern "C" fn w_trace(
     guard("trace()", -1, || {
         let Some(module) = module::get() else { return -1 };
         // SAFETY: OpenSIPS passes the message being processed.
-        let Some(msg) = (unsafe { msg.as_ref() }) else { return -1 };
-        if !module.shared.trace_on.load(Ordering::Relaxed) {
+        let Some(msg) = (unsafe { msg.as_mut() }) else { return -1 };
+        let Some(id) = (id as usize).checked_sub(1).filter(|&i| i < module.ids.len()) else { return -1 };
+        // SAFETY: an optional str parameter.
+        let trace = Trace { id, correlation: unsafe { str_param(correlation) } };
+        // Without a scope, the transaction's when tm is there, as in
+        // OpenSIPS's tracer (which takes the dialog's for an initial INVITE
+        // when the dialog module is loaded; not implemented here yet).
+        let scope = match scope as usize {
+            0 if transaction::tm_loaded() => Scope::Transaction,
+            2 => Scope::Transaction,
+            _ => Scope::Message,
+        };
+        let request = msg.first_line.type_ == sys::SIP_REQUEST as _;
+        if scope == Scope::Transaction && request && !transaction::start(msg, trace) {
+            tracer::report(
+                module,
+                DropReason::NoDestination,
+                "trace(): tm refused the transaction callbacks",
+            );
             return -1;
         }
-        let Some((_, outputs)) = (id as usize).checked_sub(1).and_then(|i| module.ids.get(i)) else {
-            return -1;
-        };
-        let transport = transport_of(msg.rcv.proto);
-        let (Some(src), Some(dst)) = (ip_of(&msg.rcv.src_ip), ip_of(&msg.rcv.dst_ip)) else {
-            report(module, DropReason::Unparsable, "the message has no IP addresses");
-            return -1;
-        };
-        // SAFETY: the message buffer is valid for its length.
-        let payload = unsafe { std::slice::from_raw_parts(msg.buf as *const u8, msg.len as usize) };
-        let record = TraceRecord {
-            time: Timestamp::now(),
-            direction: Direction::In,
-            src: Endpoint::new(transport, src, msg.rcv.src_port),
-            dst: Endpoint::new(transport, dst, msg.rcv.dst_port),
-            payload,
-            // SAFETY: an optional str parameter.
-            correlation_id: unsafe { str_param(correlation) },
-            extra_correlation: None,
-            proto_type: proto_type::SIP,
-            traced_users: None,
-        };
-        match enqueue(&module.queues, &module.shared.counters, &record, outputs, None) {
-            Ok(()) => 1,
-            Err(e) => {
-                report(module, e.reason, &e.detail);
-                -1
-            }
+        if tracer::incoming(module, trace, msg) {
+            1
+        } else {
+            -1
         }
     })
-}
-
-fn report(module: &module::Module, reason: DropReason, detail: &str) {
-    if let Some(line) = module.shared.count_drop(reason, 1, &detail) {
-        crate::log_warn!("{line}");
-    }
 }

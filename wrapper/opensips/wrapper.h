@@ -11,6 +11,9 @@
 #include "route.h"
 #include "pt.h"
 #include "parser/msg_parser.h"
+#include "socket_info.h"
+#include "sl_cb.h"
+#include "modules/tm/tm_load.h"
 #include "modules/proto_hep/hep.h"
 
 #include "shim.h"

@@ -1,0 +1,254 @@
+//! The transaction scope, `trace(id, "t")`: tm callbacks on the traced
+//! request's transaction catch what it receives (retransmissions, ACK,
+//! CANCEL, replies) and what it sends (the relayed requests and the
+//! replies). What tm forwards statelessly (the ACK of a 2xx, say) is caught
+//! by the core's stateless callbacks, for messages flagged by `trace()`.
+
+use crate::guard::guard;
+use crate::opensips::module;
+use crate::opensips::sys;
+use crate::opensips::tracer::{self, Trace};
+use std::os::raw::{c_int, c_void};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+/// tm's API, when tm is loaded.
+struct Tm(sys::tm_binds);
+// SAFETY: a table of function pointers filled once before forking.
+unsafe impl Sync for Tm {}
+unsafe impl Send for Tm {}
+
+static TM: OnceLock<Option<Tm>> = OnceLock::new();
+
+/// Binds tm if it is loaded, and registers the stateless callbacks. From
+/// mod_init.
+pub fn init() -> Result<(), String> {
+    // SAFETY: looking up another module's export by name.
+    let load = unsafe { sys::find_export(c"load_tm".as_ptr(), 0) };
+    let tm = load.map(|f| {
+        let mut binds = sys::tm_binds::default();
+        // SAFETY: tm's load_tm has this signature and fills `binds`.
+        let load: sys::load_tm_f = unsafe { std::mem::transmute(f) };
+        let ok = load.is_some_and(|load| unsafe { load(&mut binds) } >= 0);
+        ok.then_some(Tm(binds))
+    });
+    let _ = TM.set(tm.flatten());
+    for (kind, f) in [
+        (sys::sl_cb_type_SLCB_REQUEST_OUT, stateless_request_out as StatelessCb),
+        (sys::sl_cb_type_SLCB_REPLY_OUT, stateless_reply_out as StatelessCb),
+    ] {
+        // SAFETY: registering a callback for the messages trace() flags.
+        if unsafe { sys::register_slcb(kind, sys::FL_USE_SIPTRACE, Some(f)) } != 0 {
+            return Err("cannot register the stateless callbacks".into());
+        }
+    }
+    Ok(())
+}
+
+pub fn tm_loaded() -> bool {
+    TM.get().is_some_and(Option::is_some)
+}
+
+type StatelessCb = unsafe extern "C" fn(
+    *mut sys::sip_msg,
+    *mut sys::str_,
+    c_int,
+    *const sys::sockaddr_union,
+    *const sys::socket_info,
+    c_int,
+);
+
+/// One traced transaction, in shared memory: tm's two callbacks each hold
+/// a reference, and the last one to be released frees it.
+#[repr(C)]
+struct TxTrace {
+    refs: AtomicU32,
+    id: usize,
+    correlation_len: usize,
+    // The correlation id's bytes follow.
+}
+
+impl TxTrace {
+    fn correlation(&self) -> Option<&[u8]> {
+        (self.correlation_len > 0).then(|| {
+            // SAFETY: `new` copied that many bytes right after the block.
+            unsafe {
+                std::slice::from_raw_parts((self as *const TxTrace).add(1) as *const u8, self.correlation_len)
+            }
+        })
+    }
+
+    fn trace(&self) -> Trace<'_> {
+        Trace { id: self.id, correlation: self.correlation() }
+    }
+
+    fn new(trace: Trace<'_>) -> *mut TxTrace {
+        let correlation = trace.correlation.unwrap_or_default();
+        let size = std::mem::size_of::<TxTrace>() + correlation.len();
+        // SAFETY: plain allocation from shared memory.
+        let p = unsafe { sys::siptrace_os_shm_malloc(size) } as *mut TxTrace;
+        if !p.is_null() {
+            // SAFETY: a fresh block of `size` bytes, aligned for any scalar.
+            unsafe {
+                p.write(TxTrace {
+                    refs: AtomicU32::new(2),
+                    id: trace.id,
+                    correlation_len: correlation.len(),
+                });
+                std::ptr::copy_nonoverlapping(correlation.as_ptr(), p.add(1) as *mut u8, correlation.len());
+            }
+        }
+        p
+    }
+}
+
+/// tm's release of a callback's parameter.
+unsafe extern "C" fn release(param: *mut c_void) {
+    let p = param as *mut TxTrace;
+    // SAFETY: the block `new` made, alive until its last reference goes.
+    if let Some(tx) = unsafe { p.as_ref() } {
+        if tx.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // SAFETY: no callback refers to it any more.
+            unsafe { sys::siptrace_os_shm_free(p as *mut c_void) };
+        }
+    }
+}
+
+/// The transaction traced for the message this process works on now, for
+/// the stateless callbacks: (message id, block).
+static CURRENT_MSG: AtomicU32 = AtomicU32::new(0);
+static CURRENT_TX: AtomicUsize = AtomicUsize::new(0);
+
+/// Starts tracing the transaction of `msg`, a request. Returns false when
+/// tm refuses.
+pub fn start(msg: &mut sys::sip_msg, trace: Trace<'_>) -> bool {
+    let Some(Some(tm)) = TM.get() else { return false };
+    let Some(register) = tm.0.register_tmcb else { return false };
+    let tx = TxTrace::new(trace);
+    if tx.is_null() {
+        return false;
+    }
+    let callbacks = [
+        (sys::TMCB_MSG_MATCHED_IN as c_int, matched_in as unsafe extern "C" fn(_, _, _)),
+        (sys::TMCB_MSG_SENT_OUT as c_int, sent_out as unsafe extern "C" fn(_, _, _)),
+    ];
+    for (i, (kind, f)) in callbacks.into_iter().enumerate() {
+        // SAFETY: registering on the message being processed; tm calls
+        // `release` once per registration.
+        if unsafe { register(msg, std::ptr::null_mut(), kind, Some(f), tx as *mut c_void, Some(release)) }
+            <= 0
+        {
+            // The registrations that will not happen hold no reference.
+            for _ in i..callbacks.len() {
+                // SAFETY: dropping the references nobody will release.
+                unsafe { release(tx as *mut c_void) };
+            }
+            return false;
+        }
+    }
+    msg.msg_flags |= sys::FL_USE_SIPTRACE;
+    CURRENT_MSG.store(msg.id, Ordering::Relaxed);
+    CURRENT_TX.store(tx as usize, Ordering::Relaxed);
+    true
+}
+
+/// The transaction block of a tm callback.
+///
+/// # Safety
+/// `ps` must be the parameters tm passes, with a block `start` registered.
+unsafe fn block<'a>(ps: *mut sys::tmcb_params) -> Option<(&'a sys::tmcb_params, &'a TxTrace)> {
+    // SAFETY: per the contract.
+    let ps = unsafe { ps.as_ref()? };
+    let tx = unsafe { (*ps.param as *const TxTrace).as_ref()? };
+    Some((ps, tx))
+}
+
+/// tm's FAKED_REPLY: a reply it made up, not a message.
+fn is_message(msg: *mut sys::sip_msg) -> bool {
+    !msg.is_null() && msg as isize != -1
+}
+
+unsafe extern "C" fn matched_in(_t: *mut sys::cell, _type: c_int, ps: *mut sys::tmcb_params) {
+    guard("tm callback", (), || {
+        let Some(module) = module::get() else { return };
+        // SAFETY: tm's parameters for our registration.
+        let Some((ps, tx)) = (unsafe { block(ps) }) else { return };
+        let msg = if is_message(ps.req) { ps.req } else { ps.rpl };
+        if is_message(msg) {
+            // SAFETY: a message tm received.
+            tracer::incoming(module, tx.trace(), unsafe { &*msg });
+        }
+    })
+}
+
+unsafe extern "C" fn sent_out(_t: *mut sys::cell, _type: c_int, ps: *mut sys::tmcb_params) {
+    guard("tm callback", (), || {
+        let Some(module) = module::get() else { return };
+        // SAFETY: tm's parameters for our registration.
+        let Some((ps, tx)) = (unsafe { block(ps) }) else { return };
+        // For a request out, ps.req is it; for a reply out, ps.rpl is the
+        // reply relayed, or none for one tm made up (a 100 Trying, say).
+        let msg = [ps.req, ps.rpl].into_iter().find(|m| is_message(*m));
+        // SAFETY: what tm sent, and where, when it says.
+        let bytes = unsafe { (ps.extra1 as *const sys::str_).as_ref() };
+        let Some(bytes) = bytes.filter(|b| b.len > 0 && !b.s.is_null()) else { return };
+        let bytes = unsafe { std::slice::from_raw_parts(bytes.s as *const u8, bytes.len as usize) };
+        let dest = unsafe { (ps.extra2 as *const sys::dest_info).as_ref() };
+        let (sock, proto, to) = match dest {
+            Some(d) => (d.send_sock, d.proto, &d.to as *const sys::sockaddr_union),
+            None => (std::ptr::null(), 0, std::ptr::null()),
+        };
+        // SAFETY: a message of the transaction, when there is one.
+        let msg = msg.map(|m| unsafe { &*m });
+        tracer::outgoing(module, tx.trace(), msg, bytes, sock, proto, to);
+    })
+}
+
+/// A request or reply sent statelessly for a message `trace()` flagged.
+fn stateless_out(
+    req: *mut sys::sip_msg,
+    buffer: *mut sys::str_,
+    to: *const sys::sockaddr_union,
+    sock: *const sys::socket_info,
+    proto: c_int,
+) {
+    let Some(module) = module::get() else { return };
+    // SAFETY: the message being processed, and what is sent for it.
+    let (Some(req), Some(buffer)) = (unsafe { req.as_ref() }, unsafe { buffer.as_ref() }) else { return };
+    if CURRENT_MSG.load(Ordering::Relaxed) != req.id {
+        return;
+    }
+    // SAFETY: the block of this message's transaction, alive while tm holds it.
+    let Some(tx) = (unsafe { (CURRENT_TX.load(Ordering::Relaxed) as *const TxTrace).as_ref() }) else {
+        return;
+    };
+    if buffer.len <= 0 || buffer.s.is_null() {
+        return;
+    }
+    // SAFETY: the buffer is valid for its length.
+    let bytes = unsafe { std::slice::from_raw_parts(buffer.s as *const u8, buffer.len as usize) };
+    let proto = if proto == 0 { req.rcv.proto } else { proto };
+    tracer::outgoing(module, tx.trace(), Some(req), bytes, sock, proto, to);
+}
+
+unsafe extern "C" fn stateless_request_out(
+    req: *mut sys::sip_msg,
+    buffer: *mut sys::str_,
+    _code: c_int,
+    to: *const sys::sockaddr_union,
+    sock: *const sys::socket_info,
+    proto: c_int,
+) {
+    guard("stateless callback", (), || stateless_out(req, buffer, to, sock, proto))
+}
+
+unsafe extern "C" fn stateless_reply_out(
+    req: *mut sys::sip_msg,
+    buffer: *mut sys::str_,
+    _code: c_int,
+    to: *const sys::sockaddr_union,
+    sock: *const sys::socket_info,
+    proto: c_int,
+) {
+    guard("stateless callback", (), || stateless_out(req, buffer, to, sock, proto))
+}
