@@ -179,8 +179,15 @@ impl OpenSipsHost {
 }
 
 /// The part of OpenSIPS's API the binding uses.
-const API_FUNCTIONS: &[&str] =
-    &["siptrace_os_.*", "trace_prot_bind", "register_stat2", "find_export", "register_slcb"];
+const API_FUNCTIONS: &[&str] = &[
+    "siptrace_os_.*",
+    "trace_prot_bind",
+    "register_stat2",
+    "find_export",
+    "register_slcb",
+    "find_param_export",
+    "__register_script_cb",
+];
 const API_TYPES: &[&str] = &[
     "module_exports",
     "cmd_export_t",
@@ -202,6 +209,7 @@ const API_TYPES: &[&str] = &[
     "socket_info",
     "sl_cb_type",
     "sl_cb_t",
+    "modify_trace",
 ];
 const API_VARS: &[&str] = &[
     "siptrace_os_.*",
@@ -220,6 +228,15 @@ const API_VARS: &[&str] = &[
     "TMCB_MSG_(MATCHED_IN|SENT_OUT)",
     "FL_USE_SIPTRACE",
     "SIP_REQUEST",
+    "global_trace_api",
+    "register_trace_type",
+    "check_is_traced",
+    "sip_context_trace",
+    "get_next_destination",
+    "PRE_SCRIPT_CB",
+    "REQ_TYPE_CB",
+    "RPL_TYPE_CB",
+    "SCB_RUN_ALL",
 ];
 
 /// The `-D` defines OpenSIPS's build gives its modules: its Makefile

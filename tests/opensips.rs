@@ -120,6 +120,9 @@ impl Drop for OpenSips {
 /// ones by their route set), tracing every request with `trace("tid",
 /// "<scope>")` to a HEP listener, and in the message scope every reply too.
 fn proxy_config(tree: &Path, module: &Path, scope: &str, port: u16, uas: u16, collector: u16) -> String {
+    // The scope may carry the types: "t sip|xlog" traces the log lines too.
+    let (scope, types) = scope.split_once(' ').unwrap_or((scope, "sip"));
+    let log = if types.contains("xlog") { "xlog(\"L_NOTICE\", \"proxy got $rm for $ci\\n\");" } else { "" };
     let on_reply = if scope == "m" { "trace(\"tid\", \"m\");" } else { "return;" };
     format!(
         r#"log_level=3
@@ -140,7 +143,8 @@ modparam("tm", "T1_timer", 2000)
 modparam("proto_hep", "hep_id", "[hid]127.0.0.1:{collector};transport=udp;version=3")
 modparam("tracer", "trace_id", "[tid]uri=hep:hid")
 route {{
-    trace("tid", "{scope}");
+    trace("tid", "{scope}", "{types}");
+    {log}
     if (has_totag()) {{
         if (loose_route()) {{ t_relay(); }}
         exit;
@@ -229,25 +233,24 @@ fn mask_random_branch(mut item: Item) -> Item {
 /// proxy receives (INVITE, 180, 200, ACK, BYE, 200); in the transaction
 /// scope, those and the seven it sends (INVITE, 100, 180, 200, ACK, BYE,
 /// 200).
+/// With xlog among the types, the line the request route logs for each
+/// request (INVITE, ACK, BYE) adds three.
 fn per_call(scope: &str) -> usize {
-    if scope == "m" {
-        6
-    } else {
-        13
-    }
+    let sip = if scope.starts_with('m') { 6 } else { 13 };
+    sip + if scope.contains("xlog") { 3 } else { 0 }
 }
 
 /// The same calls through OpenSIPS with its tracer and with ours, in
 /// `scope`: every HEP packet must be the same.
 fn differential(scope: &str) {
-    let test = format!("scope_{scope}_hep_matches_opensips_tracer");
+    let test = format!("scope '{scope}': HEP matches opensips tracer");
     let Some(tree) = opensips_tree(&test) else { return };
     let ours = our_module(&tree);
     let calls = 3;
     let theirs_module = tree.join("modules/tracer/tracer.so");
     let (theirs_packets, theirs_ports) =
-        run(&tree, &theirs_module, scope, &format!("os-tracer-{scope}"), calls);
-    let (ours_packets, ours_ports) = run(&tree, &ours, scope, &format!("os-ours-{scope}"), calls);
+        run(&tree, &theirs_module, scope, &format!("os-tracer-{}", label(scope)), calls);
+    let (ours_packets, ours_ports) = run(&tree, &ours, scope, &format!("os-ours-{}", label(scope)), calls);
     assert_eq!(theirs_packets.len(), per_call(scope) * calls as usize, "OpenSIPS's tracer, scope {scope}");
     let items = |packets: &[serde_json::Value], ports: &PortMap| -> Vec<Item> {
         packets.iter().map(|p| mask_random_branch(packet_item(p, ports))).collect()
@@ -264,6 +267,10 @@ fn differential(scope: &str) {
     }
 }
 
+fn label(scope: &str) -> String {
+    scope.replace([' ', '|'], "-")
+}
+
 #[test]
 fn message_scope_hep_matches_opensips_tracer() {
     differential("m");
@@ -272,6 +279,13 @@ fn message_scope_hep_matches_opensips_tracer() {
 #[test]
 fn transaction_scope_hep_matches_opensips_tracer() {
     differential("t");
+}
+
+/// A log line of a traced call goes to the collector as a HEP log record
+/// (type 100), correlated with the call, as with OpenSIPS's tracer.
+#[test]
+fn xlog_lines_of_a_traced_transaction_match_opensips_tracer() {
+    differential("t sip|xlog");
 }
 
 #[test]

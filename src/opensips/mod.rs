@@ -16,6 +16,7 @@ mod script;
 mod sender;
 mod stats;
 mod sys;
+mod trace_api;
 mod tracer;
 mod transaction;
 

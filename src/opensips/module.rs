@@ -20,6 +20,11 @@ pub struct Module {
     pub queues: Vec<Ring>,
     pub shared: &'static Shared,
     pub config: Config,
+    /// proto_hep's `homer5_delim` when its `homer5_on` is set: records of
+    /// the trace API then join their payload parts with it.
+    pub homer5_delimiter: Option<Vec<u8>>,
+    /// The hep_ids resolved at startup, by proto_hep's pointer.
+    hep_ids: Vec<(usize, Destination)>,
 }
 
 // SAFETY: set once in mod_init, before OpenSIPS forks, and only read after;
@@ -39,10 +44,21 @@ impl Module {
     pub fn id_index(&self, name: &str) -> Option<usize> {
         self.ids.iter().position(|(n, _)| n == name)
     }
+
+    /// Where proto_hep's destination `dest` (a `hid_list_t`) sends: one
+    /// resolved at startup, or one whose address is an IP.
+    pub fn hep_destination_of(&self, dest: sys::trace_dest) -> Option<Destination> {
+        if let Some((_, d)) = self.hep_ids.iter().find(|(p, _)| *p == dest as usize) {
+            return Some(*d);
+        }
+        // SAFETY: proto_hep's entry, alive while it is used.
+        let hid = unsafe { (dest as *const sys::hid_list_t).as_ref()? };
+        hid_destination(hid, false).ok().map(|(d, _)| d)
+    }
 }
 
 /// proto_hep's trace API, bound in mod_init; it resolves `hep_id` names.
-struct HepApi(sys::trace_proto_t);
+pub struct HepApi(pub sys::trace_proto_t);
 // SAFETY: a table of function pointers filled once before forking.
 unsafe impl Sync for HepApi {}
 unsafe impl Send for HepApi {}
@@ -55,36 +71,69 @@ fn bind_proto_hep() -> Option<HepApi> {
     (rc >= 0 && api.get_trace_dest_by_name.is_some()).then_some(HepApi(api))
 }
 
-/// Where proto_hep's `hep_id` called `name` sends, and its HEP version.
-fn hep_destination(api: &HepApi, name: &str) -> Result<(Destination, u8), String> {
+/// Where proto_hep's `hep_id` called `name` sends, its HEP version, and
+/// proto_hep's pointer to it.
+fn hep_destination(api: &HepApi, name: &str) -> Result<(Destination, u8, usize), String> {
     let get = api.0.get_trace_dest_by_name.ok_or("proto_hep offers no destinations")?;
     let mut s = sys::str_ { s: name.as_ptr() as *mut _, len: name.len() as _ };
     // SAFETY: a valid str; proto_hep returns its hid_list_t or NULL.
-    let hid = unsafe { get(&mut s) } as *const sys::hid_list_t;
+    let pointer = unsafe { get(&mut s) };
     // SAFETY: a live entry of proto_hep's list when not null.
-    let hid = unsafe { hid.as_ref() }
+    let hid = unsafe { (pointer as *const sys::hid_list_t).as_ref() }
         .ok_or_else(|| format!("no hep_id '{name}' is defined (modparam \"proto_hep\" \"hep_id\")"))?;
+    let (dest, version) = hid_destination(hid, true).map_err(|e| format!("hep_id '{name}': {e}"))?;
+    Ok((dest, version, pointer as usize))
+}
+
+/// The destination of a proto_hep entry; host names are resolved only
+/// when `resolve` (at startup), never per message.
+fn hid_destination(hid: &sys::hid_list_t, resolve: bool) -> Result<(Destination, u8), String> {
     // SAFETY: proto_hep's strings are valid for their length.
     let ip = unsafe { std::slice::from_raw_parts(hid.ip.s as *const u8, hid.ip.len.max(0) as usize) };
     let ip = String::from_utf8_lossy(ip);
     let transport = match hid.transport as u32 {
         sys::sip_protos_PROTO_HEP_UDP | sys::sip_protos_PROTO_UDP => Transport::Udp,
         sys::sip_protos_PROTO_HEP_TCP | sys::sip_protos_PROTO_TCP => Transport::Tcp,
-        other => return Err(format!("hep_id '{name}' uses transport {other}; UDP and TCP are implemented")),
+        other => return Err(format!("transport {other}; UDP and TCP are implemented")),
     };
-    let port = u16::try_from(if hid.port_no == 0 { 9060 } else { hid.port_no })
-        .map_err(|_| format!("hep_id '{name}' has a bad port"))?;
+    let port = u16::try_from(if hid.port_no == 0 { 9060 } else { hid.port_no }).map_err(|_| "bad port")?;
     let addr = match ip.trim_matches(['[', ']']).parse::<IpAddr>() {
         Ok(ip) => SocketAddr::new(ip, port),
-        // Names are resolved once, here, never per message.
-        Err(_) => {
+        Err(_) if resolve => {
             DestUri::parse_supported(&format!("sip:{ip}:{port}"))
                 .and_then(|d| d.resolve())
-                .map_err(|e| format!("hep_id '{name}': {e}"))?
+                .map_err(|e| e.to_string())?
                 .addr
         }
+        Err(_) => return Err(format!("'{ip}' was not resolved at startup")),
     };
     Ok((Destination { addr, transport }, hid.version as u8))
+}
+
+/// A modparam of proto_hep, as the pointer it was stored through.
+fn proto_hep_param(name: &std::ffi::CStr, kind: u32) -> *mut std::os::raw::c_void {
+    // SAFETY: looking up a module's parameter by name.
+    unsafe { sys::find_param_export(c"proto_hep".as_ptr(), name.as_ptr(), kind) }
+}
+
+/// proto_hep's capture id and Homer 5 settings, which its own packets use.
+fn proto_hep_settings() -> (u32, Option<Vec<u8>>) {
+    // SAFETY: proto_hep's INT_PARAM storage is an int; its STR_PARAM one a
+    // char* to a NUL-terminated string.
+    unsafe {
+        let capture_id = (proto_hep_param(c"hep_capture_id", sys::INT_PARAM) as *const std::os::raw::c_int)
+            .as_ref()
+            .map_or(1, |&id| id as u32);
+        let homer5_on = (proto_hep_param(c"homer5_on", sys::INT_PARAM) as *const std::os::raw::c_int)
+            .as_ref()
+            .map_or(1, |&on| on);
+        let delimiter = (proto_hep_param(c"homer5_delim", sys::STR_PARAM)
+            as *const *const std::os::raw::c_char)
+            .as_ref()
+            .filter(|p| !p.is_null())
+            .map_or_else(|| b":".to_vec(), |&p| std::ffi::CStr::from_ptr(p).to_bytes().to_vec());
+        (capture_id, (homer5_on != 0).then_some(delimiter))
+    }
 }
 
 pub fn mod_init() -> Result<(), String> {
@@ -93,6 +142,7 @@ pub fn mod_init() -> Result<(), String> {
     let api = bind_proto_hep();
     let mut ids: Vec<(String, Outputs)> = Vec::new();
     let mut hep_version = None;
+    let mut hep_ids = Vec::new();
     for TraceId { name, target } in &params.trace_ids {
         let at = match ids.iter().position(|(n, _)| n == name) {
             Some(i) => i,
@@ -109,7 +159,8 @@ pub fn mod_init() -> Result<(), String> {
                         "trace_id '[{name}]' sends to hep:{id}, but proto_hep is not loaded before tracer"
                     )
                 })?;
-                let (dest, version) = hep_destination(api, id)?;
+                let (dest, version, pointer) = hep_destination(api, id)?;
+                hep_ids.push((pointer, dest));
                 if *hep_version.get_or_insert(version) != version {
                     return Err("every hep_id the trace ids use must have the same HEP version".into());
                 }
@@ -131,8 +182,16 @@ pub fn mod_init() -> Result<(), String> {
         return Err("no trace_id is defined; give at least one".into());
     }
     crate::opensips::transaction::init()?;
-    config.hep =
-        HepSettings { version: hep_version.unwrap_or(3), layout: ChunkLayout::OpenSips, ..config.hep };
+    if let Some(api) = &api {
+        crate::opensips::trace_api::init(api)?;
+    }
+    let (capture_id, homer5_delimiter) = proto_hep_settings();
+    config.hep = HepSettings {
+        version: hep_version.unwrap_or(3),
+        layout: ChunkLayout::OpenSips,
+        capture_id,
+        ..config.hep
+    };
     // SAFETY: plain allocation from OpenSIPS's shared memory.
     let p = unsafe { sys::siptrace_os_shm_malloc(std::mem::size_of::<Shared>()) } as *mut Shared;
     if p.is_null() {
@@ -152,7 +211,8 @@ pub fn mod_init() -> Result<(), String> {
         config.senders.count,
         config.senders.queue_bytes / 1024
     );
-    MODULE.set(Module { ids, queues, shared, config }).map_err(|_| "initialized twice".to_string())
+    let module = Module { ids, queues, shared, config, homer5_delimiter, hep_ids };
+    MODULE.set(module).map_err(|_| "initialized twice".to_string())
 }
 
 fn new_queue(bytes: usize) -> Result<Ring, String> {

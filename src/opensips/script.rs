@@ -5,7 +5,7 @@
 use crate::core::counters::DropReason;
 use crate::guard::guard;
 use crate::opensips::tracer::{self, Trace};
-use crate::opensips::{module, sys, transaction};
+use crate::opensips::{module, sys, trace_api, transaction};
 use std::os::raw::{c_int, c_void};
 
 pub const CMD_COUNT: usize = 1;
@@ -111,21 +111,23 @@ enum Scope {
     Transaction = 2,
 }
 
-/// Accepts the type `sip`; the others are not implemented yet.
+/// The kinds of records to trace (`sip|xlog|rest`, see `trace_api`); the
+/// parameter becomes their mask.
 unsafe extern "C" fn fixup_types(param: *mut *mut c_void) -> c_int {
     guard("trace() fixup", -1, || {
         // SAFETY: OpenSIPS passes the parameter's str.
         let Some(types) = (unsafe { fixup_text(param) }) else { return -1 };
-        for t in types.split(|&b| b == b'|').map(<[u8]>::trim_ascii) {
-            if !t.eq_ignore_ascii_case(b"sip") {
-                crate::log_error!(
-                    "trace(): type '{}' is not implemented yet by this tracer module; use 'sip'",
-                    String::from_utf8_lossy(t)
-                );
-                return -1;
+        match trace_api::mask_of(types) {
+            Ok(mask) => {
+                // SAFETY: replacing the parameter with a value the function reads back.
+                unsafe { *param = mask as usize as *mut c_void };
+                0
+            }
+            Err(e) => {
+                crate::log_error!("trace(): {e}");
+                -1
             }
         }
-        0
     })
 }
 
@@ -157,7 +159,7 @@ unsafe extern "C" fn w_trace(
     msg: *mut sys::sip_msg,
     id: *mut c_void,
     scope: *mut c_void,
-    _types: *mut c_void,
+    types: *mut c_void,
     _attrs: *mut c_void,
     _legs: *mut c_void,
     correlation: *mut c_void,
@@ -170,7 +172,12 @@ unsafe extern "C" fn w_trace(
         let Some(msg) = (unsafe { msg.as_mut() }) else { return -1 };
         let Some(id) = (id as usize).checked_sub(1).filter(|&i| i < module.ids.len()) else { return -1 };
         // SAFETY: an optional str parameter.
-        let trace = Trace { id, correlation: unsafe { str_param(correlation) } };
+        let types = match types as usize as u32 {
+            0 => trace_api::SIP_BIT,
+            mask => mask,
+        };
+        let trace = Trace { id, types, correlation: unsafe { str_param(correlation) } };
+        trace_api::enter(msg.id, id, types);
         // Without a scope, the transaction's when tm is there, as in
         // OpenSIPS's tracer (which takes the dialog's for an initial INVITE
         // when the dialog module is loaded; not implemented here yet).
@@ -188,7 +195,7 @@ unsafe extern "C" fn w_trace(
             );
             return -1;
         }
-        if tracer::incoming(module, trace, msg) {
+        if types & trace_api::SIP_BIT == 0 || tracer::incoming(module, trace, msg) {
             1
         } else {
             -1

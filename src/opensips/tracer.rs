@@ -12,10 +12,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::raw::c_int;
 use std::sync::atomic::Ordering;
 
-/// A trace in progress: the trace id's index and the forced correlation.
+/// A trace in progress: the trace id's index, the kinds of records it
+/// takes (see `trace_api`), and the forced correlation.
 #[derive(Debug, Clone, Copy)]
 pub struct Trace<'a> {
     pub id: usize,
+    pub types: u32,
     pub correlation: Option<&'a [u8]>,
 }
 
@@ -29,7 +31,7 @@ pub fn ip_of(ip: &sys::ip_addr) -> Option<IpAddr> {
     }
 }
 
-fn address_of(su: &sys::sockaddr_union) -> Option<SocketAddr> {
+pub fn address_of(su: &sys::sockaddr_union) -> Option<SocketAddr> {
     // SAFETY: the family field is common to every member; the member read
     // is the one it names.
     unsafe {
@@ -141,7 +143,9 @@ fn queue(
     ends: (Endpoint, Endpoint),
     payload: &[u8],
 ) -> bool {
-    if !module.shared.trace_on.load(Ordering::Relaxed) {
+    if !module.shared.trace_on.load(Ordering::Relaxed)
+        || trace.types & crate::opensips::trace_api::SIP_BIT == 0
+    {
         return false;
     }
     let Some((_, outputs)) = module.ids.get(trace.id) else { return false };

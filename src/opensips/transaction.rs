@@ -7,6 +7,7 @@
 use crate::guard::guard;
 use crate::opensips::module;
 use crate::opensips::sys;
+use crate::opensips::trace_api;
 use crate::opensips::tracer::{self, Trace};
 use std::os::raw::{c_int, c_void};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -64,6 +65,7 @@ type StatelessCb = unsafe extern "C" fn(
 struct TxTrace {
     refs: AtomicU32,
     id: usize,
+    types: u32,
     correlation_len: usize,
     // The correlation id's bytes follow.
 }
@@ -79,7 +81,7 @@ impl TxTrace {
     }
 
     fn trace(&self) -> Trace<'_> {
-        Trace { id: self.id, correlation: self.correlation() }
+        Trace { id: self.id, types: self.types, correlation: self.correlation() }
     }
 
     fn new(trace: Trace<'_>) -> *mut TxTrace {
@@ -93,6 +95,7 @@ impl TxTrace {
                 p.write(TxTrace {
                     refs: AtomicU32::new(2),
                     id: trace.id,
+                    types: trace.types,
                     correlation_len: correlation.len(),
                 });
                 std::ptr::copy_nonoverlapping(correlation.as_ptr(), p.add(1) as *mut u8, correlation.len());
@@ -176,7 +179,10 @@ unsafe extern "C" fn matched_in(_t: *mut sys::cell, _type: c_int, ps: *mut sys::
         let msg = if is_message(ps.req) { ps.req } else { ps.rpl };
         if is_message(msg) {
             // SAFETY: a message tm received.
-            tracer::incoming(module, tx.trace(), unsafe { &*msg });
+            let msg = unsafe { &*msg };
+            // What the reply's routes log belongs to the traced call too.
+            trace_api::enter(msg.id, tx.id, tx.types);
+            tracer::incoming(module, tx.trace(), msg);
         }
     })
 }
