@@ -6,6 +6,7 @@
 
 pub mod calls;
 pub mod diff;
+pub mod http;
 
 use std::collections::HashSet;
 use std::fs::{self, File};
