@@ -11,8 +11,16 @@ Variants: no tracing; Debian's C siptrace.so and our module, each with
 HEPv3 (trace_mode=1), with rows in SQLite (trace_mode=2) and with rows in
 PostgreSQL (trace_mode=2).
 
+With --opensips PATH (an OpenSIPS 3.6 tree the user built; this project
+never fetches or builds OpenSIPS), the same proxy runs on OpenSIPS too: no
+tracing, OpenSIPS's own tracer.so and our module built for OpenSIPS
+(cargo build --release --no-default-features --features opensips
+--target-dir target/opensips, with OPENSIPS_SRC=PATH), each sending HEPv3
+over UDP with trace("tid", "t").
+
 Usage: bench/run.py [--rate 200] [--duration 15] [--hep-rate 1000]
        [--only name,name] [--module path/to/libsiptrace.so]
+       [--opensips path/to/opensips-tree [--opensips-module path/to/libsiptrace.so]]
 Run bench/run.sh for a fresh machine: it installs, builds and runs this.
 """
 
@@ -202,6 +210,35 @@ def kamailio_config(workdir, port, uas_port, module, params):
     return "\n".join(lines) + "\n"
 
 
+def opensips_config(tree, port, hep_port, uas_port, module, collector):
+    lines = [
+        "log_level=1", "stderror_enabled=yes", "syslog_enabled=no", "udp_workers=2",
+        f"socket=udp:127.0.0.1:{port}", f"socket=hep_udp:127.0.0.1:{hep_port}",
+        f'mpath="{tree}/modules/"',
+        'loadmodule "proto_udp.so"', 'loadmodule "proto_hep.so"', 'loadmodule "tm.so"', 'loadmodule "sl.so"',
+        'loadmodule "rr.so"', 'loadmodule "sipmsgops.so"',
+        f'modparam("proto_hep", "hep_id", "[hid]127.0.0.1:{collector};transport=udp;version=3")',
+    ]
+    trace = ""
+    if module:
+        lines += [f'loadmodule "{module}"', 'modparam("tracer", "trace_id", "[tid]uri=hep:hid")']
+        trace = 'trace("tid", "t");'
+    lines += [
+        "route {",
+        f"    {trace}",
+        "    if (has_totag()) {",
+        f'        if (!loose_route()) {{ $du = "sip:127.0.0.1:{uas_port}"; }}',
+        "        t_relay();",
+        "        exit;",
+        "    }",
+        "    record_route();",
+        f'    $du = "sip:127.0.0.1:{uas_port}";',
+        "    t_relay();",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def sipp_counts(output):
     """Successful and failed calls from sipp's final screen."""
     def cumulative(label):
@@ -210,25 +247,47 @@ def sipp_counts(output):
     return cumulative("Successful call"), cumulative("Failed call")
 
 
-def run_variant(name, module, params, rate, duration, workdir, output_kind, counter=None, pg=None, db=None):
+def port_taken(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return False
+        except OSError:
+            return True
+
+
+def run_variant(name, module, params, rate, duration, workdir, output_kind, counter=None, pg=None, db=None,
+                opensips=None):
+    """One run; on OpenSIPS when `opensips` names its tree."""
     port, uas_port, uac_port = free_port(), free_port(), free_port()
     vdir = pathlib.Path(workdir) / name
     vdir.mkdir()
-    cfg = vdir / "kamailio.cfg"
-    cfg.write_text(kamailio_config(vdir, port, uas_port, module, params))
-    log = open(vdir / "kamailio.log", "w")
-    kam = subprocess.Popen(PIN_KAMAILIO + ["kamailio", "-f", str(cfg), "-DD", "-E", "-Y", str(vdir), "-m", "256"],
-                           stdout=log, stderr=log, start_new_session=True)
+    log = open(vdir / "server.log", "w")
+    if opensips:
+        cfg = vdir / "opensips.cfg"
+        cfg.write_text(opensips_config(opensips, port, free_port(), uas_port, module, counter.port))
+        command = [f"{opensips}/opensips", "-f", str(cfg), "-F", "-m", "256", "-w", str(vdir)]
+    else:
+        cfg = vdir / "kamailio.cfg"
+        cfg.write_text(kamailio_config(vdir, port, uas_port, module, params))
+        command = ["kamailio", "-f", str(cfg), "-DD", "-E", "-Y", str(vdir), "-m", "256"]
+    kam = subprocess.Popen(PIN_KAMAILIO + command, stdout=log, stderr=log, start_new_session=True)
     uas = None
     try:
         for _ in range(100):
-            ok = subprocess.run(["kamcmd", "-s", f"unix:{vdir}/ctl.sock", "core.uptime"],
-                                capture_output=True).returncode == 0
+            if opensips:
+                ok = port_taken(port)
+            else:
+                ok = subprocess.run(["kamcmd", "-s", f"unix:{vdir}/ctl.sock", "core.uptime"],
+                                    capture_output=True).returncode == 0
             if ok:
                 break
             if kam.poll() is not None:
-                raise SystemExit(f"{name}: kamailio exited; see {vdir}/kamailio.log")
+                raise SystemExit(f"{name}: the server exited; see {vdir}/server.log")
             time.sleep(0.1)
+        if opensips:
+            # Its processes start after the socket is taken.
+            time.sleep(1)
         uas = subprocess.Popen(PIN_OTHERS + ["sipp", "-sf", str(UAS_SCENARIO), "-i", "127.0.0.1", "-p", str(uas_port),
                                 "-nostdin", "-nd"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                cwd=vdir, start_new_session=True)
@@ -243,7 +302,7 @@ def run_variant(name, module, params, rate, duration, workdir, output_kind, coun
         # Let queued traces drain before the CPU is read.
         time.sleep(2)
         cpu_after = group_cpu(kam.pid)
-        names = process_names(vdir / "ctl.sock")
+        names = {} if opensips else process_names(vdir / "ctl.sock")
         per_process = {}
         for pid, seconds in cpu_after.items():
             # A sender's sending process is a child of the one core.psx lists.
@@ -288,6 +347,9 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated variant names")
     ap.add_argument("--rust-param", action="append", default=[], metavar="NAME=VALUE",
                     help="an extra modparam for our module's variants, e.g. batch_size=256")
+    ap.add_argument("--opensips", help="a built OpenSIPS 3.6 tree: adds the OpenSIPS variants")
+    ap.add_argument("--opensips-module", default=str(ROOT / "target" / "opensips" / "release" / "libsiptrace.so"),
+                    help="our module built for OpenSIPS")
     ap.add_argument("--pin", action="store_true",
                     help="pin Kamailio to the first CPU and the load generators to the others")
     args = ap.parse_args()
@@ -297,8 +359,6 @@ def main():
         PIN_KAMAILIO = ["taskset", "-c", str(cpus[0])]
         PIN_OTHERS = ["taskset", "-c", ",".join(map(str, cpus[1:]))]
         os.sched_setaffinity(0, cpus[1:])
-    if not pathlib.Path(args.module).exists():
-        raise SystemExit(f"{args.module} is missing; run cargo build --release")
 
     workdir = tempfile.mkdtemp(prefix="siptrace-bench-")
     os.chmod(workdir, 0o755)
@@ -326,7 +386,17 @@ def main():
         plan.append((f"untraced@{args.hep_rate}", None, {}, "none", args.hep_rate))
         for impl, module in (("c", C_MODULE), ("rust", args.module)):
             plan.append((f"{impl}-hep@{args.hep_rate}", module, hep, "hep", args.hep_rate))
+    if args.opensips:
+        if not pathlib.Path(args.opensips_module).exists():
+            raise SystemExit(f"{args.opensips_module} is missing; build the module for OpenSIPS (see --help)")
+        tracer = f"{args.opensips}/modules/tracer/tracer.so"
+        plan.append(("os-untraced", None, {}, "none", args.rate))
+        plan.append(("os-c-hep", tracer, {}, "hep", args.rate))
+        plan.append(("os-rust-hep", args.opensips_module, {}, "hep", args.rate))
     only = set(filter(None, args.only.split(",")))
+    wanted = [p for p in plan if not only or p[0] in only]
+    if any(p[1] == args.module for p in wanted) and not pathlib.Path(args.module).exists():
+        raise SystemExit(f"{args.module} is missing; run cargo build --release")
 
     extra = {}
     for item in args.rust_param:
@@ -352,7 +422,9 @@ def main():
                     params = {**params, **extra}
                 print(f"run {rep + 1}/{args.repeat}: {name} at {rate} calls/s for {args.duration} s",
                       file=sys.stderr, flush=True)
-                r = run_variant(f"{name}-{rep}", module, params, rate, args.duration, workdir, kind, counter, pg, db)
+                on = args.opensips if name.startswith("os-") else None
+                r = run_variant(f"{name}-{rep}", module, params, rate, args.duration, workdir, kind, counter, pg, db,
+                                on)
                 runs.setdefault(name, []).append(r)
     finally:
         counter.stop()
@@ -376,17 +448,19 @@ def summarize(runs):
 
 def print_table(results):
     def untraced_for(name):
+        if name.startswith("os-"):
+            return results.get("os-untraced")
         rate = name.split("@")[1] if "@" in name else None
         return results.get(f"untraced@{rate}" if rate else "untraced")
 
-    print("| variant | Kamailio CPU (s), median [min-max] | workers / senders / other | vs untraced | vs C module "
+    print("| variant | server CPU (s), median [min-max] | workers / senders / other | vs untraced | vs C module "
           "| delivered per call (worst) | failed calls (worst) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         base = untraced_for(name)
         vs_base = f"{r['cpu'] / base['cpu']:.2f}x" if base and base["cpu"] > 0 else "-"
         c_name = name.replace("rust-", "c-", 1)
-        c = results.get(c_name) if name.startswith("rust-") else None
+        c = results.get(c_name) if "rust-" in name else None
         vs_c = f"{r['cpu'] / c['cpu']:.2f}x" if c and c["cpu"] > 0 else "-"
         per_call = "-" if r["per_call"] is None else f"{r['per_call']:.2f}"
         lo, hi = r["spread"]
