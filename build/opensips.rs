@@ -187,6 +187,13 @@ const API_FUNCTIONS: &[&str] = &[
     "register_slcb",
     "find_param_export",
     "__register_script_cb",
+    "init_mi_result_object",
+    "init_mi_result_string",
+    "init_mi_error_extra",
+    "add_mi_string",
+    "add_mi_array",
+    "add_mi_object",
+    "try_get_mi_string_param",
 ];
 const API_TYPES: &[&str] = &[
     "module_exports",
@@ -210,6 +217,9 @@ const API_TYPES: &[&str] = &[
     "sl_cb_type",
     "sl_cb_t",
     "modify_trace",
+    "mi_export_t",
+    "mi_recipe_t",
+    "mi_params_t",
 ];
 const API_VARS: &[&str] = &[
     "siptrace_os_.*",
@@ -237,6 +247,9 @@ const API_VARS: &[&str] = &[
     "REQ_TYPE_CB",
     "RPL_TYPE_CB",
     "SCB_RUN_ALL",
+    "MI_NAMED_PARAMS_ONLY",
+    "MAX_MI_RECIPES",
+    "MAX_MI_PARAMS",
 ];
 
 /// The `-D` defines OpenSIPS's build gives its modules: its Makefile

@@ -125,6 +125,11 @@ fn proxy_config(tree: &Path, module: &Path, scope: &str, port: u16, uas: u16, co
     let (scope, types) = scope.split_once(' ').unwrap_or((scope, "sip"));
     let mut script = String::new();
     let mut extra_modules = String::new();
+    // MI over a datagram socket, for the MI test.
+    extra_modules += &format!(
+        "loadmodule \"mi_datagram.so\"\nmodparam(\"mi_datagram\", \"socket_name\", \"udp:127.0.0.1:{}\")\n",
+        mi_port(port)
+    );
     if types.contains("xlog") {
         script += "xlog(\"L_NOTICE\", \"proxy got $rm for $ci\\n\");\n    ";
     }
@@ -251,6 +256,29 @@ fn per_call(scope: &str) -> usize {
     sip + if scope.contains("xlog") { 3 } else { 0 }
 }
 
+/// The MI port of the proxy whose SIP port is `sip`.
+fn mi_port(sip: u16) -> u16 {
+    static PORTS: std::sync::Mutex<Vec<(u16, u16)>> = std::sync::Mutex::new(Vec::new());
+    let mut ports = PORTS.lock().unwrap();
+    if let Some((_, mi)) = ports.iter().find(|(s, _)| *s == sip) {
+        return *mi;
+    }
+    let mi = free_port();
+    ports.push((sip, mi));
+    mi
+}
+
+/// Runs an MI command through mi_datagram; returns the JSON-RPC reply.
+fn mi(sip_port: u16, method: &str, params: serde_json::Value) -> serde_json::Value {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let request = serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
+    socket.send_to(request.to_string().as_bytes(), ("127.0.0.1", mi_port(sip_port))).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = socket.recv(&mut buf).expect("an MI reply");
+    serde_json::from_slice(&buf[..n]).unwrap()
+}
+
 /// One HTTP server for every run, so that its port is the same in the
 /// packets of both.
 fn http_server() -> &'static common::http::HttpServer {
@@ -315,6 +343,81 @@ fn xlog_lines_of_a_traced_transaction_match_opensips_tracer() {
 #[test]
 fn rest_queries_of_a_traced_transaction_match_opensips_tracer() {
     differential("t sip|xlog|rest");
+}
+
+/// MI `trace`: the listing, and tracing switched off and on, globally and
+/// for one trace id; the replies and what reaches the collector in each
+/// phase are the same as with OpenSIPS's tracer.
+#[test]
+fn mi_trace_switches_tracing_like_opensips_tracer() {
+    let Some(tree) = opensips_tree("mi_trace_switches_tracing_like_opensips_tracer") else { return };
+    let ours = our_module(&tree);
+    let theirs = tree.join("modules/tracer/tracer.so");
+    let outcome = |module: &Path, name: &str| -> Vec<String> {
+        let dir = TestDir::new(name);
+        let hepjs = HepJs::start(&dir);
+        let ports = PortMap {
+            uac: free_port(),
+            proxy: free_port(),
+            uas: free_port(),
+            hep: hepjs.port,
+            ephemeral: false,
+        };
+        let uas_xml = dir.file("uas.xml");
+        fs::write(&uas_xml, include_str!("fixtures/uas-call.xml")).unwrap();
+        let _uas = SippUas::start_scenario(&dir, "127.0.0.1", ports.uas, &uas_xml, &[]);
+        let config = proxy_config(&tree, module, "t", ports.proxy, ports.uas, hepjs.port);
+        let _proxy = OpenSips::start(&tree, &dir, "proxy", &config, ports.proxy);
+        let uac_xml = dir.file("uac.xml");
+        fs::write(&uac_xml, include_str!("fixtures/uac-call.xml")).unwrap();
+        let seen = std::cell::RefCell::new(Vec::new());
+        let call = |label: &str| {
+            let before = hepjs.packets().len();
+            let scenario = ["-sf", uac_xml.to_str().unwrap()];
+            let run = sipp_uac(
+                &dir,
+                "127.0.0.1",
+                &format!("127.0.0.1:{}", ports.proxy),
+                free_port(),
+                &scenario,
+                1,
+                "15s",
+            );
+            assert!(run.ok, "{label}: the call failed");
+            std::thread::sleep(Duration::from_millis(700));
+            seen.borrow_mut().push(format!("{label}: {} packets", hepjs.packets().len() - before));
+        };
+        let reply = |method: &str, params: serde_json::Value| {
+            let mut r = mi(ports.proxy, method, params.clone());
+            // The collector's port differs between the runs.
+            let text = r.to_string().replace(&hepjs.port.to_string(), "<HEP>");
+            r = serde_json::from_str(&text).unwrap();
+            seen.borrow_mut()
+                .push(format!("{method} {params}: {}", r["result"].to_string() + &r["error"].to_string()));
+        };
+        reply("trace", serde_json::json!({}));
+        reply("trace", serde_json::json!({"id": "tid"}));
+        reply("trace", serde_json::json!({"id": "nope"}));
+        call("on");
+        reply("trace", serde_json::json!({"mode": "off"}));
+        reply("trace", serde_json::json!({}));
+        call("globally off");
+        reply("trace", serde_json::json!({"mode": "sideways"}));
+        reply("trace", serde_json::json!({"mode": "on"}));
+        reply("trace", serde_json::json!({"id": "tid", "mode": "off"}));
+        reply("trace", serde_json::json!({"id": "tid"}));
+        call("tid off");
+        reply("trace", serde_json::json!({"id": "tid", "mode": "on"}));
+        call("on again");
+        seen.into_inner()
+    };
+    let theirs = outcome(&theirs, "os-mi-tracer");
+    let ours = outcome(&ours, "os-mi-ours");
+    assert!(
+        theirs.iter().any(|l| l == "on: 13 packets") && theirs.iter().any(|l| l == "globally off: 0 packets"),
+        "{theirs:#?}"
+    );
+    assert_eq!(ours, theirs);
 }
 
 #[test]

@@ -3,13 +3,15 @@
 //! queues, and a sender process delivers them.
 //!
 //! Implemented so far: `trace_id` with `hep:` and `sip:` destinations,
-//! `trace_on`, `trace()` in the message and transaction scopes for SIP,
-//! and the statistics.
+//! `trace_on`, `trace()` in the message and transaction scopes, for SIP
+//! and for the kinds of records the trace API carries (xlog, rest), MI
+//! `trace`, and the statistics.
 //! Everything else the tracer has is refused at startup with a message.
 
 #[macro_use]
 pub mod log;
 
+mod mi;
 mod module;
 mod params;
 mod script;
@@ -33,6 +35,7 @@ unsafe impl<T> Sync for Export<T> {}
 static CMDS: Export<[sys::cmd_export_t; script::CMD_COUNT + 1]> = Export(script::cmd_exports());
 static PARAMS: Export<[sys::param_export_t; params::PARAM_COUNT + 1]> = Export(params::param_exports());
 static STATS: Export<[sys::stat_export_t; 3]> = Export(stats::stat_exports());
+static MI: Export<[sys::mi_export_t; 4]> = Export(mi::mi_exports());
 static PROCS: Export<[sys::proc_export_t; 2]> = Export([
     sys::proc_export_t {
         name: c"siptrace sender".as_ptr(),
@@ -71,7 +74,7 @@ pub static exports: Export<sys::module_exports> = Export(sys::module_exports {
     acmds: std::ptr::null(),
     params: PARAMS.0.as_ptr(),
     stats: STATS.0.as_ptr(),
-    mi_cmds: std::ptr::null(),
+    mi_cmds: MI.0.as_ptr(),
     items: std::ptr::null(),
     trans: std::ptr::null(),
     procs: PROCS.0.as_ptr(),

@@ -12,6 +12,7 @@ use crate::core::trace_id::{TraceId, TraceTarget};
 use crate::opensips::params::PARAMS;
 use crate::opensips::sys;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 pub struct Module {
@@ -25,6 +26,18 @@ pub struct Module {
     pub homer5_delimiter: Option<Vec<u8>>,
     /// The hep_ids resolved at startup, by proto_hep's pointer.
     hep_ids: Vec<(usize, Destination)>,
+    /// Each trace id's switch (MI `trace id=... mode=...`), in shared memory.
+    pub switches: &'static [AtomicBool],
+    /// What MI `trace` lists: each destination of each trace id.
+    pub listing: Vec<Listing>,
+}
+
+/// One destination of a trace id, as MI shows it.
+pub struct Listing {
+    pub id: usize,
+    /// "HEP" or "SIP".
+    pub kind: &'static str,
+    pub uri: String,
 }
 
 // SAFETY: set once in mod_init, before OpenSIPS forks, and only read after;
@@ -43,6 +56,12 @@ impl Module {
     /// The index of the trace id called `name`.
     pub fn id_index(&self, name: &str) -> Option<usize> {
         self.ids.iter().position(|(n, _)| n == name)
+    }
+
+    /// Whether tracing to trace id `id` is on: globally and for it.
+    pub fn id_on(&self, id: usize) -> bool {
+        self.shared.trace_on.load(Ordering::Relaxed)
+            && self.switches.get(id).is_some_and(|s| s.load(Ordering::Relaxed))
     }
 
     /// Where proto_hep's destination `dest` (a `hid_list_t`) sends: one
@@ -73,7 +92,7 @@ fn bind_proto_hep() -> Option<HepApi> {
 
 /// Where proto_hep's `hep_id` called `name` sends, its HEP version, and
 /// proto_hep's pointer to it.
-fn hep_destination(api: &HepApi, name: &str) -> Result<(Destination, u8, usize), String> {
+fn hep_destination(api: &HepApi, name: &str) -> Result<(Destination, u8, usize, String), String> {
     let get = api.0.get_trace_dest_by_name.ok_or("proto_hep offers no destinations")?;
     let mut s = sys::str_ { s: name.as_ptr() as *mut _, len: name.len() as _ };
     // SAFETY: a valid str; proto_hep returns its hid_list_t or NULL.
@@ -82,7 +101,12 @@ fn hep_destination(api: &HepApi, name: &str) -> Result<(Destination, u8, usize),
     let hid = unsafe { (pointer as *const sys::hid_list_t).as_ref() }
         .ok_or_else(|| format!("no hep_id '{name}' is defined (modparam \"proto_hep\" \"hep_id\")"))?;
     let (dest, version) = hid_destination(hid, true).map_err(|e| format!("hep_id '{name}': {e}"))?;
-    Ok((dest, version, pointer as usize))
+    // SAFETY: proto_hep's strings are valid for their length.
+    let text = |s: &sys::str_| unsafe {
+        String::from_utf8_lossy(std::slice::from_raw_parts(s.s as *const u8, s.len.max(0) as usize))
+            .into_owned()
+    };
+    Ok((dest, version, pointer as usize, format!("{}:{}", text(&hid.ip), text(&hid.port))))
 }
 
 /// The destination of a proto_hep entry; host names are resolved only
@@ -143,6 +167,7 @@ pub fn mod_init() -> Result<(), String> {
     let mut ids: Vec<(String, Outputs)> = Vec::new();
     let mut hep_version = None;
     let mut hep_ids = Vec::new();
+    let mut listing = Vec::new();
     for TraceId { name, target } in &params.trace_ids {
         let at = match ids.iter().position(|(n, _)| n == name) {
             Some(i) => i,
@@ -159,16 +184,24 @@ pub fn mod_init() -> Result<(), String> {
                         "trace_id '[{name}]' sends to hep:{id}, but proto_hep is not loaded before tracer"
                     )
                 })?;
-                let (dest, version, pointer) = hep_destination(api, id)?;
+                let (dest, version, pointer, uri) = hep_destination(api, id)?;
                 hep_ids.push((pointer, dest));
+                listing.push(Listing { id: at, kind: "HEP", uri });
                 if *hep_version.get_or_insert(version) != version {
                     return Err("every hep_id the trace ids use must have the same HEP version".into());
                 }
                 outputs.hep.push(dest);
             }
             TraceTarget::Sip(uri) => {
-                let dest = DestUri::parse_supported(uri).and_then(|d| d.resolve());
-                outputs.duplicate.push(dest.map_err(|e| format!("trace_id '[{name}]': {e}"))?);
+                let parsed =
+                    DestUri::parse_supported(uri).map_err(|e| format!("trace_id '[{name}]': {e}"))?;
+                let dest = parsed.resolve().map_err(|e| format!("trace_id '[{name}]': {e}"))?;
+                outputs.duplicate.push(dest);
+                listing.push(Listing {
+                    id: at,
+                    kind: "SIP",
+                    uri: format!("{}:{}", parsed.host_text(), parsed.port),
+                });
             }
             TraceTarget::Db { .. } | TraceTarget::File(_) | TraceTarget::Syslog(_) => {
                 return Err(format!(
@@ -211,8 +244,25 @@ pub fn mod_init() -> Result<(), String> {
         config.senders.count,
         config.senders.queue_bytes / 1024
     );
-    let module = Module { ids, queues, shared, config, homer5_delimiter, hep_ids };
+    let switches = shared_switches(ids.len(), params.trace_on.unwrap_or(true))?;
+    let module = Module { ids, queues, shared, config, homer5_delimiter, hep_ids, switches, listing };
     MODULE.set(module).map_err(|_| "initialized twice".to_string())
+}
+
+/// One switch per trace id, in shared memory, all `on` at first.
+fn shared_switches(count: usize, on: bool) -> Result<&'static [AtomicBool], String> {
+    let bytes = std::mem::size_of::<AtomicBool>() * count.max(1);
+    // SAFETY: plain allocation from OpenSIPS's shared memory.
+    let p = unsafe { sys::siptrace_os_shm_malloc(bytes) } as *mut AtomicBool;
+    if p.is_null() {
+        return Err("out of shared memory".into());
+    }
+    for i in 0..count {
+        // SAFETY: within the fresh block.
+        unsafe { p.add(i).write(AtomicBool::new(on)) };
+    }
+    // SAFETY: `count` initialized switches that live until exit.
+    Ok(unsafe { std::slice::from_raw_parts(p, count) })
 }
 
 fn new_queue(bytes: usize) -> Result<Ring, String> {

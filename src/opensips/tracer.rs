@@ -10,7 +10,6 @@ use crate::opensips::module::Module;
 use crate::opensips::sys;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::raw::c_int;
-use std::sync::atomic::Ordering;
 
 /// A trace in progress: the trace id's index, the kinds of records it
 /// takes (see `trace_api`), and the forced correlation.
@@ -143,9 +142,7 @@ fn queue(
     ends: (Endpoint, Endpoint),
     payload: &[u8],
 ) -> bool {
-    if !module.shared.trace_on.load(Ordering::Relaxed)
-        || trace.types & crate::opensips::trace_api::SIP_BIT == 0
-    {
+    if !module.id_on(trace.id) || trace.types & crate::opensips::trace_api::SIP_BIT == 0 {
         return false;
     }
     let Some((_, outputs)) = module.ids.get(trace.id) else { return false };
