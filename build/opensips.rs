@@ -194,6 +194,7 @@ const API_FUNCTIONS: &[&str] = &[
     "add_mi_array",
     "add_mi_object",
     "try_get_mi_string_param",
+    "is_dummy_sip_msg",
 ];
 const API_TYPES: &[&str] = &[
     "module_exports",
@@ -220,6 +221,9 @@ const API_TYPES: &[&str] = &[
     "mi_export_t",
     "mi_recipe_t",
     "mi_params_t",
+    "dlg_binds",
+    "load_dlg_f",
+    "dlg_cb_params",
 ];
 const API_VARS: &[&str] = &[
     "siptrace_os_.*",
@@ -236,6 +240,8 @@ const API_VARS: &[&str] = &[
     "L_(ALERT|CRIT|ERR|WARN|NOTICE|INFO|DBG)",
     "PROC_.*",
     "TMCB_MSG_(MATCHED_IN|SENT_OUT)",
+    "TMCB_TRANS_CANCELLED",
+    "DLGCB_(REQ_WITHIN|TERMINATED)",
     "FL_USE_SIPTRACE",
     "SIP_REQUEST",
     "global_trace_api",

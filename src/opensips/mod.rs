@@ -11,6 +11,7 @@
 #[macro_use]
 pub mod log;
 
+mod dialog;
 mod mi;
 mod module;
 mod params;

@@ -215,6 +215,7 @@ pub fn mod_init() -> Result<(), String> {
         return Err("no trace_id is defined; give at least one".into());
     }
     crate::opensips::transaction::init()?;
+    crate::opensips::dialog::init();
     if let Some(api) = &api {
         crate::opensips::trace_api::init(api)?;
     }

@@ -5,7 +5,7 @@
 use crate::core::counters::DropReason;
 use crate::guard::guard;
 use crate::opensips::tracer::{self, Trace};
-use crate::opensips::{module, sys, trace_api, transaction};
+use crate::opensips::{dialog, module, sys, trace_api, transaction};
 use std::os::raw::{c_int, c_void};
 
 pub const CMD_COUNT: usize = 1;
@@ -64,8 +64,9 @@ unsafe extern "C" fn fixup_trace_id(param: *mut *mut c_void) -> c_int {
     })
 }
 
-/// The scope letters: `m` (the message) and `t` (its transaction); `d`
-/// and `b` are not implemented yet. The parameter becomes the scope.
+/// The scope letters: `m` (the message), `t` (its transaction) and `d`
+/// (its dialog); `b` is not implemented yet. The parameter becomes the
+/// scope.
 unsafe extern "C" fn fixup_scope(param: *mut *mut c_void) -> c_int {
     guard("trace() fixup", -1, || {
         // SAFETY: OpenSIPS passes the parameter's str.
@@ -80,11 +81,13 @@ unsafe extern "C" fn fixup_scope(param: *mut *mut c_void) -> c_int {
                     crate::log_error!("trace(): scope 't' needs the tm module loaded");
                     return -1;
                 }
-                b'd' | b'b' => {
-                    crate::log_error!(
-                        "trace(): scope '{}' is not implemented yet by this tracer module; use 'm' or 't'",
-                        c as char
-                    );
+                b'd' if dialog::loaded() => Scope::Dialog,
+                b'd' => {
+                    crate::log_error!("trace(): scope 'd' needs the dialog module loaded");
+                    return -1;
+                }
+                b'b' => {
+                    crate::log_error!("trace(): scope 'b' is not implemented yet by this tracer module");
                     return -1;
                 }
                 _ => {
@@ -109,6 +112,7 @@ unsafe extern "C" fn fixup_scope(param: *mut *mut c_void) -> c_int {
 enum Scope {
     Message = 1,
     Transaction = 2,
+    Dialog = 3,
 }
 
 /// The kinds of records to trace (`sip|xlog|rest`, see `trace_api`); the
@@ -178,21 +182,27 @@ unsafe extern "C" fn w_trace(
         };
         let trace = Trace { id, types, correlation: unsafe { str_param(correlation) } };
         trace_api::enter(msg.id, id, types);
-        // Without a scope, the transaction's when tm is there, as in
-        // OpenSIPS's tracer (which takes the dialog's for an initial INVITE
-        // when the dialog module is loaded; not implemented here yet).
+        let request = msg.first_line.type_ == sys::SIP_REQUEST as _;
+        // Without a scope: the dialog's for an initial INVITE when the
+        // dialog module is there, else the transaction's when tm is. A
+        // scope the message cannot have falls back: the dialog's to the
+        // transaction's for all but an initial INVITE, the transaction's to
+        // the message's for a reply. As in OpenSIPS's tracer.
+        let initial_invite = request && is_initial_invite(msg);
         let scope = match scope as usize {
+            0 if dialog::loaded() && initial_invite => Scope::Dialog,
             0 if transaction::tm_loaded() => Scope::Transaction,
-            2 => Scope::Transaction,
+            3 if initial_invite => Scope::Dialog,
+            2 | 3 => Scope::Transaction,
             _ => Scope::Message,
         };
-        let request = msg.first_line.type_ == sys::SIP_REQUEST as _;
-        if scope == Scope::Transaction && request && !transaction::start(msg, trace) {
-            tracer::report(
-                module,
-                DropReason::NoDestination,
-                "trace(): tm refused the transaction callbacks",
-            );
+        let started = match scope {
+            Scope::Dialog => dialog::start(msg, trace),
+            Scope::Transaction if request => transaction::start(msg, trace),
+            _ => true,
+        };
+        if !started {
+            tracer::report(module, DropReason::NoDestination, "trace(): tm or dialog refused the callbacks");
             return -1;
         }
         if types & trace_api::SIP_BIT == 0 || tracer::incoming(module, trace, msg) {
@@ -201,4 +211,12 @@ unsafe extern "C" fn w_trace(
             -1
         }
     })
+}
+
+/// An INVITE without a To tag.
+fn is_initial_invite(msg: &sys::sip_msg) -> bool {
+    // SAFETY: the message's buffer.
+    let bytes = unsafe { tracer::buffer(msg) };
+    let Ok(fields) = crate::core::sip::extract(bytes) else { return false };
+    fields.method() == b"INVITE" && fields.to_tag.is_empty()
 }

@@ -50,6 +50,14 @@ pub fn tm_loaded() -> bool {
     TM.get().is_some_and(Option::is_some)
 }
 
+/// Registers `f` for `kind` on `msg`'s transaction, with `param`.
+pub fn register(msg: &mut sys::sip_msg, kind: u32, f: sys::transaction_cb, param: *mut c_void) -> bool {
+    let Some(Some(tm)) = TM.get() else { return false };
+    let Some(register) = tm.0.register_tmcb else { return false };
+    // SAFETY: registering on the message being processed, without release.
+    unsafe { register(msg, std::ptr::null_mut(), kind as c_int, f, param, None) > 0 }
+}
+
 type StatelessCb = unsafe extern "C" fn(
     *mut sys::sip_msg,
     *mut sys::str_,
@@ -62,7 +70,7 @@ type StatelessCb = unsafe extern "C" fn(
 /// One traced transaction, in shared memory: tm's two callbacks each hold
 /// a reference, and the last one to be released frees it.
 #[repr(C)]
-struct TxTrace {
+pub struct TxTrace {
     refs: AtomicU32,
     id: usize,
     types: u32,
@@ -80,11 +88,12 @@ impl TxTrace {
         })
     }
 
-    fn trace(&self) -> Trace<'_> {
+    pub fn trace(&self) -> Trace<'_> {
         Trace { id: self.id, types: self.types, correlation: self.correlation() }
     }
 
-    fn new(trace: Trace<'_>) -> *mut TxTrace {
+    /// A block held by `refs` callbacks.
+    pub fn new(trace: Trace<'_>, refs: u32) -> *mut TxTrace {
         let correlation = trace.correlation.unwrap_or_default();
         let size = std::mem::size_of::<TxTrace>() + correlation.len();
         // SAFETY: plain allocation from shared memory.
@@ -93,7 +102,7 @@ impl TxTrace {
             // SAFETY: a fresh block of `size` bytes, aligned for any scalar.
             unsafe {
                 p.write(TxTrace {
-                    refs: AtomicU32::new(2),
+                    refs: AtomicU32::new(refs),
                     id: trace.id,
                     types: trace.types,
                     correlation_len: correlation.len(),
@@ -105,8 +114,8 @@ impl TxTrace {
     }
 }
 
-/// tm's release of a callback's parameter.
-unsafe extern "C" fn release(param: *mut c_void) {
+/// tm's (or the dialog module's) release of a callback's parameter.
+pub unsafe extern "C" fn release(param: *mut c_void) {
     let p = param as *mut TxTrace;
     // SAFETY: the block `new` made, alive until its last reference goes.
     if let Some(tx) = unsafe { p.as_ref() } {
@@ -127,7 +136,7 @@ static CURRENT_TX: AtomicUsize = AtomicUsize::new(0);
 pub fn start(msg: &mut sys::sip_msg, trace: Trace<'_>) -> bool {
     let Some(Some(tm)) = TM.get() else { return false };
     let Some(register) = tm.0.register_tmcb else { return false };
-    let tx = TxTrace::new(trace);
+    let tx = TxTrace::new(trace, 2);
     if tx.is_null() {
         return false;
     }

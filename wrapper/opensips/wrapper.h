@@ -14,6 +14,8 @@
 #include "socket_info.h"
 #include "sl_cb.h"
 #include "modules/tm/tm_load.h"
+#include "modules/dialog/dlg_load.h"
+#include "action.h"
 #include "mi/mi.h"
 #include "mi/item.h"
 #include "modules/proto_hep/hep.h"
