@@ -195,6 +195,8 @@ const API_FUNCTIONS: &[&str] = &[
     "add_mi_object",
     "try_get_mi_string_param",
     "is_dummy_sip_msg",
+    "db_bind_mod",
+    "db_check_table_version",
 ];
 const API_TYPES: &[&str] = &[
     "module_exports",
@@ -224,6 +226,11 @@ const API_TYPES: &[&str] = &[
     "dlg_binds",
     "load_dlg_f",
     "dlg_cb_params",
+    "db_func_t",
+    "db_con_t",
+    "db_key_t",
+    "db_val_t",
+    "db_type_t",
 ];
 const API_VARS: &[&str] = &[
     "siptrace_os_.*",

@@ -435,12 +435,125 @@ fn mi_trace_switches_tracing_like_opensips_tracer() {
     assert_eq!(ours, theirs);
 }
 
+/// The rows OpenSIPS's `sip_trace` table (version 5) gets in SQLite, for
+/// calls traced in scope `t` with attributes: every column but the id and
+/// the time is the same as OpenSIPS's tracer writes.
+#[test]
+fn transaction_scope_rows_match_opensips_tracer() {
+    let Some(tree) = opensips_tree("transaction_scope_rows_match_opensips_tracer") else { return };
+    let ours = our_module(&tree);
+    let theirs = tree.join("modules/tracer/tracer.so");
+    let calls = 3;
+    let rows = |module: &Path, name: &str| -> Vec<String> {
+        let dir = TestDir::new(name);
+        let db = dir.file("trace.sqlite");
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        for script in ["standard-create.sql", "tracer-create.sql"] {
+            conn.execute_batch(&fs::read_to_string(tree.join("scripts/sqlite").join(script)).unwrap())
+                .unwrap();
+        }
+        drop(conn);
+        let ports =
+            PortMap { uac: free_port(), proxy: free_port(), uas: free_port(), hep: 0, ephemeral: false };
+        let uas_xml = dir.file("uas.xml");
+        fs::write(&uas_xml, include_str!("fixtures/uas-call.xml")).unwrap();
+        let _uas =
+            SippUas::start_scenario(&dir, "127.0.0.1", ports.uas, &uas_xml, &["-m", &calls.to_string()]);
+        let config = proxy_config(&tree, module, "t", ports.proxy, ports.uas, free_port())
+            .replace(
+                "modparam(\"tracer\", \"trace_id\", \"[tid]uri=hep:hid\")",
+                &format!(
+                    "modparam(\"tracer\", \"trace_id\", \"[tid]uri=sqlite://{};table=sip_trace\")",
+                    db.display()
+                ),
+            )
+            .replace("trace(\"tid\", \"t\", \"sip\");", "trace(\"tid\", \"t\", \"sip\", \"attr-$rm\");")
+            .replace(
+                "loadmodule \"proto_udp.so\"",
+                "loadmodule \"proto_udp.so\"\nloadmodule \"db_sqlite.so\"",
+            );
+        let mut proxy = OpenSips::start(&tree, &dir, "proxy", &config, ports.proxy);
+        let uac_xml = dir.file("uac.xml");
+        fs::write(&uac_xml, include_str!("fixtures/uac-call.xml")).unwrap();
+        let scenario = ["-sf", uac_xml.to_str().unwrap(), "-cid_str", "call-%u@siptrace-rs.test"];
+        let run = sipp_uac(
+            &dir,
+            "127.0.0.1",
+            &format!("127.0.0.1:{}", ports.proxy),
+            ports.uac,
+            &scenario,
+            calls,
+            "15s",
+        );
+        assert!(run.ok, "calls failed:\n{}\n{}", run.output, proxy.log_text());
+        std::thread::sleep(Duration::from_millis(500));
+        proxy.stop();
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT callid, trace_attrs, msg, method, status, from_proto, from_ip, from_port, to_proto, to_ip, \
+                 to_port, direction, fromtag FROM sip_trace ORDER BY id",
+            )
+            .unwrap();
+        let role = |port: i64| ports.role(port as u16).unwrap_or("<other>").to_string();
+        let mut out: Vec<String> = stmt
+            .query_map([], |r| {
+                let msg = common::diff::normalize_sip(&common::blob_or_text(r, 2)?, &ports);
+                Ok(format!(
+                    "{} | {:?} | {} | {} {} | {} {} {} -> {} {} {} | {} | {}\n{}",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    first_line_of(&msg),
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    role(r.get(7)?),
+                    r.get::<_, String>(8)?,
+                    r.get::<_, String>(9)?,
+                    role(r.get(10)?),
+                    r.get::<_, String>(11)?,
+                    r.get::<_, String>(12)?,
+                    String::from_utf8_lossy(&msg),
+                ))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .map(|row| {
+                let item = Item {
+                    key: String::new(),
+                    message: String::new(),
+                    render: row,
+                    documented_alternative: None,
+                };
+                mask_random_branch(item).render
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let theirs = rows(&theirs, "os-rows-tracer");
+    let ours = rows(&ours, "os-rows-ours");
+    assert_eq!(theirs.len(), 13 * calls as usize, "OpenSIPS's tracer: 13 rows per call");
+    let only_theirs: Vec<&String> = theirs.iter().filter(|r| !ours.contains(r)).collect();
+    let only_ours: Vec<&String> = ours.iter().filter(|r| !theirs.contains(r)).collect();
+    assert!(
+        only_theirs.is_empty() && only_ours.is_empty() && ours.len() == theirs.len(),
+        "rows only OpenSIPS's tracer wrote:\n{only_theirs:#?}\nrows only ours wrote:\n{only_ours:#?}"
+    );
+}
+
+fn first_line_of(msg: &[u8]) -> String {
+    String::from_utf8_lossy(msg).lines().next().unwrap_or_default().to_string()
+}
+
 #[test]
 fn unimplemented_parameters_refuse_the_start() {
     let Some(tree) = opensips_tree("unimplemented_parameters_refuse_the_start") else { return };
     let module = our_module(&tree);
     for (line, says) in [
-        (r#"modparam("tracer", "trace_id", "[db]uri=mysql://u:pw@h/db")"#, "not implemented yet"),
+        (r#"modparam("tracer", "trace_id", "[f]uri=file:/tmp/trace")"#, "not implemented yet"),
+        (r#"modparam("tracer", "trace_id", "[db]uri=mysql://u:pw@h/db")"#, "cannot bind a database module"),
         (r#"modparam("tracer", "date_column", "ts")"#, "'date_column' is not implemented yet"),
         (r#"modparam("tracer", "trace_id", "[x]url=hep:hid")"#, "unknown key 'url'"),
     ] {

@@ -2,7 +2,7 @@
 //! same core as on Kamailio: script calls copy records into shared-memory
 //! queues, and a sender process delivers them.
 //!
-//! Implemented so far: `trace_id` with `hep:` and `sip:` destinations,
+//! Implemented so far: `trace_id` with `hep:`, `sip:` and database destinations,
 //! `trace_on`, `trace()` in the message and transaction scopes, for SIP
 //! and for the kinds of records the trace API carries (xlog, rest), MI
 //! `trace`, and the statistics.
@@ -11,6 +11,7 @@
 #[macro_use]
 pub mod log;
 
+mod db;
 mod dialog;
 mod mi;
 mod module;

@@ -35,7 +35,7 @@ pub struct Module {
 /// One destination of a trace id, as MI shows it.
 pub struct Listing {
     pub id: usize,
-    /// "HEP" or "SIP".
+    /// "HEP", "SIP" or "Database".
     pub kind: &'static str,
     pub uri: String,
 }
@@ -168,6 +168,7 @@ pub fn mod_init() -> Result<(), String> {
     let mut hep_version = None;
     let mut hep_ids = Vec::new();
     let mut listing = Vec::new();
+    let (mut db_url, mut db_tables) = (None::<String>, Vec::new());
     for TraceId { name, target } in &params.trace_ids {
         let at = match ids.iter().position(|(n, _)| n == name) {
             Some(i) => i,
@@ -203,16 +204,33 @@ pub fn mod_init() -> Result<(), String> {
                     uri: format!("{}:{}", parsed.host_text(), parsed.port),
                 });
             }
-            TraceTarget::Db { .. } | TraceTarget::File(_) | TraceTarget::Syslog(_) => {
+            TraceTarget::Db { url, table } => {
+                if db_url.get_or_insert_with(|| url.clone()) != url {
+                    return Err(format!(
+                        "trace_id '[{name}]': every database destination must use the same URL here; \
+                         tables may differ"
+                    ));
+                }
+                if !db_tables.contains(table) {
+                    db_tables.push(table.clone());
+                }
+                outputs.db = true;
+                outputs.table = Some(table.as_bytes().into());
+                listing.push(Listing { id: at, kind: "Database", uri: crate::core::config::redact_url(url) });
+            }
+            TraceTarget::File(_) | TraceTarget::Syslog(_) => {
                 return Err(format!(
-                    "trace_id '[{name}]': database, file and syslog destinations are not implemented \
-                     yet by this tracer module; hep: and sip: are"
+                    "trace_id '[{name}]': file and syslog destinations are not implemented yet by this \
+                     tracer module; hep:, sip: and database ones are"
                 ))
             }
         }
     }
     if ids.is_empty() {
         return Err("no trace_id is defined; give at least one".into());
+    }
+    if let Some(url) = &db_url {
+        crate::opensips::db::bind(url, &db_tables)?;
     }
     crate::opensips::transaction::init()?;
     crate::opensips::dialog::init();

@@ -164,7 +164,7 @@ unsafe extern "C" fn w_trace(
     id: *mut c_void,
     scope: *mut c_void,
     types: *mut c_void,
-    _attrs: *mut c_void,
+    attrs: *mut c_void,
     _legs: *mut c_void,
     correlation: *mut c_void,
     _p7: *mut c_void,
@@ -180,7 +180,9 @@ unsafe extern "C" fn w_trace(
             0 => trace_api::SIP_BIT,
             mask => mask,
         };
-        let trace = Trace { id, types, correlation: unsafe { str_param(correlation) } };
+        // SAFETY: optional str parameters.
+        let (correlation, attrs) = unsafe { (str_param(correlation), str_param(attrs)) };
+        let trace = Trace { id, types, correlation, attrs };
         trace_api::enter(msg.id, id, types);
         let request = msg.first_line.type_ == sys::SIP_REQUEST as _;
         // Without a scope: the dialog's for an initial INVITE when the

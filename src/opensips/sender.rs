@@ -7,13 +7,14 @@ use crate::core::record::Row;
 use crate::core::sender::{Sender, SenderHost, SenderSettings};
 use crate::core::shared::Shared;
 use crate::guard::guard;
+use crate::opensips::db::Connection;
 use crate::opensips::module;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use std::fmt::Display;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const STREAM_BACKLOG: usize = 4 << 20;
 /// How long a stopping sender may take to deliver what is queued.
@@ -37,14 +38,42 @@ fn catch_stop_signal() {
     }
 }
 
+/// How often a sender without a database connection tries again.
+const DB_RETRY: Duration = Duration::from_secs(5);
+
 struct Host {
     shared: &'static Shared,
+    db: Option<Connection>,
+    next_db_attempt: Instant,
+}
+
+impl Host {
+    /// The database connection, opened on first use and after a failure,
+    /// at most once per DB_RETRY.
+    fn db(&mut self) -> Option<&Connection> {
+        if self.db.is_none() && Instant::now() >= self.next_db_attempt {
+            self.next_db_attempt = Instant::now() + DB_RETRY;
+            self.db = Connection::open();
+            match &self.db {
+                Some(_) => crate::log_info!("database connection open"),
+                None => crate::log_warn!("no database connection; retrying in {DB_RETRY:?}"),
+            }
+        }
+        self.db.as_ref()
+    }
 }
 
 impl SenderHost for Host {
-    fn store_rows(&mut self, _rows: &[Row<'_>]) -> (usize, Option<(DropReason, String)>) {
-        // mod_init refuses database destinations for now, so none is queued.
-        (0, Some((DropReason::DbUnavailable, "no database destination".into())))
+    fn store_rows(&mut self, rows: &[Row<'_>]) -> (usize, Option<(DropReason, String)>) {
+        let Some(db) = self.db() else {
+            return (0, Some((DropReason::DbUnavailable, "no database connection".into())));
+        };
+        let (stored, error) = db.insert(rows);
+        if stored == 0 && error.as_ref().is_some_and(|(r, _)| *r == DropReason::DbFailed) {
+            // Reconnect next time: the driver may not recover by itself.
+            self.db = None;
+        }
+        (stored, error)
     }
 
     fn tls_for(&self, _dest: Destination) -> Option<(Arc<ClientConfig>, ServerName<'static>)> {
@@ -83,7 +112,7 @@ pub unsafe extern "C" fn run(index: libc::c_int) {
             xheaders_write: false,
             source_ip: None,
         };
-        let mut host = Host { shared: module.shared };
+        let mut host = Host { shared: module.shared, db: None, next_db_attempt: Instant::now() };
         let mut sender = Sender::new(settings, &module.shared.counters);
         catch_stop_signal();
         crate::log_info!("sender {index} started");

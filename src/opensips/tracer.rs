@@ -12,12 +12,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::raw::c_int;
 
 /// A trace in progress: the trace id's index, the kinds of records it
-/// takes (see `trace_api`), and the forced correlation.
+/// takes (see `trace_api`), the forced correlation, and the attributes
+/// its rows carry (`trace_attrs`).
 #[derive(Debug, Clone, Copy)]
 pub struct Trace<'a> {
     pub id: usize,
     pub types: u32,
     pub correlation: Option<&'a [u8]>,
+    pub attrs: Option<&'a [u8]>,
 }
 
 pub fn ip_of(ip: &sys::ip_addr) -> Option<IpAddr> {
@@ -146,6 +148,11 @@ fn queue(
         return false;
     }
     let Some((_, outputs)) = module.ids.get(trace.id) else { return false };
+    // The attributes go where Kamailio's traced user goes: one per row.
+    let mut attrs = Vec::new();
+    if let Some(a) = trace.attrs.filter(|a| !a.is_empty()) {
+        crate::core::record::pack_traced_user(&mut attrs, a);
+    }
     let record = TraceRecord {
         time: Timestamp::now(),
         direction,
@@ -155,7 +162,7 @@ fn queue(
         correlation_id: trace.correlation,
         extra_correlation: None,
         proto_type: proto_type::SIP,
-        traced_users: None,
+        traced_users: (!attrs.is_empty()).then_some(attrs.as_slice()),
     };
     match enqueue(&module.queues, &module.shared.counters, &record, outputs, None) {
         Ok(()) => true,

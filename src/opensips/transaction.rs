@@ -75,27 +75,34 @@ pub struct TxTrace {
     id: usize,
     types: u32,
     correlation_len: usize,
-    // The correlation id's bytes follow.
+    attrs_len: usize,
+    // The correlation id's bytes follow, then the attributes'.
 }
 
 impl TxTrace {
-    fn correlation(&self) -> Option<&[u8]> {
-        (self.correlation_len > 0).then(|| {
-            // SAFETY: `new` copied that many bytes right after the block.
+    fn tail(&self, from: usize, len: usize) -> Option<&[u8]> {
+        (len > 0).then(|| {
+            // SAFETY: `new` copied the bytes right after the block.
             unsafe {
-                std::slice::from_raw_parts((self as *const TxTrace).add(1) as *const u8, self.correlation_len)
+                std::slice::from_raw_parts(((self as *const TxTrace).add(1) as *const u8).add(from), len)
             }
         })
     }
 
     pub fn trace(&self) -> Trace<'_> {
-        Trace { id: self.id, types: self.types, correlation: self.correlation() }
+        Trace {
+            id: self.id,
+            types: self.types,
+            correlation: self.tail(0, self.correlation_len),
+            attrs: self.tail(self.correlation_len, self.attrs_len),
+        }
     }
 
     /// A block held by `refs` callbacks.
     pub fn new(trace: Trace<'_>, refs: u32) -> *mut TxTrace {
         let correlation = trace.correlation.unwrap_or_default();
-        let size = std::mem::size_of::<TxTrace>() + correlation.len();
+        let attrs = trace.attrs.unwrap_or_default();
+        let size = std::mem::size_of::<TxTrace>() + correlation.len() + attrs.len();
         // SAFETY: plain allocation from shared memory.
         let p = unsafe { sys::siptrace_os_shm_malloc(size) } as *mut TxTrace;
         if !p.is_null() {
@@ -106,8 +113,11 @@ impl TxTrace {
                     id: trace.id,
                     types: trace.types,
                     correlation_len: correlation.len(),
+                    attrs_len: attrs.len(),
                 });
-                std::ptr::copy_nonoverlapping(correlation.as_ptr(), p.add(1) as *mut u8, correlation.len());
+                let tail = p.add(1) as *mut u8;
+                std::ptr::copy_nonoverlapping(correlation.as_ptr(), tail, correlation.len());
+                std::ptr::copy_nonoverlapping(attrs.as_ptr(), tail.add(correlation.len()), attrs.len());
             }
         }
         p

@@ -16,6 +16,7 @@
 #include "modules/tm/tm_load.h"
 #include "modules/dialog/dlg_load.h"
 #include "action.h"
+#include "db/db.h"
 #include "mi/mi.h"
 #include "mi/item.h"
 #include "modules/proto_hep/hep.h"
