@@ -190,11 +190,12 @@ unsafe extern "C" fn w_trace(
         // scope the message cannot have falls back: the dialog's to the
         // transaction's for all but an initial INVITE, the transaction's to
         // the message's for a reply. As in OpenSIPS's tracer.
-        let initial_invite = request && is_initial_invite(msg);
+        // Parsed only when the scope depends on it.
+        let initial_invite = || request && is_initial_invite(msg);
         let scope = match scope as usize {
-            0 if dialog::loaded() && initial_invite => Scope::Dialog,
+            0 if dialog::loaded() && initial_invite() => Scope::Dialog,
             0 if transaction::tm_loaded() => Scope::Transaction,
-            3 if initial_invite => Scope::Dialog,
+            3 if initial_invite() => Scope::Dialog,
             2 | 3 => Scope::Transaction,
             _ => Scope::Message,
         };
