@@ -197,6 +197,7 @@ const API_FUNCTIONS: &[&str] = &[
     "is_dummy_sip_msg",
     "db_bind_mod",
     "db_check_table_version",
+    "alloc_module_dep",
 ];
 const API_TYPES: &[&str] = &[
     "module_exports",
@@ -231,6 +232,8 @@ const API_TYPES: &[&str] = &[
     "db_key_t",
     "db_val_t",
     "db_type_t",
+    "module_dependency_t",
+    "modparam_dependency_t",
 ];
 const API_VARS: &[&str] = &[
     "siptrace_os_.*",
@@ -251,6 +254,8 @@ const API_VARS: &[&str] = &[
     "DLGCB_(REQ_WITHIN|TERMINATED)",
     "FL_USE_SIPTRACE",
     "SIP_REQUEST",
+    "DEP_ABORT",
+    "MAX_MOD_DEPS",
     "global_trace_api",
     "register_trace_type",
     "check_is_traced",

@@ -547,13 +547,30 @@ fn first_line_of(msg: &[u8]) -> String {
     String::from_utf8_lossy(msg).lines().next().unwrap_or_default().to_string()
 }
 
+/// Loaded before proto_hep in the config, the module still finds its
+/// hep_id: its dependency on proto_hep orders their initialization.
+#[test]
+fn loaded_before_proto_hep_it_still_starts() {
+    let Some(tree) = opensips_tree("loaded_before_proto_hep_it_still_starts") else { return };
+    let module = our_module(&tree);
+    let dir = TestDir::new("os-order");
+    let port = free_port();
+    let config = proxy_config(&tree, &module, "t", port, free_port(), free_port());
+    let hep = "loadmodule \"proto_hep.so\"\n";
+    let ours = format!("loadmodule \"{}\"\n", module.display());
+    let config = config.replace(hep, "").replace(&ours, &format!("{ours}{hep}"));
+    assert!(config.find(&ours) < config.find(hep), "the module comes first");
+    let proxy = OpenSips::start(&tree, &dir, "proxy", &config, port);
+    assert!(proxy.log_text().contains("1 trace id(s)"), "{}", proxy.log_text());
+}
+
 #[test]
 fn unimplemented_parameters_refuse_the_start() {
     let Some(tree) = opensips_tree("unimplemented_parameters_refuse_the_start") else { return };
     let module = our_module(&tree);
     for (line, says) in [
         (r#"modparam("tracer", "trace_id", "[f]uri=file:/tmp/trace")"#, "not implemented yet"),
-        (r#"modparam("tracer", "trace_id", "[db]uri=mysql://u:pw@h/db")"#, "cannot bind a database module"),
+        (r#"modparam("tracer", "trace_id", "[db]uri=mysql://u:pw@h/db")"#, "depends on an sqldb module"),
         (r#"modparam("tracer", "date_column", "ts")"#, "'date_column' is not implemented yet"),
         (r#"modparam("tracer", "trace_id", "[x]url=hep:hid")"#, "unknown key 'url'"),
     ] {

@@ -57,6 +57,31 @@ static PROCS: Export<[sys::proc_export_t; 2]> = Export([
     },
 ]);
 
+/// OpenSIPS's dep_export_t: fixed module dependencies (none), then the
+/// modparam ones, each list ending with an empty entry.
+#[repr(C)]
+pub struct Deps {
+    modules: [sys::module_dependency_t; sys::MAX_MOD_DEPS as usize],
+    params: [sys::modparam_dependency_t; 2],
+}
+
+const NO_MODULE: sys::module_dependency_t = sys::module_dependency_t {
+    mod_type: sys::module_type_MOD_TYPE_NULL,
+    mod_name: std::ptr::null_mut(),
+    type_: 0,
+};
+
+static DEPS: Export<Deps> = Export(Deps {
+    modules: [NO_MODULE; sys::MAX_MOD_DEPS as usize],
+    params: [
+        sys::modparam_dependency_t {
+            script_param: c"trace_id".as_ptr() as *mut c_char,
+            get_deps_f: Some(params::trace_id_deps),
+        },
+        sys::modparam_dependency_t { script_param: std::ptr::null_mut(), get_deps_f: None },
+    ],
+});
+
 #[no_mangle]
 pub static exports: Export<sys::module_exports> = Export(sys::module_exports {
     name: c"tracer".as_ptr(),
@@ -71,7 +96,7 @@ pub static exports: Export<sys::module_exports> = Export(sys::module_exports {
     },
     dlflags: 0,
     load_f: None,
-    deps: std::ptr::null(),
+    deps: std::ptr::addr_of!(DEPS.0) as *const sys::dep_export_t,
     cmds: CMDS.0.as_ptr(),
     acmds: std::ptr::null(),
     params: PARAMS.0.as_ptr(),

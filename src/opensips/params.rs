@@ -151,3 +151,36 @@ unsafe extern "C" fn set_trace_on(_type: sys::modparam_t, value: *mut c_void) ->
         }
     })
 }
+
+/// The modules `trace_id` needs initialized first: proto_hep for a hep:
+/// destination, a database driver for a database one (the first of either
+/// kind decides, as in OpenSIPS's tracer). OpenSIPS asks after each
+/// `trace_id` line.
+pub unsafe extern "C" fn trace_id_deps(_param: *const sys::param_export_t) -> *mut sys::module_dependency_t {
+    use crate::core::trace_id::TraceTarget;
+    guard("module dependencies", std::ptr::null_mut(), || {
+        let needs = with_params(|p| {
+            p.trace_ids.iter().find_map(|id| match &id.target {
+                TraceTarget::Hep(_) => Some(true),
+                TraceTarget::Db { .. } => Some(false),
+                _ => None,
+            })
+        });
+        // SAFETY: the core's helper allocates the dependency for OpenSIPS.
+        unsafe {
+            match needs {
+                Some(true) => sys::alloc_module_dep(
+                    sys::module_type_MOD_TYPE_DEFAULT,
+                    c"proto_hep".as_ptr() as *mut c_char,
+                    sys::DEP_ABORT,
+                ),
+                Some(false) => sys::alloc_module_dep(
+                    sys::module_type_MOD_TYPE_SQLDB,
+                    std::ptr::null_mut(),
+                    sys::DEP_ABORT,
+                ),
+                None => std::ptr::null_mut(),
+            }
+        }
+    })
+}
