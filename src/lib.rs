@@ -10,6 +10,9 @@ pub mod core;
 #[cfg(all(any(feature = "kamailio", feature = "opensips"), not(test)))]
 mod guard;
 
+#[cfg(all(any(feature = "kamailio", feature = "opensips"), not(test)))]
+mod supervise;
+
 #[cfg(all(feature = "kamailio", not(test)))]
 mod kamailio;
 

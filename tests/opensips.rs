@@ -547,6 +547,64 @@ fn first_line_of(msg: &[u8]) -> String {
     String::from_utf8_lossy(msg).lines().next().unwrap_or_default().to_string()
 }
 
+/// The processes `pid` forked.
+fn children(pid: u32) -> Vec<u32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// A killed sending process is replaced, and OpenSIPS goes on tracing.
+#[test]
+fn a_killed_sending_process_is_replaced() {
+    let Some(tree) = opensips_tree("a_killed_sending_process_is_replaced") else { return };
+    let module = our_module(&tree);
+    let dir = TestDir::new("os-killed");
+    let hepjs = HepJs::start(&dir);
+    let ports =
+        PortMap { uac: free_port(), proxy: free_port(), uas: free_port(), hep: hepjs.port, ephemeral: false };
+    let uas_xml = dir.file("uas.xml");
+    fs::write(&uas_xml, include_str!("fixtures/uas-call.xml")).unwrap();
+    let _uas = SippUas::start_scenario(&dir, "127.0.0.1", ports.uas, &uas_xml, &[]);
+    let config = proxy_config(&tree, &module, "t", ports.proxy, ports.uas, hepjs.port);
+    let proxy = OpenSips::start(&tree, &dir, "proxy", &config, ports.proxy);
+    let uac_xml = dir.file("uac.xml");
+    fs::write(&uac_xml, include_str!("fixtures/uac-call.xml")).unwrap();
+    let call = || {
+        let scenario = ["-sf", uac_xml.to_str().unwrap()];
+        let run = sipp_uac(
+            &dir,
+            "127.0.0.1",
+            &format!("127.0.0.1:{}", ports.proxy),
+            free_port(),
+            &scenario,
+            1,
+            "15s",
+        );
+        assert!(run.ok, "the call failed:\n{}", proxy.log_text());
+    };
+    call();
+    assert!(wait_for(Duration::from_secs(5), || hepjs.packets().len() == 13));
+    // The sending process is the only grandchild of OpenSIPS's main process.
+    let grandchildren: Vec<u32> = children(proxy.child.id()).into_iter().flat_map(children).collect();
+    assert_eq!(grandchildren.len(), 1, "one sending process: {grandchildren:?}");
+    // SAFETY: killing a process of the OpenSIPS under test.
+    assert_eq!(unsafe { libc::kill(grandchildren[0] as i32, libc::SIGKILL) }, 0);
+    assert!(
+        wait_for(Duration::from_secs(5), || proxy
+            .log_text()
+            .contains("was killed by signal 9; starting it again")),
+        "{}",
+        proxy.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    call();
+    assert!(wait_for(Duration::from_secs(5), || hepjs.packets().len() == 26), "traced after the restart");
+    assert!(proxy.child.id() > 0 && std::path::Path::new(&format!("/proc/{}", proxy.child.id())).exists());
+}
+
 /// Loaded before proto_hep in the config, the module still finds its
 /// hep_id: its dependency on proto_hep orders their initialization.
 #[test]

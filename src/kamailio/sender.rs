@@ -11,11 +11,11 @@ use crate::kamailio::guard::guard;
 use crate::kamailio::module::{self, Module};
 use crate::kamailio::shared::{self, Shared};
 use crate::kamailio::{db, send_socket, sys, tracer};
+use crate::supervise::{self, Supervision};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use std::fmt::Display;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,111 +24,28 @@ const STREAM_BACKLOG: usize = 4 << 20;
 /// How often a sender without a database connection tries again.
 const DB_RETRY: Duration = Duration::from_secs(5);
 
-/// Runs sender `index` for the life of the process: the process Kamailio
-/// forked watches over a child process that does the sending, and starts
-/// a new one if it dies. Kamailio stops the whole server when one of its
-/// own children dies; a dead sending process costs traces, never calls.
+/// Runs sender `index` for the life of the process: it supervises the
+/// process that does the sending (see `crate::supervise`).
 pub fn run(module: &'static Module, index: usize) -> ! {
     let Some(shared) = shared::get() else { exit(index, "no shared state") };
     // SAFETY: a process forked by fork_process after cfg_register_child.
     if unsafe { sys::cfg_child_init() } != 0 {
         exit(index, "cannot join the config framework");
     }
-    catch_stop_signal();
-    // SAFETY: the default disposition, so that waitpid sees the child's end.
-    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
-    let supervisor = std::process::id() as libc::pid_t;
-    loop {
-        // SAFETY: this process runs no threads; the child only runs `work`.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            work(module, index, shared, supervisor);
-        }
-        if pid < 0 {
-            exit(index, "cannot fork the sending process");
-        }
-        crate::log_info!("sender {index} started (pid {pid})");
-        let status = supervise(pid);
-        if STOP.load(Ordering::Relaxed) {
-            // SAFETY: leaving this child; see `exit`.
-            unsafe { libc::_exit(0) }
-        }
-        Counters::add(&shared.counters.sender_restarts);
-        crate::log_error!("sender {index} (pid {pid}) {status}; starting it again in {RESTART_DELAY:?}");
-        sleep_unless_stopped(RESTART_DELAY);
-        if STOP.load(Ordering::Relaxed) {
-            // SAFETY: as above.
-            unsafe { libc::_exit(0) }
-        }
-    }
-}
-
-/// How long a sender waits before it replaces a sending process that
-/// died, so that one that dies at once does not take a core.
-const RESTART_DELAY: Duration = Duration::from_secs(1);
-
-/// Waits for the sending process `pid` to end, keeping this process's
-/// config current, and passes a stop request on to it. Returns how it
-/// ended.
-fn supervise(pid: libc::pid_t) -> String {
-    let mut stop_sent: Option<Instant> = None;
-    loop {
+    let supervision = Supervision {
+        name: format!("sender {index}"),
+        drain_time: DRAIN_TIME,
         // SAFETY: the cfg_update macro, for a process that joined the framework.
-        unsafe { sys::siptrace_shim_cfg_update() };
-        if STOP.load(Ordering::Relaxed) {
-            match stop_sent {
-                None => {
-                    // SAFETY: signalling our own child.
-                    unsafe { libc::kill(pid, libc::SIGTERM) };
-                    stop_sent = Some(Instant::now());
-                }
-                Some(at) if at.elapsed() > DRAIN_TIME + Duration::from_secs(1) => {
-                    // SAFETY: as above; it did not stop in time.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-                Some(_) => {}
-            }
-        }
-        let mut status = 0;
-        // SAFETY: waiting for our own child, without blocking.
-        match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
-            0 => std::thread::sleep(Duration::from_millis(100)),
-            p if p == pid => return describe_exit(status),
-            _ => {
-                if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                    return "ended (its status is unknown)".into();
-                }
-            }
-        }
-    }
-}
-
-fn describe_exit(status: libc::c_int) -> String {
-    if libc::WIFSIGNALED(status) {
-        format!("was killed by signal {}", libc::WTERMSIG(status))
-    } else {
-        format!("exited with status {}", libc::WEXITSTATUS(status))
-    }
-}
-
-fn sleep_unless_stopped(time: Duration) {
-    let until = Instant::now() + time;
-    while !STOP.load(Ordering::Relaxed) && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        tick: &|| unsafe { sys::siptrace_shim_cfg_update() },
+        restarted: &|| Counters::add(&shared.counters.sender_restarts),
+    };
+    supervise::run(supervision, &|| work(module, index, shared))
 }
 
 /// The sending process: drains queue `index` until asked to stop.
-fn work(module: &'static Module, index: usize, shared: &'static Shared, supervisor: libc::pid_t) -> ! {
-    // SAFETY: ask for SIGTERM when the supervisor goes, and check it has not
-    // gone already; then take a config reference of this process's own.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-        if libc::getppid() != supervisor {
-            libc::_exit(0);
-        }
-        sys::siptrace_shim_cfg_worker_init();
-    }
+fn work(module: &'static Module, index: usize, shared: &'static Shared) -> ! {
+    // SAFETY: a config reference of this process's own.
+    unsafe { sys::siptrace_shim_cfg_worker_init() };
     let config = &module.config;
     let settings = SenderSettings {
         batch_size: config.senders.batch_size,
@@ -151,7 +68,7 @@ fn work(module: &'static Module, index: usize, shared: &'static Shared, supervis
     let queue = module.queues[index];
     let batch_size = config.senders.batch_size;
     sender.take_over(&queue, &host);
-    while !STOP.load(Ordering::Relaxed) {
+    while !supervise::stopping() {
         // SAFETY: the cfg_update macro; this process holds its own reference.
         unsafe { sys::siptrace_shim_cfg_update() };
         let taken = guard("the sender", 0, || sender.step(&queue, &mut host));
@@ -172,28 +89,8 @@ fn work(module: &'static Module, index: usize, shared: &'static Shared, supervis
     unsafe { libc::_exit(0) }
 }
 
-/// Set when the sender is asked to stop.
-static STOP: AtomicBool = AtomicBool::new(false);
-
 /// How long a stopping sender may take to deliver what is queued.
 const DRAIN_TIME: Duration = Duration::from_secs(3);
-
-extern "C" fn on_stop_signal(_signal: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
-/// Kamailio stops its children with SIGTERM; the sender finishes its work
-/// first instead of exiting in the middle of it.
-fn catch_stop_signal() {
-    // SAFETY: installing a handler that only stores to an atomic.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_stop_signal as *const () as usize;
-        libc::sigemptyset(&mut action.sa_mask);
-        libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
-        libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut());
-    }
-}
 
 fn exit(index: usize, why: &str) -> ! {
     crate::log_error!("sender {index} cannot run: {why}");

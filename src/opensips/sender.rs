@@ -1,42 +1,24 @@
 //! The sender process OpenSIPS forks for the module (its `procs` export):
 //! it drains the queue with the core's sender, as on Kamailio.
 
-use crate::core::counters::DropReason;
+use crate::core::counters::{Counters, DropReason};
 use crate::core::dest::Destination;
 use crate::core::record::Row;
 use crate::core::sender::{Sender, SenderHost, SenderSettings};
 use crate::core::shared::Shared;
 use crate::guard::guard;
 use crate::opensips::db::Connection;
-use crate::opensips::module;
+use crate::opensips::module::{self, Module};
+use crate::supervise::{self, Supervision};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use std::fmt::Display;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const STREAM_BACKLOG: usize = 4 << 20;
 /// How long a stopping sender may take to deliver what is queued.
 const DRAIN_TIME: Duration = Duration::from_secs(3);
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop_signal(_signal: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
-/// OpenSIPS stops its processes with SIGTERM; the sender delivers what is
-/// queued first.
-fn catch_stop_signal() {
-    // SAFETY: installing a handler that only stores to an atomic.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_stop_signal as *const () as usize;
-        libc::sigemptyset(&mut action.sa_mask);
-        libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
-    }
-}
 
 /// How often a sender without a database connection tries again.
 const DB_RETRY: Duration = Duration::from_secs(5);
@@ -96,10 +78,22 @@ impl SenderHost for Host {
     }
 }
 
-/// The body of sender process `index`; it never returns.
+/// The body of sender process `index`, which OpenSIPS forks: it
+/// supervises the process that does the sending (see `crate::supervise`).
 pub unsafe extern "C" fn run(index: libc::c_int) {
+    let Some(module) = module::get() else { return };
+    let supervision = Supervision {
+        name: format!("sender {index}"),
+        drain_time: DRAIN_TIME,
+        tick: &|| {},
+        restarted: &|| Counters::add(&module.shared.counters.sender_restarts),
+    };
+    supervise::run(supervision, &|| work(module, index))
+}
+
+/// The sending process: drains queue `index` until asked to stop.
+fn work(module: &'static Module, index: libc::c_int) -> ! {
     guard("the sender", (), || {
-        let Some(module) = module::get() else { return };
         let Some(queue) = module.queues.get(index as usize).copied() else { return };
         let config = &module.config;
         let settings = SenderSettings {
@@ -114,10 +108,8 @@ pub unsafe extern "C" fn run(index: libc::c_int) {
         };
         let mut host = Host { shared: module.shared, db: None, next_db_attempt: Instant::now() };
         let mut sender = Sender::new(settings, &module.shared.counters);
-        catch_stop_signal();
-        crate::log_info!("sender {index} started");
         sender.take_over(&queue, &host);
-        while !STOP.load(Ordering::Relaxed) {
+        while !supervise::stopping() {
             let taken = guard("the sender", 0, || sender.step(&queue, &mut host));
             if taken < config.senders.batch_size {
                 std::thread::sleep(sender.flush_interval());
