@@ -194,6 +194,8 @@ const API_FUNCTIONS: &[&str] = &[
     "add_mi_array",
     "add_mi_object",
     "try_get_mi_string_param",
+    "try_get_mi_array_param",
+    "try_get_mi_arr_param_string",
     "is_dummy_sip_msg",
     "db_bind_mod",
     "db_check_table_version",

@@ -547,6 +547,86 @@ fn first_line_of(msg: &[u8]) -> String {
     String::from_utf8_lossy(msg).lines().next().unwrap_or_default().to_string()
 }
 
+/// MI `trace_start` and `trace_stop`: a dynamic trace id with a caller
+/// filter traces the calls it matches, in the dialog scope by default,
+/// until it is stopped; replies, listing and packets are the same as with
+/// OpenSIPS's tracer.
+#[test]
+fn mi_trace_start_and_stop_like_opensips_tracer() {
+    let Some(tree) = opensips_tree("mi_trace_start_and_stop_like_opensips_tracer") else { return };
+    let ours = our_module(&tree);
+    let theirs = tree.join("modules/tracer/tracer.so");
+    let outcome = |module: &Path, name: &str| -> Vec<String> {
+        let dir = TestDir::new(name);
+        let hepjs = HepJs::start(&dir);
+        let ports = PortMap {
+            uac: free_port(),
+            proxy: free_port(),
+            uas: free_port(),
+            hep: hepjs.port,
+            ephemeral: false,
+        };
+        let uas_xml = dir.file("uas.xml");
+        fs::write(&uas_xml, include_str!("fixtures/uas-call.xml")).unwrap();
+        let _uas = SippUas::start_scenario(&dir, "127.0.0.1", ports.uas, &uas_xml, &[]);
+        // No trace() in the script: only the dynamic id traces. The static
+        // trace id sends nowhere anyone listens.
+        let config = proxy_config(&tree, module, "t", ports.proxy, ports.uas, free_port())
+            .replace("trace(\"tid\", \"t\", \"sip\");", "")
+            .replace("loadmodule \"tm.so\"", "loadmodule \"tm.so\"\nloadmodule \"dialog.so\"");
+        let _proxy = OpenSips::start(&tree, &dir, "proxy", &config, ports.proxy);
+        let uac_xml = dir.file("uac.xml");
+        fs::write(&uac_xml, include_str!("fixtures/uac-call.xml")).unwrap();
+        let seen = std::cell::RefCell::new(Vec::new());
+        let call = |label: &str| {
+            let before = hepjs.packets().len();
+            let scenario = ["-sf", uac_xml.to_str().unwrap()];
+            let run = sipp_uac(
+                &dir,
+                "127.0.0.1",
+                &format!("127.0.0.1:{}", ports.proxy),
+                free_port(),
+                &scenario,
+                1,
+                "15s",
+            );
+            assert!(run.ok, "{label}: the call failed");
+            std::thread::sleep(Duration::from_millis(700));
+            seen.borrow_mut().push(format!("{label}: {} packets", hepjs.packets().len() - before));
+        };
+        let reply = |method: &str, params: serde_json::Value| {
+            let r = mi(ports.proxy, method, params.clone());
+            let text =
+                (r["result"].to_string() + &r["error"].to_string()).replace(&hepjs.port.to_string(), "<HEP>");
+            seen.borrow_mut()
+                .push(format!("{method} {params}: {text}").replace(&hepjs.port.to_string(), "<HEP>"));
+        };
+        let uri = format!("hep:127.0.0.1:{};transport=udp", hepjs.port);
+        call("no dynamic id");
+        reply("trace_start", serde_json::json!({"id": "db", "uri": "sqlite:///tmp/x.db"}));
+        reply("trace_start", serde_json::json!({"id": "dyn", "uri": uri, "filter": ["caller=nobody"]}));
+        call("a filter that does not match");
+        reply("trace_stop", serde_json::json!({"id": "dyn"}));
+        reply(
+            "trace_start",
+            serde_json::json!({"id": "dyn", "uri": uri, "filter": ["caller=uac@siptrace-rs.test"]}),
+        );
+        reply("trace", serde_json::json!({"id": "dyn"}));
+        call("a matching filter");
+        reply("trace_stop", serde_json::json!({"id": "dyn"}));
+        call("stopped");
+        reply("trace_stop", serde_json::json!({"id": "dyn"}));
+        seen.into_inner()
+    };
+    let theirs = outcome(&theirs, "os-dyn-tracer");
+    let ours = outcome(&ours, "os-dyn-ours");
+    assert!(
+        theirs.iter().any(|l| l.starts_with("a matching filter: ") && !l.ends_with(": 0 packets")),
+        "{theirs:#?}"
+    );
+    assert_eq!(ours, theirs);
+}
+
 /// The processes `pid` forked.
 fn children(pid: u32) -> Vec<u32> {
     fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))

@@ -177,6 +177,69 @@ fn header_kind(name: &[u8]) -> Option<Header> {
 }
 
 /// Splits off one line; the line excludes its CRLF or bare LF.
+/// The URI of the first header called `name` (or its `compact` form):
+/// what is inside `<...>`, or the value up to its first `;`.
+pub fn header_uri<'a>(buf: &'a [u8], name: &[u8], compact: &[u8]) -> Option<&'a [u8]> {
+    let (_, mut rest) = split_line(buf);
+    while let Some((n, value, next)) = next_header(rest) {
+        if n.eq_ignore_ascii_case(name) || n.eq_ignore_ascii_case(compact) {
+            return Some(addr_uri(value));
+        }
+        rest = next;
+    }
+    None
+}
+
+fn addr_uri(value: &[u8]) -> &[u8] {
+    match (memchr(b'<', value), memchr(b'>', value)) {
+        (Some(open), Some(close)) if open < close => &value[open + 1..close],
+        _ => trim(value.split(|&c| c == b';').next().unwrap_or_default()),
+    }
+}
+
+/// The request URI of a request's start line.
+pub fn request_uri(buf: &[u8]) -> Option<&[u8]> {
+    let (line, _) = split_line(buf);
+    let mut parts = line.split(|&c| c == b' ').filter(|p| !p.is_empty());
+    let method = parts.next()?;
+    (!method.starts_with(b"SIP/")).then(|| parts.next()).flatten()
+}
+
+/// The user and host of a SIP URI (`sip:user@host:port;params`); the user
+/// is empty when there is none.
+pub fn uri_user_host(uri: &[u8]) -> (&[u8], &[u8]) {
+    let rest = match memchr(b':', uri) {
+        Some(i) if uri[..i].eq_ignore_ascii_case(b"sip") || uri[..i].eq_ignore_ascii_case(b"sips") => {
+            &uri[i + 1..]
+        }
+        _ => uri,
+    };
+    let rest = rest.split(|&c| c == b';' || c == b'?').next().unwrap_or_default();
+    let (user, hostport) = match memchr(b'@', rest) {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (&b""[..], rest),
+    };
+    let user = user.split(|&c| c == b':').next().unwrap_or_default();
+    let host = if hostport.starts_with(b"[") {
+        memchr(b']', hostport).map_or(hostport, |i| &hostport[..i + 1])
+    } else {
+        hostport.split(|&c| c == b':').next().unwrap_or_default()
+    };
+    (user, host)
+}
+
+/// Whether `pattern`, `user` or `user@host`, names a URI's user and host,
+/// as OpenSIPS's tracer compares its caller and callee filters.
+pub fn user_host_matches(pattern: &[u8], user: &[u8], host: &[u8]) -> bool {
+    match pattern.len().cmp(&user.len()) {
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => pattern == user,
+        std::cmp::Ordering::Greater => {
+            pattern.starts_with(user) && pattern[user.len()] == b'@' && &pattern[user.len() + 1..] == host
+        }
+    }
+}
+
 fn split_line(buf: &[u8]) -> (&[u8], &[u8]) {
     match memchr(b'\n', buf) {
         Some(i) => {
@@ -439,5 +502,33 @@ To: <sip:c@d>\r\nCSeq: 1 ACK\r\n\r\n";
             let _ = extract(&buf);
             let _ = call_id(&buf);
         }
+    }
+
+    #[test]
+    fn uris_of_the_from_header_and_the_request_line() {
+        let msg = b"INVITE sip:bob@example.com:5060;transport=udp SIP/2.0\r\n\
+            f: \"Alice\" <sip:alice:pw@atlanta.example;user=phone>;tag=1\r\n\r\n";
+        let from = header_uri(msg, b"From", b"f").unwrap();
+        assert_eq!(from, b"sip:alice:pw@atlanta.example;user=phone");
+        assert_eq!(uri_user_host(from), (&b"alice"[..], &b"atlanta.example"[..]));
+        let ruri = request_uri(msg).unwrap();
+        assert_eq!(uri_user_host(ruri), (&b"bob"[..], &b"example.com"[..]));
+        assert_eq!(uri_user_host(b"sip:[2001:db8::1]:5060"), (&b""[..], &b"[2001:db8::1]"[..]));
+        assert_eq!(
+            header_uri(b"X y SIP/2.0\r\nFrom: sip:a@b;tag=2\r\n\r\n", b"From", b"f"),
+            Some(&b"sip:a@b"[..])
+        );
+        assert_eq!(request_uri(b"SIP/2.0 200 OK\r\n\r\n"), None);
+        assert_eq!(header_uri(b"X y SIP/2.0\r\n\r\n", b"From", b"f"), None);
+    }
+
+    #[test]
+    fn caller_and_callee_patterns() {
+        assert!(user_host_matches(b"alice", b"alice", b"a.example"));
+        assert!(user_host_matches(b"alice@a.example", b"alice", b"a.example"));
+        assert!(!user_host_matches(b"alice@b.example", b"alice", b"a.example"));
+        assert!(!user_host_matches(b"alic", b"alice", b"a.example"));
+        assert!(!user_host_matches(b"alicex", b"alice", b"a.example"));
+        assert!(!user_host_matches(b"bob", b"alice", b"a.example"));
     }
 }

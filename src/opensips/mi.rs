@@ -1,11 +1,11 @@
-//! The tracer's MI commands. `trace` shows the trace ids and switches
-//! tracing on and off, globally or per id, as OpenSIPS's tracer does.
-//! `trace_start` and `trace_stop` (dynamic destinations) answer that they
-//! are not implemented yet.
+//! The tracer's MI commands, as OpenSIPS's tracer has them: `trace` shows
+//! the trace ids and switches tracing on and off, globally or per id;
+//! `trace_start` and `trace_stop` add and remove dynamic trace ids.
 
 use crate::guard::guard;
 use crate::opensips::module::{self, Module};
 use crate::opensips::sys;
+use crate::opensips::{dynamic, script, trace_api};
 use std::os::raw::{c_char, c_int};
 use std::sync::atomic::Ordering;
 
@@ -13,7 +13,7 @@ type Handler = unsafe extern "C" fn(*const sys::mi_params_t, *mut sys::mi_handle
 
 const fn recipe(
     cmd: Option<Handler>,
-    params: [&'static std::ffi::CStr; 2],
+    params: [&'static std::ffi::CStr; 5],
     count: usize,
 ) -> sys::mi_recipe_t {
     let mut names = [std::ptr::null_mut(); sys::MAX_MI_PARAMS as usize];
@@ -51,14 +51,22 @@ pub const fn mi_exports() -> [sys::mi_export_t; 4] {
             c"trace",
             sys::MI_NAMED_PARAMS_ONLY,
             &[
-                recipe(Some(show_all), [none, none], 0),
-                recipe(Some(show_id), [c"id", none], 1),
-                recipe(Some(set_global), [c"mode", none], 1),
-                recipe(Some(set_id), [c"id", c"mode"], 2),
+                recipe(Some(show_all), [none; 5], 0),
+                recipe(Some(show_id), [c"id", none, none, none, none], 1),
+                recipe(Some(set_global), [c"mode", none, none, none, none], 1),
+                recipe(Some(set_id), [c"id", c"mode", none, none, none], 2),
             ],
         ),
-        export(c"trace_start", 0, &[recipe(Some(not_yet), [c"id", c"uri"], 2)]),
-        export(c"trace_stop", 0, &[recipe(Some(not_yet), [c"id", none], 1)]),
+        export(
+            c"trace_start",
+            0,
+            &[
+                recipe(Some(start), [c"id", c"uri", none, none, none], 2),
+                recipe(Some(start), [c"id", c"uri", c"filter", none, none], 3),
+                recipe(Some(start), [c"id", c"uri", c"filter", c"scope", c"type"], 5),
+            ],
+        ),
+        export(c"trace_stop", 0, &[recipe(Some(stop), [c"id", none, none, none, none], 1)]),
         sys::mi_export_t {
             name: std::ptr::null_mut(),
             help: std::ptr::null_mut(),
@@ -115,8 +123,33 @@ fn param(params: *const sys::mi_params_t, name: &std::ffi::CStr) -> Option<Strin
     Some(String::from_utf8_lossy(bytes).into_owned())
 }
 
-/// Adds the destinations of the trace ids `which` selects to `array`.
+/// Adds the destinations of the trace ids `which` selects to `array`:
+/// the static ones, then the dynamic ones.
 fn list(module: &Module, array: *mut sys::mi_item_t, which: impl Fn(usize) -> bool) {
+    for (slot, entry) in module.dynamic.snapshot() {
+        if !which(module.ids.len() + slot) {
+            continue;
+        }
+        // SAFETY: adding to the response's array.
+        let item = unsafe { sys::add_mi_object(array, std::ptr::null_mut(), 0) };
+        add(item, "name", entry.name());
+        add(item, "type", if entry.hep { "HEP" } else { "SIP" });
+        add(item, "uri", &entry.dest.addr.to_string());
+        add(item, "state", "dynamic");
+        let name = "filters";
+        // SAFETY: adding to the item.
+        let filters = unsafe { sys::add_mi_array(item, name.as_ptr() as *mut c_char, name.len() as c_int) };
+        for f in entry.filters() {
+            // SAFETY: adding to the array.
+            let object = unsafe { sys::add_mi_object(filters, std::ptr::null_mut(), 0) };
+            let kind = match f.kind {
+                dynamic::FilterKind::Caller => "caller",
+                dynamic::FilterKind::Callee => "callee",
+                dynamic::FilterKind::Ip => "ip",
+            };
+            add(object, kind, &String::from_utf8_lossy(f.text()));
+        }
+    }
     for entry in module.listing.iter().filter(|e| which(e.id)) {
         // SAFETY: adding to the response's array.
         let item = unsafe { sys::add_mi_object(array, std::ptr::null_mut(), 0) };
@@ -171,8 +204,12 @@ unsafe extern "C" fn show_id(
 ) -> *mut sys::mi_response_t {
     guard("MI trace", std::ptr::null_mut(), || {
         let Some(module) = module::get() else { return error(500, "Internal error", "") };
-        match param(p, c"id").and_then(|id| module.id_index(&id)) {
-            Some(index) => destinations(module, false, |i| i == index),
+        let Some(name) = param(p, c"id") else { return error(400, "Bad trace id value", "") };
+        if let Some(index) = module.id_index(&name) {
+            return destinations(module, false, |i| i == index);
+        }
+        match module.dynamic.snapshot().into_iter().find(|(_, e)| e.name() == name) {
+            Some((slot, _)) => destinations(module, false, |i| i == module.ids.len() + slot),
             None => error(400, "Bad trace id value", ""),
         }
     })
@@ -210,15 +247,61 @@ unsafe extern "C" fn set_id(p: *const sys::mi_params_t, _h: *mut sys::mi_handler
     })
 }
 
-unsafe extern "C" fn not_yet(
-    _p: *const sys::mi_params_t,
-    _h: *mut sys::mi_handler,
-) -> *mut sys::mi_response_t {
+/// The strings of an array parameter, when given.
+fn array_param(params: *const sys::mi_params_t, name: &std::ffi::CStr) -> Vec<String> {
+    let mut array: *mut sys::mi_item_t = std::ptr::null_mut();
+    let mut count: c_int = 0;
+    // SAFETY: the parameters OpenSIPS passes; it fills `array` and `count`.
+    if unsafe { sys::try_get_mi_array_param(params, name.as_ptr() as *mut c_char, &mut array, &mut count) }
+        < 0
+    {
+        return Vec::new();
+    }
+    (0..count)
+        .filter_map(|i| {
+            let mut value: *mut c_char = std::ptr::null_mut();
+            let mut len: c_int = 0;
+            // SAFETY: an element of the array OpenSIPS gave.
+            let rc = unsafe { sys::try_get_mi_arr_param_string(array, i, &mut value, &mut len) };
+            (rc == 0 && !value.is_null()).then(|| {
+                // SAFETY: `len` bytes at `value`.
+                let bytes = unsafe { std::slice::from_raw_parts(value as *const u8, len.max(0) as usize) };
+                String::from_utf8_lossy(bytes).into_owned()
+            })
+        })
+        .collect()
+}
+
+unsafe extern "C" fn start(p: *const sys::mi_params_t, _h: *mut sys::mi_handler) -> *mut sys::mi_response_t {
     guard("MI trace_start", std::ptr::null_mut(), || {
-        error(
-            500,
-            "Not implemented",
-            "dynamic trace destinations are not implemented yet by this tracer module",
-        )
+        let Some(module) = module::get() else { return error(500, "Internal error", "") };
+        let (Some(name), Some(uri)) = (param(p, c"id"), param(p, c"uri")) else {
+            return error(400, "Bad parameter value", "");
+        };
+        if module.id_index(&name).is_some() {
+            return error(500, "Bad parameter value", "trace id already used");
+        }
+        // The dialog scope and every record type when not given, as
+        // OpenSIPS's tracer does.
+        let scope = param(p, c"scope").and_then(|s| script::scope_value(s.as_bytes())).unwrap_or(3);
+        let types = param(p, c"type").and_then(|t| trace_api::mask_of(t.as_bytes()).ok()).unwrap_or(u32::MAX);
+        let entry = match dynamic::entry(module, &name, &uri, scope, types, &array_param(p, c"filter")) {
+            Ok(entry) => entry,
+            Err((code, text, details)) => return error(code as c_int, text, &details),
+        };
+        match module.dynamic.start(entry) {
+            Ok(()) => ok(),
+            Err(details) => error(500, "Bad parameter value", &details),
+        }
+    })
+}
+
+unsafe extern "C" fn stop(p: *const sys::mi_params_t, _h: *mut sys::mi_handler) -> *mut sys::mi_response_t {
+    guard("MI trace_stop", std::ptr::null_mut(), || {
+        let Some(module) = module::get() else { return error(500, "Internal error", "") };
+        match param(p, c"id") {
+            Some(name) if module.dynamic.stop(&name) => ok(),
+            _ => error(400, "Bad parameter value", ""),
+        }
     })
 }

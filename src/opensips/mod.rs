@@ -13,6 +13,7 @@ pub mod log;
 
 mod db;
 mod dialog;
+mod dynamic;
 mod mi;
 mod module;
 mod params;

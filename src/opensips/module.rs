@@ -30,6 +30,10 @@ pub struct Module {
     pub switches: &'static [AtomicBool],
     /// What MI `trace` lists: each destination of each trace id.
     pub listing: Vec<Listing>,
+    /// The trace ids MI `trace_start` adds; trace id `ids.len() + n` is
+    /// slot `n` of it.
+    pub dynamic: &'static crate::opensips::dynamic::Table,
+    hep_api: Option<HepApi>,
 }
 
 /// One destination of a trace id, as MI shows it.
@@ -60,8 +64,42 @@ impl Module {
 
     /// Whether tracing to trace id `id` is on: globally and for it.
     pub fn id_on(&self, id: usize) -> bool {
-        self.shared.trace_on.load(Ordering::Relaxed)
-            && self.switches.get(id).is_some_and(|s| s.load(Ordering::Relaxed))
+        if !self.shared.trace_on.load(Ordering::Relaxed) {
+            return false;
+        }
+        match self.switches.get(id) {
+            Some(switch) => switch.load(Ordering::Relaxed),
+            None => self.dynamic.get(id - self.ids.len()).is_some(),
+        }
+    }
+
+    /// Where trace id `id` sends: a static one's outputs, or a dynamic
+    /// one's while it is started.
+    pub fn outputs(&self, id: usize) -> Option<std::borrow::Cow<'_, Outputs>> {
+        match self.ids.get(id) {
+            Some((_, outputs)) => Some(std::borrow::Cow::Borrowed(outputs)),
+            None => self.dynamic.get(id - self.ids.len()).map(|e| std::borrow::Cow::Owned(e.outputs())),
+        }
+    }
+
+    /// A destination proto_hep makes of `address` (`ip:port;transport=...`)
+    /// for MI `trace_start`; resolved now, never per message.
+    pub fn new_hep_destination(&self, name: &str, address: &str) -> Result<Destination, String> {
+        let api = self.hep_api.as_ref().ok_or("proto_hep is not loaded")?;
+        let (Some(new), Some(release)) = (api.0.new_trace_dest, api.0.release_trace_dest) else {
+            return Err("proto_hep cannot make destinations".into());
+        };
+        let mut n = sys::str_ { s: name.as_ptr() as *mut _, len: name.len() as _ };
+        let mut a = sys::str_ { s: address.as_ptr() as *mut _, len: address.len() as _ };
+        // SAFETY: valid strs; proto_hep returns its new entry or NULL.
+        let dest = unsafe { new(&mut n, &mut a) };
+        // SAFETY: the entry proto_hep just made, when not null.
+        let hid = unsafe { (dest as *const sys::hid_list_t).as_ref() }
+            .ok_or_else(|| format!("proto_hep refused '{address}'"))?;
+        let result = hid_destination(hid, true).map(|(d, _)| d);
+        // SAFETY: giving back the entry; its destination was copied.
+        unsafe { release(dest) };
+        result
     }
 
     /// Where proto_hep's destination `dest` (a `hid_list_t`) sends: one
@@ -264,7 +302,20 @@ pub fn mod_init() -> Result<(), String> {
         config.senders.queue_bytes / 1024
     );
     let switches = shared_switches(ids.len(), params.trace_on.unwrap_or(true))?;
-    let module = Module { ids, queues, shared, config, homer5_delimiter, hep_ids, switches, listing };
+    let dynamic = crate::opensips::dynamic::Table::new_in_shm()?;
+    crate::opensips::script::init_dynamic()?;
+    let module = Module {
+        ids,
+        queues,
+        shared,
+        config,
+        homer5_delimiter,
+        hep_ids,
+        switches,
+        listing,
+        dynamic,
+        hep_api: api,
+    };
     MODULE.set(module).map_err(|_| "initialized twice".to_string())
 }
 

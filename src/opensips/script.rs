@@ -4,11 +4,27 @@
 
 use crate::core::counters::DropReason;
 use crate::guard::guard;
+use crate::opensips::module::Module;
 use crate::opensips::tracer::{self, Trace};
-use crate::opensips::{dialog, module, sys, trace_api, transaction};
+use crate::opensips::{dialog, dynamic, module, sys, trace_api, transaction};
 use std::os::raw::{c_int, c_void};
 
 pub const CMD_COUNT: usize = 1;
+
+/// The scope letters as the value the fixup makes of them (for MI).
+pub fn scope_value(text: &[u8]) -> Option<usize> {
+    let mut scope = None;
+    for &c in text.iter().filter(|c| !c.is_ascii_whitespace()) {
+        let this = match c.to_ascii_lowercase() {
+            b'm' => Scope::Message,
+            b't' => Scope::Transaction,
+            b'd' => Scope::Dialog,
+            _ => return None,
+        };
+        scope = scope.max(Some(this));
+    }
+    scope.map(|s| s as usize)
+}
 
 const fn param(flags: u32, fixup: sys::fixup_function) -> sys::cmd_param {
     sys::cmd_param { flags: flags as c_int, fixup, free_fixup: None }
@@ -107,6 +123,92 @@ unsafe extern "C" fn fixup_scope(param: *mut *mut c_void) -> c_int {
     })
 }
 
+/// Starts tracing `msg` in `scope` (0: none given, else a `Scope`), as
+/// trace() does: for trace() itself and for dynamic trace ids.
+pub fn start(module: &Module, msg: &mut sys::sip_msg, trace: Trace<'_>, scope: usize) -> c_int {
+    trace_api::enter(msg.id, trace.id, trace.types);
+    let request = msg.first_line.type_ == sys::SIP_REQUEST as _;
+    // Without a scope: the dialog's for an initial INVITE when the dialog
+    // module is there, else the transaction's when tm is. A scope the
+    // message cannot have falls back: the dialog's to the transaction's for
+    // all but an initial INVITE, the transaction's to the message's for a
+    // reply. As in OpenSIPS's tracer. Parsed only when the scope depends on it.
+    let initial_invite = || request && is_initial_invite(msg);
+    let scope = match scope {
+        0 if dialog::loaded() && initial_invite() => Scope::Dialog,
+        0 if transaction::tm_loaded() => Scope::Transaction,
+        3 if initial_invite() => Scope::Dialog,
+        2 | 3 => Scope::Transaction,
+        _ => Scope::Message,
+    };
+    let started = match scope {
+        Scope::Dialog => dialog::start(msg, trace),
+        Scope::Transaction if request => transaction::start(msg, trace),
+        _ => true,
+    };
+    if !started {
+        tracer::report(module, DropReason::NoDestination, "trace(): tm or dialog refused the callbacks");
+        return -1;
+    }
+    if trace.types & trace_api::SIP_BIT == 0 || tracer::incoming(module, trace, msg) {
+        1
+    } else {
+        -1
+    }
+}
+
+/// Registers the check of each request against the dynamic trace ids.
+pub fn init_dynamic() -> Result<(), String> {
+    let kinds = (sys::PRE_SCRIPT_CB | sys::REQ_TYPE_CB) as c_int;
+    // SAFETY: registering a script callback before forking.
+    if unsafe { sys::__register_script_cb(Some(match_dynamic), kinds, std::ptr::null_mut(), 0) } < 0 {
+        return Err("cannot register the script callback".into());
+    }
+    Ok(())
+}
+
+/// Traces a request that the filters of a started dynamic trace id match.
+unsafe extern "C" fn match_dynamic(msg: *mut sys::sip_msg, _param: *mut c_void) -> c_int {
+    guard("dynamic tracing", sys::SCB_RUN_ALL as c_int, || {
+        let Some(module) = module::get() else { return sys::SCB_RUN_ALL as c_int };
+        if !module.dynamic.any_active() {
+            return sys::SCB_RUN_ALL as c_int;
+        }
+        // SAFETY: the request being processed.
+        let Some(msg) = (unsafe { msg.as_mut() }) else { return sys::SCB_RUN_ALL as c_int };
+        // SAFETY: the request's buffer.
+        let bytes = unsafe { tracer::buffer(msg) }.to_vec();
+        let source = tracer::ip_of(&msg.rcv.src_ip);
+        let initial_invite = is_initial_invite(msg);
+        for (slot, entry) in module.dynamic.snapshot() {
+            if entry.scope == Scope::Dialog as usize && !initial_invite {
+                continue;
+            }
+            if entry.filters().iter().all(|f| filter_matches(f, &bytes, source)) {
+                let trace =
+                    Trace { id: module.ids.len() + slot, types: entry.types, correlation: None, attrs: None };
+                start(module, msg, trace, entry.scope);
+            }
+        }
+        sys::SCB_RUN_ALL as c_int
+    })
+}
+
+fn filter_matches(filter: &dynamic::Filter, msg: &[u8], source: Option<std::net::IpAddr>) -> bool {
+    use dynamic::FilterKind;
+    let uri = match filter.kind {
+        FilterKind::Ip => {
+            let want = std::str::from_utf8(filter.text()).ok().and_then(|t| t.parse().ok());
+            return want.is_some() && want == source;
+        }
+        FilterKind::Caller => crate::core::sip::header_uri(msg, b"From", b"f"),
+        FilterKind::Callee => crate::core::sip::request_uri(msg),
+    };
+    let Some(uri) = uri else { return false };
+    let (user, host) = crate::core::sip::uri_user_host(uri);
+    crate::core::sip::user_host_matches(filter.text(), user, host)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(usize)]
 enum Scope {
@@ -182,37 +284,7 @@ unsafe extern "C" fn w_trace(
         };
         // SAFETY: optional str parameters.
         let (correlation, attrs) = unsafe { (str_param(correlation), str_param(attrs)) };
-        let trace = Trace { id, types, correlation, attrs };
-        trace_api::enter(msg.id, id, types);
-        let request = msg.first_line.type_ == sys::SIP_REQUEST as _;
-        // Without a scope: the dialog's for an initial INVITE when the
-        // dialog module is there, else the transaction's when tm is. A
-        // scope the message cannot have falls back: the dialog's to the
-        // transaction's for all but an initial INVITE, the transaction's to
-        // the message's for a reply. As in OpenSIPS's tracer.
-        // Parsed only when the scope depends on it.
-        let initial_invite = || request && is_initial_invite(msg);
-        let scope = match scope as usize {
-            0 if dialog::loaded() && initial_invite() => Scope::Dialog,
-            0 if transaction::tm_loaded() => Scope::Transaction,
-            3 if initial_invite() => Scope::Dialog,
-            2 | 3 => Scope::Transaction,
-            _ => Scope::Message,
-        };
-        let started = match scope {
-            Scope::Dialog => dialog::start(msg, trace),
-            Scope::Transaction if request => transaction::start(msg, trace),
-            _ => true,
-        };
-        if !started {
-            tracer::report(module, DropReason::NoDestination, "trace(): tm or dialog refused the callbacks");
-            return -1;
-        }
-        if types & trace_api::SIP_BIT == 0 || tracer::incoming(module, trace, msg) {
-            1
-        } else {
-            -1
-        }
+        start(module, msg, Trace { id, types, correlation, attrs }, scope as usize)
     })
 }
 

@@ -418,7 +418,7 @@ unsafe extern "C" fn context_trace(
         let Some(bit) = bit_of(id) else { return 0 };
         let traces: Vec<usize> = current().1.iter().filter(|(_, t)| t & bit != 0).map(|&(i, _)| i).collect();
         for index in traces.into_iter().filter(|&i| module.id_on(i)) {
-            let Some((_, outputs)) = module.ids.get(index) else { continue };
+            let Some(outputs) = module.outputs(index) else { continue };
             if outputs.hep.is_empty() {
                 continue;
             }

@@ -147,7 +147,7 @@ fn queue(
     if !module.id_on(trace.id) || trace.types & crate::opensips::trace_api::SIP_BIT == 0 {
         return false;
     }
-    let Some((_, outputs)) = module.ids.get(trace.id) else { return false };
+    let Some(outputs) = module.outputs(trace.id) else { return false };
     // The attributes go where Kamailio's traced user goes: one per row.
     let mut attrs = Vec::new();
     if let Some(a) = trace.attrs.filter(|a| !a.is_empty()) {
@@ -164,7 +164,7 @@ fn queue(
         proto_type: proto_type::SIP,
         traced_users: (!attrs.is_empty()).then_some(attrs.as_slice()),
     };
-    match enqueue(&module.queues, &module.shared.counters, &record, outputs, None) {
+    match enqueue(&module.queues, &module.shared.counters, &record, &outputs, None) {
         Ok(()) => true,
         Err(e) => {
             report(module, e.reason, &e.detail);
