@@ -10,6 +10,7 @@ mod kamailio;
 mod opensips;
 
 use std::env;
+use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=build");
@@ -85,4 +86,53 @@ pub fn expanded_string(expanded: &str, marker: &str) -> String {
         }
     }
     value
+}
+
+/// A C build with the host's include directories and defines, for the shim
+/// and for expanding the host's macros.
+pub fn cc_build(include_dirs: &[PathBuf], defines: &[String]) -> cc::Build {
+    let mut build = cc::Build::new();
+    for dir in include_dirs {
+        build.include(dir);
+    }
+    for define in defines {
+        build.flag(define);
+    }
+    build.flag("-pthread").flag("-fPIC").warnings(false);
+    build
+}
+
+/// The part of a host's API a binding uses, for bindgen's allowlists.
+pub struct Api {
+    pub functions: &'static [&'static str],
+    pub types: &'static [&'static str],
+    pub vars: &'static [&'static str],
+}
+
+/// Runs bindgen over `header` with the host's include directories and
+/// defines, into OUT_DIR/bindings.rs, with wrappers for the allowlisted
+/// static inline functions in OUT_DIR/static_fns.c.
+pub fn generate_bindings(header: &str, include_dirs: &[PathBuf], defines: &[String], api: &Api) {
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+    let mut builder = bindgen::Builder::default()
+        .header(header)
+        .clang_args(include_dirs.iter().map(|d| format!("-I{}", d.display())))
+        .clang_args(defines)
+        .derive_default(true)
+        .layout_tests(false)
+        .generate_comments(false)
+        .wrap_static_fns(true)
+        .wrap_static_fns_path(out_dir.join("static_fns"))
+        .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()));
+    for function in api.functions {
+        builder = builder.allowlist_function(function);
+    }
+    for ty in api.types {
+        builder = builder.allowlist_type(ty);
+    }
+    for var in api.vars {
+        builder = builder.allowlist_var(var);
+    }
+    let bindings = builder.generate().unwrap_or_else(|e| fail(&format!("bindgen over {header} failed: {e}")));
+    bindings.write_to_file(out_dir.join("bindings.rs")).unwrap();
 }

@@ -63,15 +63,7 @@ impl OpenSipsHost {
     }
 
     fn cc_build(&self) -> cc::Build {
-        let mut build = cc::Build::new();
-        for dir in self.include_dirs() {
-            build.include(dir);
-        }
-        for define in &self.defines {
-            build.flag(define);
-        }
-        build.flag("-pthread").flag("-fPIC").warnings(false);
-        build
+        crate::cc_build(&self.include_dirs(), &self.defines)
     }
 
     fn reported(&self) -> Reported {
@@ -139,30 +131,8 @@ impl OpenSipsHost {
     }
 
     fn generate_bindings(&self) {
-        let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
-        let mut builder = bindgen::Builder::default()
-            .header("wrapper/opensips/wrapper.h")
-            .clang_args(self.include_dirs().iter().map(|d| format!("-I{}", d.display())))
-            .clang_args(&self.defines)
-            .derive_default(true)
-            .layout_tests(false)
-            .generate_comments(false)
-            .wrap_static_fns(true)
-            .wrap_static_fns_path(out_dir.join("static_fns"))
-            .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()));
-        for function in API_FUNCTIONS {
-            builder = builder.allowlist_function(function);
-        }
-        for ty in API_TYPES {
-            builder = builder.allowlist_type(ty);
-        }
-        for var in API_VARS {
-            builder = builder.allowlist_var(var);
-        }
-        let bindings = builder
-            .generate()
-            .unwrap_or_else(|e| fail(&format!("bindgen over wrapper/opensips/wrapper.h failed: {e}")));
-        bindings.write_to_file(out_dir.join("bindings.rs")).unwrap();
+        let api = crate::Api { functions: API_FUNCTIONS, types: API_TYPES, vars: API_VARS };
+        crate::generate_bindings("wrapper/opensips/wrapper.h", &self.include_dirs(), &self.defines, &api);
     }
 
     fn compile_shim(&self) {

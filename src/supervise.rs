@@ -135,3 +135,42 @@ fn describe_exit(status: libc::c_int) -> String {
         format!("exited with status {}", libc::WEXITSTATUS(status))
     }
 }
+
+/// The sending process's loop: takes over the queue from a process that
+/// died, delivers batches until the server asks to stop (running `tick`
+/// each round), then delivers what is left within `drain_time`.
+pub fn send(
+    name: &str,
+    sender: &mut crate::core::sender::Sender<'_>,
+    queue: &crate::core::ring::Ring,
+    host: &mut dyn crate::core::sender::SenderHost,
+    drain_time: Duration,
+    tick: &dyn Fn(),
+) {
+    sender.take_over(queue, host);
+    while !stopping() {
+        tick();
+        let taken = crate::guard::guard("the sender", 0, || sender.step(queue, host));
+        if taken < sender.batch_size() {
+            std::thread::sleep(sender.flush_interval());
+        }
+    }
+    // The server is stopping: deliver what the workers queued and what is
+    // held back, within a bounded time, so that nothing accepted goes unsaid.
+    let left = crate::guard::guard("the sender", queue.depth(), || sender.drain(queue, host, drain_time));
+    if left > 0 {
+        crate::log_warn!("{name} stopped with {left} bytes of traces undelivered");
+    } else {
+        crate::log_info!("{name} stopped");
+    }
+}
+
+/// Logs a TCP or TLS collector's connection going down or coming back.
+pub fn log_connection(dest: crate::core::dest::Destination, up: bool, detail: &dyn std::fmt::Display) {
+    let to = format!("{}:{}", dest.transport.name(), dest.addr);
+    if up {
+        crate::log_info!("HEP collector {to}: {detail}");
+    } else {
+        crate::log_warn!("HEP collector {to}: connection failed: {detail}; retrying");
+    }
+}

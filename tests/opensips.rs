@@ -94,19 +94,7 @@ impl OpenSips {
     }
 
     fn stop(&mut self) {
-        let pgid = self.child.id() as i32;
-        // SAFETY: signalling the process group this harness created.
-        unsafe { libc::kill(-pgid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        // SAFETY: as above.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        let _ = self.child.wait();
+        stop_group(&mut self.child);
     }
 }
 
@@ -266,6 +254,61 @@ fn per_call(scope: &str) -> usize {
     sip + if scope.contains("xlog") { 3 } else { 0 }
 }
 
+/// One OpenSIPS proxy with its UAS and a hep-js collector, for tests that
+/// drive it call by call and through MI, and note what each step did.
+struct Bed {
+    dir: TestDir,
+    hepjs: HepJs,
+    ports: PortMap,
+    _uas: SippUas,
+    proxy: OpenSips,
+    uac_xml: PathBuf,
+    seen: std::cell::RefCell<Vec<String>>,
+}
+
+impl Bed {
+    /// Starts the proxy of `proxy_config` in scope `t` with `module`,
+    /// after `edit` changed its config (given the collector's port).
+    fn start(tree: &Path, module: &Path, name: &str, edit: impl Fn(String, u16) -> String) -> Bed {
+        let dir = TestDir::new(name);
+        let hepjs = HepJs::start(&dir);
+        let ports = PortMap {
+            uac: free_port(),
+            proxy: free_port(),
+            uas: free_port(),
+            hep: hepjs.port,
+            ephemeral: false,
+        };
+        let uas_xml = dir.file("uas.xml");
+        fs::write(&uas_xml, include_str!("fixtures/uas-call.xml")).unwrap();
+        let uas = SippUas::start_scenario(&dir, "127.0.0.1", ports.uas, &uas_xml, &[]);
+        let config = edit(proxy_config(tree, module, "t", ports.proxy, ports.uas, hepjs.port), hepjs.port);
+        let proxy = OpenSips::start(tree, &dir, "proxy", &config, ports.proxy);
+        let uac_xml = dir.file("uac.xml");
+        fs::write(&uac_xml, include_str!("fixtures/uac-call.xml")).unwrap();
+        Bed { dir, hepjs, ports, _uas: uas, proxy, uac_xml, seen: Default::default() }
+    }
+
+    /// Places one call and notes how many packets it brought.
+    fn call(&self, label: &str) {
+        let before = self.hepjs.packets().len();
+        let scenario = ["-sf", self.uac_xml.to_str().unwrap()];
+        let proxy = format!("127.0.0.1:{}", self.ports.proxy);
+        let run = sipp_uac(&self.dir, "127.0.0.1", &proxy, free_port(), &scenario, 1, "15s");
+        assert!(run.ok, "{label}: the call failed:\n{}", self.proxy.log_text());
+        std::thread::sleep(Duration::from_millis(700));
+        self.seen.borrow_mut().push(format!("{label}: {} packets", self.hepjs.packets().len() - before));
+    }
+
+    /// Runs an MI command and notes its reply, with the collector's port,
+    /// which differs between runs, as <HEP>.
+    fn mi(&self, method: &str, params: serde_json::Value) {
+        let r = mi(self.ports.proxy, method, params.clone());
+        let text = format!("{method} {params}: {}{}", r["result"], r["error"]);
+        self.seen.borrow_mut().push(text.replace(&self.hepjs.port.to_string(), "<HEP>"));
+    }
+}
+
 /// The MI port of the proxy whose SIP port is `sip`.
 fn mi_port(sip: u16) -> u16 {
     static PORTS: std::sync::Mutex<Vec<(u16, u16)>> = std::sync::Mutex::new(Vec::new());
@@ -369,62 +412,22 @@ fn mi_trace_switches_tracing_like_opensips_tracer() {
     let ours = our_module(&tree);
     let theirs = tree.join("modules/tracer/tracer.so");
     let outcome = |module: &Path, name: &str| -> Vec<String> {
-        let dir = TestDir::new(name);
-        let hepjs = HepJs::start(&dir);
-        let ports = PortMap {
-            uac: free_port(),
-            proxy: free_port(),
-            uas: free_port(),
-            hep: hepjs.port,
-            ephemeral: false,
-        };
-        let uas_xml = dir.file("uas.xml");
-        fs::write(&uas_xml, include_str!("fixtures/uas-call.xml")).unwrap();
-        let _uas = SippUas::start_scenario(&dir, "127.0.0.1", ports.uas, &uas_xml, &[]);
-        let config = proxy_config(&tree, module, "t", ports.proxy, ports.uas, hepjs.port);
-        let _proxy = OpenSips::start(&tree, &dir, "proxy", &config, ports.proxy);
-        let uac_xml = dir.file("uac.xml");
-        fs::write(&uac_xml, include_str!("fixtures/uac-call.xml")).unwrap();
-        let seen = std::cell::RefCell::new(Vec::new());
-        let call = |label: &str| {
-            let before = hepjs.packets().len();
-            let scenario = ["-sf", uac_xml.to_str().unwrap()];
-            let run = sipp_uac(
-                &dir,
-                "127.0.0.1",
-                &format!("127.0.0.1:{}", ports.proxy),
-                free_port(),
-                &scenario,
-                1,
-                "15s",
-            );
-            assert!(run.ok, "{label}: the call failed");
-            std::thread::sleep(Duration::from_millis(700));
-            seen.borrow_mut().push(format!("{label}: {} packets", hepjs.packets().len() - before));
-        };
-        let reply = |method: &str, params: serde_json::Value| {
-            let mut r = mi(ports.proxy, method, params.clone());
-            // The collector's port differs between the runs.
-            let text = r.to_string().replace(&hepjs.port.to_string(), "<HEP>");
-            r = serde_json::from_str(&text).unwrap();
-            seen.borrow_mut()
-                .push(format!("{method} {params}: {}", r["result"].to_string() + &r["error"].to_string()));
-        };
-        reply("trace", serde_json::json!({}));
-        reply("trace", serde_json::json!({"id": "tid"}));
-        reply("trace", serde_json::json!({"id": "nope"}));
-        call("on");
-        reply("trace", serde_json::json!({"mode": "off"}));
-        reply("trace", serde_json::json!({}));
-        call("globally off");
-        reply("trace", serde_json::json!({"mode": "sideways"}));
-        reply("trace", serde_json::json!({"mode": "on"}));
-        reply("trace", serde_json::json!({"id": "tid", "mode": "off"}));
-        reply("trace", serde_json::json!({"id": "tid"}));
-        call("tid off");
-        reply("trace", serde_json::json!({"id": "tid", "mode": "on"}));
-        call("on again");
-        seen.into_inner()
+        let bed = Bed::start(&tree, module, name, |config, _| config);
+        bed.mi("trace", serde_json::json!({}));
+        bed.mi("trace", serde_json::json!({"id": "tid"}));
+        bed.mi("trace", serde_json::json!({"id": "nope"}));
+        bed.call("on");
+        bed.mi("trace", serde_json::json!({"mode": "off"}));
+        bed.mi("trace", serde_json::json!({}));
+        bed.call("globally off");
+        bed.mi("trace", serde_json::json!({"mode": "sideways"}));
+        bed.mi("trace", serde_json::json!({"mode": "on"}));
+        bed.mi("trace", serde_json::json!({"id": "tid", "mode": "off"}));
+        bed.mi("trace", serde_json::json!({"id": "tid"}));
+        bed.call("tid off");
+        bed.mi("trace", serde_json::json!({"id": "tid", "mode": "on"}));
+        bed.call("on again");
+        bed.seen.into_inner()
     };
     let theirs = outcome(&theirs, "os-mi-tracer");
     let ours = outcome(&ours, "os-mi-ours");
@@ -557,66 +560,29 @@ fn mi_trace_start_and_stop_like_opensips_tracer() {
     let ours = our_module(&tree);
     let theirs = tree.join("modules/tracer/tracer.so");
     let outcome = |module: &Path, name: &str| -> Vec<String> {
-        let dir = TestDir::new(name);
-        let hepjs = HepJs::start(&dir);
-        let ports = PortMap {
-            uac: free_port(),
-            proxy: free_port(),
-            uas: free_port(),
-            hep: hepjs.port,
-            ephemeral: false,
-        };
-        let uas_xml = dir.file("uas.xml");
-        fs::write(&uas_xml, include_str!("fixtures/uas-call.xml")).unwrap();
-        let _uas = SippUas::start_scenario(&dir, "127.0.0.1", ports.uas, &uas_xml, &[]);
         // No trace() in the script: only the dynamic id traces. The static
-        // trace id sends nowhere anyone listens.
-        let config = proxy_config(&tree, module, "t", ports.proxy, ports.uas, free_port())
-            .replace("trace(\"tid\", \"t\", \"sip\");", "")
-            .replace("loadmodule \"tm.so\"", "loadmodule \"tm.so\"\nloadmodule \"dialog.so\"");
-        let _proxy = OpenSips::start(&tree, &dir, "proxy", &config, ports.proxy);
-        let uac_xml = dir.file("uac.xml");
-        fs::write(&uac_xml, include_str!("fixtures/uac-call.xml")).unwrap();
-        let seen = std::cell::RefCell::new(Vec::new());
-        let call = |label: &str| {
-            let before = hepjs.packets().len();
-            let scenario = ["-sf", uac_xml.to_str().unwrap()];
-            let run = sipp_uac(
-                &dir,
-                "127.0.0.1",
-                &format!("127.0.0.1:{}", ports.proxy),
-                free_port(),
-                &scenario,
-                1,
-                "15s",
-            );
-            assert!(run.ok, "{label}: the call failed");
-            std::thread::sleep(Duration::from_millis(700));
-            seen.borrow_mut().push(format!("{label}: {} packets", hepjs.packets().len() - before));
-        };
-        let reply = |method: &str, params: serde_json::Value| {
-            let r = mi(ports.proxy, method, params.clone());
-            let text =
-                (r["result"].to_string() + &r["error"].to_string()).replace(&hepjs.port.to_string(), "<HEP>");
-            seen.borrow_mut()
-                .push(format!("{method} {params}: {text}").replace(&hepjs.port.to_string(), "<HEP>"));
-        };
-        let uri = format!("hep:127.0.0.1:{};transport=udp", hepjs.port);
-        call("no dynamic id");
-        reply("trace_start", serde_json::json!({"id": "db", "uri": "sqlite:///tmp/x.db"}));
-        reply("trace_start", serde_json::json!({"id": "dyn", "uri": uri, "filter": ["caller=nobody"]}));
-        call("a filter that does not match");
-        reply("trace_stop", serde_json::json!({"id": "dyn"}));
-        reply(
+        // trace id's collector is the same hep-js, which then gets nothing.
+        let bed = Bed::start(&tree, module, name, |config, _| {
+            config
+                .replace("trace(\"tid\", \"t\", \"sip\");", "")
+                .replace("loadmodule \"tm.so\"", "loadmodule \"tm.so\"\nloadmodule \"dialog.so\"")
+        });
+        let uri = format!("hep:127.0.0.1:{};transport=udp", bed.hepjs.port);
+        bed.call("no dynamic id");
+        bed.mi("trace_start", serde_json::json!({"id": "db", "uri": "sqlite:///tmp/x.db"}));
+        bed.mi("trace_start", serde_json::json!({"id": "dyn", "uri": uri, "filter": ["caller=nobody"]}));
+        bed.call("a filter that does not match");
+        bed.mi("trace_stop", serde_json::json!({"id": "dyn"}));
+        bed.mi(
             "trace_start",
             serde_json::json!({"id": "dyn", "uri": uri, "filter": ["caller=uac@siptrace-rs.test"]}),
         );
-        reply("trace", serde_json::json!({"id": "dyn"}));
-        call("a matching filter");
-        reply("trace_stop", serde_json::json!({"id": "dyn"}));
-        call("stopped");
-        reply("trace_stop", serde_json::json!({"id": "dyn"}));
-        seen.into_inner()
+        bed.mi("trace", serde_json::json!({"id": "dyn"}));
+        bed.call("a matching filter");
+        bed.mi("trace_stop", serde_json::json!({"id": "dyn"}));
+        bed.call("stopped");
+        bed.mi("trace_stop", serde_json::json!({"id": "dyn"}));
+        bed.seen.into_inner()
     };
     let theirs = outcome(&theirs, "os-dyn-tracer");
     let ours = outcome(&ours, "os-dyn-ours");
@@ -641,48 +607,23 @@ fn children(pid: u32) -> Vec<u32> {
 fn a_killed_sending_process_is_replaced() {
     let Some(tree) = opensips_tree("a_killed_sending_process_is_replaced") else { return };
     let module = our_module(&tree);
-    let dir = TestDir::new("os-killed");
-    let hepjs = HepJs::start(&dir);
-    let ports =
-        PortMap { uac: free_port(), proxy: free_port(), uas: free_port(), hep: hepjs.port, ephemeral: false };
-    let uas_xml = dir.file("uas.xml");
-    fs::write(&uas_xml, include_str!("fixtures/uas-call.xml")).unwrap();
-    let _uas = SippUas::start_scenario(&dir, "127.0.0.1", ports.uas, &uas_xml, &[]);
-    let config = proxy_config(&tree, &module, "t", ports.proxy, ports.uas, hepjs.port);
-    let proxy = OpenSips::start(&tree, &dir, "proxy", &config, ports.proxy);
-    let uac_xml = dir.file("uac.xml");
-    fs::write(&uac_xml, include_str!("fixtures/uac-call.xml")).unwrap();
-    let call = || {
-        let scenario = ["-sf", uac_xml.to_str().unwrap()];
-        let run = sipp_uac(
-            &dir,
-            "127.0.0.1",
-            &format!("127.0.0.1:{}", ports.proxy),
-            free_port(),
-            &scenario,
-            1,
-            "15s",
-        );
-        assert!(run.ok, "the call failed:\n{}", proxy.log_text());
-    };
-    call();
-    assert!(wait_for(Duration::from_secs(5), || hepjs.packets().len() == 13));
+    let bed = Bed::start(&tree, &module, "os-killed", |config, _| config);
+    bed.call("before");
     // The sending process is the only grandchild of OpenSIPS's main process.
-    let grandchildren: Vec<u32> = children(proxy.child.id()).into_iter().flat_map(children).collect();
+    let grandchildren: Vec<u32> = children(bed.proxy.child.id()).into_iter().flat_map(children).collect();
     assert_eq!(grandchildren.len(), 1, "one sending process: {grandchildren:?}");
     // SAFETY: killing a process of the OpenSIPS under test.
     assert_eq!(unsafe { libc::kill(grandchildren[0] as i32, libc::SIGKILL) }, 0);
+    let log = || bed.proxy.log_text();
     assert!(
-        wait_for(Duration::from_secs(5), || proxy
-            .log_text()
-            .contains("was killed by signal 9; starting it again")),
+        wait_for(Duration::from_secs(5), || log().contains("was killed by signal 9; starting it again")),
         "{}",
-        proxy.log_text()
+        log()
     );
     std::thread::sleep(Duration::from_millis(1500));
-    call();
-    assert!(wait_for(Duration::from_secs(5), || hepjs.packets().len() == 26), "traced after the restart");
-    assert!(proxy.child.id() > 0 && std::path::Path::new(&format!("/proc/{}", proxy.child.id())).exists());
+    bed.call("after");
+    assert!(Path::new(&format!("/proc/{}", bed.proxy.child.id())).exists(), "OpenSIPS still runs");
+    assert_eq!(bed.seen.into_inner(), ["before: 13 packets", "after: 13 packets"]);
 }
 
 /// Loaded before proto_hep in the config, the module still finds its

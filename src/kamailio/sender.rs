@@ -7,7 +7,6 @@ use crate::core::dest::Destination;
 use crate::core::record::Row;
 use crate::core::sender::{tls, Sender, SenderHost, SenderSettings};
 use crate::kamailio::db::DbConn;
-use crate::kamailio::guard::guard;
 use crate::kamailio::module::{self, Module};
 use crate::kamailio::shared::{self, Shared};
 use crate::kamailio::{db, send_socket, sys, tracer};
@@ -19,8 +18,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Most bytes waiting for one TCP or TLS collector.
-const STREAM_BACKLOG: usize = 4 << 20;
 /// How often a sender without a database connection tries again.
 const DB_RETRY: Duration = Duration::from_secs(5);
 
@@ -48,14 +45,8 @@ fn work(module: &'static Module, index: usize, shared: &'static Shared) -> ! {
     unsafe { sys::siptrace_shim_cfg_worker_init() };
     let config = &module.config;
     let settings = SenderSettings {
-        batch_size: config.senders.batch_size,
-        flush_interval: Duration::from_millis(config.senders.flush_interval_ms),
-        hep: config.hep.clone(),
-        stream_backlog: STREAM_BACKLOG,
-        db_flush_interval: Duration::from_millis(config.senders.db_flush_interval_ms),
-        db_batch_size: config.senders.db_batch_size,
-        xheaders_write: config.xheaders_write,
         source_ip: send_socket::source().map(|s| s.addr.ip()),
+        ..SenderSettings::from_config(config)
     };
     let mut host =
         Host { shared, uses_db: config.uses_database(), db: None, next_db_attempt: Instant::now() };
@@ -65,25 +56,10 @@ fn work(module: &'static Module, index: usize, shared: &'static Shared) -> ! {
         Some(Err(e)) => crate::log_error!("sender {index}: {e}; sending from an ephemeral socket instead"),
         None => {}
     }
-    let queue = module.queues[index];
-    let batch_size = config.senders.batch_size;
-    sender.take_over(&queue, &host);
-    while !supervise::stopping() {
-        // SAFETY: the cfg_update macro; this process holds its own reference.
-        unsafe { sys::siptrace_shim_cfg_update() };
-        let taken = guard("the sender", 0, || sender.step(&queue, &mut host));
-        if taken < batch_size {
-            std::thread::sleep(sender.flush_interval());
-        }
-    }
-    // The server is stopping: deliver what the workers queued and the rows
-    // held back, within a bounded time, so that nothing accepted goes unsaid.
-    let left = guard("the sender", queue.depth(), || sender.drain(&queue, &mut host, DRAIN_TIME));
-    if left > 0 {
-        crate::log_warn!("sender {index} stopped with {left} bytes of traces undelivered");
-    } else {
-        crate::log_info!("sender {index} stopped");
-    }
+    // SAFETY (tick): the cfg_update macro; this process holds its own reference.
+    let tick = || unsafe { sys::siptrace_shim_cfg_update() };
+    let name = format!("sender {index}");
+    supervise::send(&name, &mut sender, &module.queues[index], &mut host, DRAIN_TIME, &tick);
     // SAFETY: this child is done; Kamailio's own exit path belongs to the
     // main process.
     unsafe { libc::_exit(0) }
@@ -169,11 +145,6 @@ impl SenderHost for Host {
     }
 
     fn connection(&self, dest: Destination, up: bool, detail: &dyn Display) {
-        let to = format!("{}:{}", dest.transport.name(), dest.addr);
-        if up {
-            crate::log_info!("HEP collector {to}: {detail}");
-        } else {
-            crate::log_warn!("HEP collector {to}: connection failed: {detail}; retrying");
-        }
+        supervise::log_connection(dest, up, detail);
     }
 }

@@ -6,7 +6,6 @@ use crate::core::dest::Destination;
 use crate::core::record::Row;
 use crate::core::sender::{Sender, SenderHost, SenderSettings};
 use crate::core::shared::Shared;
-use crate::guard::guard;
 use crate::opensips::db::Connection;
 use crate::opensips::module::{self, Module};
 use crate::supervise::{self, Supervision};
@@ -16,7 +15,6 @@ use std::fmt::Display;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const STREAM_BACKLOG: usize = 4 << 20;
 /// How long a stopping sender may take to deliver what is queued.
 const DRAIN_TIME: Duration = Duration::from_secs(3);
 
@@ -69,12 +67,7 @@ impl SenderHost for Host {
     }
 
     fn connection(&self, dest: Destination, up: bool, detail: &dyn Display) {
-        let to = format!("{}:{}", dest.transport.name(), dest.addr);
-        if up {
-            crate::log_info!("HEP collector {to}: {detail}");
-        } else {
-            crate::log_warn!("HEP collector {to}: connection failed: {detail}; retrying");
-        }
+        supervise::log_connection(dest, up, detail);
     }
 }
 
@@ -93,33 +86,15 @@ pub unsafe extern "C" fn run(index: libc::c_int) {
 
 /// The sending process: drains queue `index` until asked to stop.
 fn work(module: &'static Module, index: libc::c_int) -> ! {
-    guard("the sender", (), || {
-        let Some(queue) = module.queues.get(index as usize).copied() else { return };
-        let config = &module.config;
-        let settings = SenderSettings {
-            batch_size: config.senders.batch_size,
-            flush_interval: Duration::from_millis(config.senders.flush_interval_ms),
-            hep: config.hep.clone(),
-            stream_backlog: STREAM_BACKLOG,
-            db_flush_interval: Duration::from_millis(config.senders.db_flush_interval_ms),
-            db_batch_size: config.senders.db_batch_size,
-            xheaders_write: false,
-            source_ip: None,
-        };
+    if let Some(queue) = module.queues.get(index as usize) {
+        // Records from OpenSIPS never carry X-Siptrace headers.
+        let settings =
+            SenderSettings { xheaders_write: false, ..SenderSettings::from_config(&module.config) };
         let mut host = Host { shared: module.shared, db: None, next_db_attempt: Instant::now() };
         let mut sender = Sender::new(settings, &module.shared.counters);
-        sender.take_over(&queue, &host);
-        while !supervise::stopping() {
-            let taken = guard("the sender", 0, || sender.step(&queue, &mut host));
-            if taken < config.senders.batch_size {
-                std::thread::sleep(sender.flush_interval());
-            }
-        }
-        let left = guard("the sender", queue.depth(), || sender.drain(&queue, &mut host, DRAIN_TIME));
-        if left > 0 {
-            crate::log_warn!("sender {index} stopped with {left} bytes of traces undelivered");
-        }
-    });
+        let name = format!("sender {index}");
+        supervise::send(&name, &mut sender, queue, &mut host, DRAIN_TIME, &|| {});
+    }
     // SAFETY: leaving the process; OpenSIPS's exit path is the main process's.
     unsafe { libc::_exit(0) }
 }

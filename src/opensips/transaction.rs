@@ -34,9 +34,10 @@ pub fn init() -> Result<(), String> {
         ok.then_some(Tm(binds))
     });
     let _ = TM.set(tm.flatten());
+    // Requests and replies sent statelessly are traced alike.
     for (kind, f) in [
-        (sys::sl_cb_type_SLCB_REQUEST_OUT, stateless_request_out as StatelessCb),
-        (sys::sl_cb_type_SLCB_REPLY_OUT, stateless_reply_out as StatelessCb),
+        (sys::sl_cb_type_SLCB_REQUEST_OUT, stateless_sent as StatelessCb),
+        (sys::sl_cb_type_SLCB_REPLY_OUT, stateless_sent as StatelessCb),
     ] {
         // SAFETY: registering a callback for the messages trace() flags.
         if unsafe { sys::register_slcb(kind, sys::FL_USE_SIPTRACE, Some(f)) } != 0 {
@@ -256,18 +257,7 @@ fn stateless_out(
     tracer::outgoing(module, tx.trace(), Some(req), bytes, sock, proto, to);
 }
 
-unsafe extern "C" fn stateless_request_out(
-    req: *mut sys::sip_msg,
-    buffer: *mut sys::str_,
-    _code: c_int,
-    to: *const sys::sockaddr_union,
-    sock: *const sys::socket_info,
-    proto: c_int,
-) {
-    guard("stateless callback", (), || stateless_out(req, buffer, to, sock, proto))
-}
-
-unsafe extern "C" fn stateless_reply_out(
+unsafe extern "C" fn stateless_sent(
     req: *mut sys::sip_msg,
     buffer: *mut sys::str_,
     _code: c_int,

@@ -181,19 +181,7 @@ impl Kamailio {
     }
 
     pub fn stop(&mut self) {
-        let pgid = self.child.id() as i32;
-        // SAFETY: signalling the process group this harness created.
-        unsafe { libc::kill(-pgid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        // SAFETY: as above.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        let _ = self.child.wait();
+        stop_group(&mut self.child);
     }
 }
 
@@ -201,6 +189,24 @@ impl Drop for Kamailio {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Stops a server started in a process group of its own: SIGTERM to the
+/// group, then SIGKILL after 10 s.
+pub fn stop_group(child: &mut Child) {
+    let pgid = child.id() as i32;
+    // SAFETY: signalling the process group this harness created.
+    unsafe { libc::kill(-pgid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let _ = child.wait();
 }
 
 /// A background sipp UAS that rings, then answers (tests/fixtures/uas.xml);

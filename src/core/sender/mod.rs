@@ -54,6 +54,27 @@ pub struct SenderSettings {
     pub source_ip: Option<IpAddr>,
 }
 
+impl SenderSettings {
+    /// Most bytes waiting for one TCP or TLS collector.
+    pub const STREAM_BACKLOG: usize = 4 << 20;
+
+    /// The settings the module's parameters give; the host adds the source
+    /// address when it has one.
+    pub fn from_config(config: &crate::core::config::Config) -> SenderSettings {
+        let s = &config.senders;
+        SenderSettings {
+            batch_size: s.batch_size,
+            flush_interval: Duration::from_millis(s.flush_interval_ms),
+            hep: config.hep.clone(),
+            stream_backlog: Self::STREAM_BACKLOG,
+            db_flush_interval: Duration::from_millis(s.db_flush_interval_ms),
+            db_batch_size: s.db_batch_size,
+            xheaders_write: config.xheaders_write,
+            source_ip: None,
+        }
+    }
+}
+
 /// What a sender needs from the server it runs in.
 pub trait SenderHost {
     /// Stores rows as one batch; returns how many were stored and, when
@@ -113,6 +134,10 @@ impl<'c> Sender<'c> {
 
     pub fn flush_interval(&self) -> Duration {
         self.settings.flush_interval
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.settings.batch_size
     }
 
     /// Delivers up to one batch from `ring`, writes the held rows when
