@@ -277,7 +277,7 @@ impl CommandFilter {
             .filter(|n| !n.is_empty())
             .map(str::to_string)
             .collect();
-        if let Some(bad) = names.iter().find(|n| n[..n.len() - 1].contains('*')) {
+        if let Some(bad) = names.iter().find(|n| n.strip_suffix('*').unwrap_or(n).contains('*')) {
             return Err(format!("'{bad}': '*' may only end a name"));
         }
         if names.is_empty() {
@@ -796,6 +796,17 @@ mod tests {
     }
 
     #[test]
+    fn rpc_command_filters_with_names_ending_in_a_multibyte_character() {
+        // Found by the modparams fuzz target: the '*' check sliced the name
+        // one byte before its end, inside the last character.
+        let f = CommandFilter::parse("allow: e.uptime,\u{31b}").unwrap();
+        assert!(f.traces("\u{31b}") && !f.traces("e.upti"));
+        let f = CommandFilter::parse("deny: dlg.é, stats.ü*").unwrap();
+        assert!(!f.traces("dlg.é") && !f.traces("stats.üx") && f.traces("dlg.e"));
+        assert!(CommandFilter::parse("allow: é*é").unwrap_err().contains("é*é"));
+    }
+
+    #[test]
     fn rpc_command_filters() {
         let any = CommandFilter::default();
         assert!(any.traces("core.uptime"));
@@ -809,6 +820,7 @@ mod tests {
         assert!(CommandFilter::parse("maybe: core.uptime").unwrap_err().contains("maybe"));
         assert!(CommandFilter::parse("allow:").is_err());
         assert!(CommandFilter::parse("allow: co*re").unwrap_err().contains("co*re"));
+        assert!(CommandFilter::parse("allow: a**").unwrap_err().contains("a**"));
         let mut c = Config::default();
         let e = c.set("trace_rpc_filter", ParamValue::Str("allow")).unwrap_err().to_string();
         assert!(e.contains("trace_rpc_filter") && e.contains("allow"), "{e}");
