@@ -109,6 +109,11 @@ pub fn read(msg: &[u8]) -> Result<(XHeaders<'_>, Vec<u8>), XHeaderError> {
     if method.is_empty() {
         return Err(error(format!("{METHOD} is empty")));
     }
+    // A method is a token, as write() requires: a bare CR or LF inside the
+    // line, which ends a header for other parsers, must not end up in it.
+    if !method.iter().all(u8::is_ascii_graphic) {
+        return Err(error(format!("{METHOD} is not a token")));
+    }
     let x = XHeaders { from: endpoint(FROM, from)?, to: endpoint(TO, to)?, time, method, direction };
     Ok((x, kept))
 }
@@ -201,6 +206,20 @@ X-Siptrace-Method: BYE\r\nX-Siptrace-Time: 5 6\r\nX-Siptrace-Fromip:udp:10.0.0.1
             assert!(e.0.contains(what), "{what}: {e}");
         }
         assert!(read(b"INVITE sip:x SIP/2.0\r\nX-Siptrace-Dir: in").is_err());
+    }
+
+    #[test]
+    fn a_method_read_is_one_token_on_one_line() {
+        // Found by the xheaders fuzz target: a bare LF (or CR, or a NUL)
+        // inside the method's CRLF-ended line was returned as part of it.
+        let mut out = Vec::new();
+        write(MSG, &sample(), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for method in ["IN\nVITE", "IN\rVITE", "IN\n VITE", "IN\0VITE", "IN VITE", "INVITÉ"] {
+            let bad = text.replace("X-Siptrace-Method: INVITE", &format!("X-Siptrace-Method: {method}"));
+            let e = read(bad.as_bytes()).unwrap_err();
+            assert!(e.0.contains("not a token"), "{method:?}: {e}");
+        }
     }
 
     #[test]
