@@ -50,8 +50,12 @@ fn end_of_headers(msg: &[u8]) -> Option<usize> {
 /// Writes `msg` with the headers added into `out`.
 pub fn write(msg: &[u8], x: &XHeaders<'_>, out: &mut Vec<u8>) -> Result<(), XHeaderError> {
     let end = end_of_headers(msg).ok_or_else(|| error("the message has no end of headers"))? + 2;
-    if x.method.iter().any(|b| !b.is_ascii_graphic()) {
+    // What read() would refuse is not written.
+    if x.method.is_empty() || x.method.iter().any(|b| !b.is_ascii_graphic()) {
         return Err(error("the method is not a token"));
+    }
+    if x.time.usecs >= 1_000_000 {
+        return Err(error("the time has a million microseconds or more"));
     }
     out.reserve(msg.len() + 200);
     out.extend_from_slice(&msg[..end]);
@@ -240,5 +244,21 @@ X-Siptrace-Method: BYE\r\nX-Siptrace-Time: 5 6\r\nX-Siptrace-Fromip:udp:10.0.0.1
         assert!(write(b"INVITE sip:a SIP/2.0\r\nCall-ID: x", &sample(), &mut Vec::new()).is_err());
         let bad_method = XHeaders { method: b"IN VITE", ..sample() };
         assert!(write(MSG, &bad_method, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn what_read_refuses_is_not_written() {
+        // Found by the xheaders fuzz target: write() took an empty method
+        // and microseconds of a million or more, and its headers then did
+        // not read back.
+        let mut out = Vec::new();
+        let empty_method = XHeaders { method: b"", ..sample() };
+        assert!(write(MSG, &empty_method, &mut out).unwrap_err().0.contains("token"));
+        let time = Timestamp { secs: 1, usecs: 1_000_000 };
+        assert!(write(MSG, &XHeaders { time, ..sample() }, &mut out).unwrap_err().0.contains("microseconds"));
+        assert!(out.is_empty());
+        let last = XHeaders { time: Timestamp { secs: u64::MAX, usecs: 999_999 }, method: b"X", ..sample() };
+        write(MSG, &last, &mut out).unwrap();
+        assert_eq!(read(&out).unwrap(), (last, MSG.to_vec()));
     }
 }
