@@ -7,7 +7,9 @@ use crate::core::endpoint::{Endpoint, Transport};
 use crate::core::record::{Direction, Outputs, Timestamp, TraceRecord};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-const VERSION: u8 = 4;
+/// The first byte of every queued record; a record of another version is
+/// refused.
+pub const VERSION: u8 = 4;
 const FLAG_DB: u8 = 1;
 /// version, direction, flags, hep count, duplicate count, HEP proto type,
 /// table name length, 1 spare,
