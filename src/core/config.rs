@@ -9,6 +9,7 @@
 use crate::core::dest::{DestError, DestUri};
 use crate::core::endpoint::{Endpoint, Transport};
 use crate::core::hep::HepSettings;
+use crate::core::wire::MAX_DESTINATIONS;
 use std::ffi::CStr;
 use std::fmt;
 
@@ -380,6 +381,10 @@ impl Config {
             ("trace_to_database", ParamValue::Int(n)) => self.trace_to_database = n != 0,
             ("hep_mode_on", ParamValue::Int(n)) => self.hep_mode_on = n != 0,
             ("duplicate_uri", ParamValue::Str(s)) => {
+                // A queued record counts its destinations in one byte.
+                if self.duplicate_uri.len() >= MAX_DESTINATIONS {
+                    return Err(bad(&format!("at most {MAX_DESTINATIONS} are supported")));
+                }
                 let uri = DestUri::parse_supported(s).map_err(|DestError(e)| bad(&e))?;
                 self.duplicate_uri.push(UriParam { text: s.to_string(), uri });
             }
@@ -751,6 +756,14 @@ mod tests {
                 db_flush_interval_ms: 1000,
             }
         );
+        // Each record names its destinations in the queue with a one-byte count.
+        let mut c = Config::default();
+        for _ in 0..MAX_DESTINATIONS {
+            c.set("duplicate_uri", ParamValue::Str("sip:10.0.0.1:9060")).unwrap();
+        }
+        let e = c.set("duplicate_uri", ParamValue::Str("sip:10.0.0.1:9060")).unwrap_err();
+        assert!(e.to_string().contains("at most 255"), "{e}");
+        assert_eq!(c.duplicate_uri.len(), 255);
         let d = Senders::default();
         assert_eq!((d.count, d.queue_bytes, d.batch_size, d.flush_interval_ms), (1, 4 << 20, 64, 20));
     }

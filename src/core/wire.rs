@@ -10,6 +10,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 /// The first byte of every queued record; a record of another version is
 /// refused.
 pub const VERSION: u8 = 4;
+/// Most destinations of each kind (HEP, SIP copy) a queued record holds:
+/// each count travels in one byte.
+pub const MAX_DESTINATIONS: usize = u8::MAX as usize;
 const FLAG_DB: u8 = 1;
 /// version, direction, flags, hep count, duplicate count, HEP proto type,
 /// table name length, 1 spare,
@@ -47,6 +50,7 @@ pub fn encode(buf: &mut [u8], record: &TraceRecord<'_>, outputs: &Outputs, time:
     let correlation = record.correlation_id.unwrap_or_default();
     let table = outputs.table.as_deref().unwrap_or_default();
     debug_assert!(table.len() <= u8::MAX as usize);
+    debug_assert!(outputs.hep.len() <= MAX_DESTINATIONS && outputs.duplicate.len() <= MAX_DESTINATIONS);
     let mut w = Writer { buf, at: 0 };
     w.put(&[
         VERSION,
@@ -293,6 +297,17 @@ mod tests {
         let (back, back_outputs) = decode(&buf).unwrap();
         assert_eq!(back.correlation_id, None);
         assert_eq!(back_outputs, Outputs::default());
+    }
+
+    #[test]
+    fn the_most_destinations_round_trip() {
+        let (record, mut outputs) = sample(b"x", None);
+        let d = outputs.hep[0];
+        outputs.hep = std::iter::repeat(d).take(MAX_DESTINATIONS).collect();
+        outputs.duplicate = outputs.hep.clone();
+        let mut buf = vec![0u8; encoded_len(&record, &outputs)];
+        encode(&mut buf, &record, &outputs, Timestamp { secs: 1, usecs: 2 });
+        assert_eq!(decode(&buf).unwrap().1, outputs);
     }
 
     #[test]
