@@ -64,7 +64,7 @@ pub fn parse(text: &str) -> Result<TraceId, String> {
         rest = next;
     }
     let uri = uri.filter(|u| !u.is_empty()).ok_or("it has no uri=")?;
-    let scheme = |s: &str| uri.len() >= s.len() && uri[..s.len()].eq_ignore_ascii_case(s);
+    let scheme = |s: &str| has_scheme(&uri, s);
     let target = if scheme("hep:") {
         TraceTarget::Hep(uri[4..].trim().to_string())
     } else if scheme("sip:") {
@@ -78,6 +78,9 @@ pub fn parse(text: &str) -> Result<TraceId, String> {
     } else {
         return Err(format!("'{uri}' is neither hep:, sip:, file:, syslog nor a database URL"));
     };
+    if table.as_deref() == Some("") {
+        return Err("table= is empty".into());
+    }
     if table.is_some() && !matches!(target, TraceTarget::Db { .. }) {
         return Err("table= is only for database destinations".into());
     }
@@ -85,6 +88,12 @@ pub fn parse(text: &str) -> Result<TraceId, String> {
         return Err("hep: names no hep_id".into());
     }
     Ok(TraceId { name: name.to_string(), target })
+}
+
+/// Whether `uri` starts with `scheme`, in any letter case; byte-wise, so
+/// that a multibyte character at the cut is no problem.
+pub fn has_scheme(uri: &str, scheme: &str) -> bool {
+    uri.as_bytes().get(..scheme.len()).is_some_and(|p| p.eq_ignore_ascii_case(scheme.as_bytes()))
 }
 
 #[cfg(test)]
@@ -142,6 +151,10 @@ mod tests {
             ("[tid]uri=hep:", "names no hep_id"),
             ("[tid]uri=10.0.0.1:9060", "neither"),
             ("[tid]uri=hep:h;table=x", "only for database"),
+            ("[tid]uri=mysql://h/db;table=", "table= is empty"),
+            // Found by the modparams fuzz target: a multibyte character
+            // across the scheme's length.
+            ("[tid]uri=h\u{fffd}\u{fffd}", "neither"),
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.contains(says), "{text}: {e}");

@@ -208,7 +208,7 @@ pub fn entry(
     if name.is_empty() || name.len() > NAME || uri.len() > URI {
         return Err(bad(format!("the id must be 1 to {NAME} bytes and the uri at most {URI}")));
     }
-    let scheme = |s: &str| uri.len() >= s.len() && uri[..s.len()].eq_ignore_ascii_case(s);
+    let scheme = |s: &str| crate::core::trace_id::has_scheme(uri, s);
     let (dest, hep) = if scheme("hep:") {
         (module.new_hep_destination(name, &uri[4..]).map_err(bad)?, true)
     } else if scheme("sip:") {
