@@ -11,7 +11,9 @@
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use siptrace::core::endpoint::Endpoint;
-use siptrace::core::hep::{self, chunk, proto_type, Decoded, EncodeError, HepPacket, HepSettings};
+use siptrace::core::hep::{
+    self, chunk, proto_type, ChunkLayout, Decoded, EncodeError, HepPacket, HepSettings,
+};
 use siptrace::core::record::{Direction, Timestamp, TraceRecord};
 use siptrace::core::sip;
 use siptrace_rs_fuzz::{bytes_up_to, check_hep_decoder, endpoint_pair};
@@ -49,6 +51,7 @@ fn input(u: &mut Unstructured<'_>) -> Result<Input> {
             capture_id: u.arbitrary()?,
             auth_key: u.arbitrary()?,
             version: if u.ratio(3, 4)? { u.int_in_range(1..=3)? } else { u.arbitrary()? },
+            layout: if u.arbitrary()? { ChunkLayout::OpenSips } else { ChunkLayout::Kamailio },
         },
         prefix: u.arbitrary()?,
         with_fields: u.arbitrary()?,
@@ -144,14 +147,30 @@ fn check_v3(p: &HepPacket<'_>, settings: &HepSettings, packet: &[u8]) {
     };
     assert_eq!(d, expected);
 
+    let addresses = if v6 { [chunk::SRC_IP6, chunk::DST_IP6] } else { [chunk::SRC_IP4, chunk::DST_IP4] };
     let mut kinds = vec![chunk::IP_FAMILY, chunk::IP_PROTO];
-    kinds.extend(if v6 { [chunk::SRC_IP6, chunk::DST_IP6] } else { [chunk::SRC_IP4, chunk::DST_IP4] });
+    if settings.layout == ChunkLayout::Kamailio {
+        kinds.extend(addresses);
+    }
     kinds.extend([chunk::SRC_PORT, chunk::DST_PORT, chunk::TIME_SEC, chunk::TIME_USEC]);
     kinds.extend([chunk::PROTO_TYPE, chunk::CAPTURE_ID]);
-    kinds.extend(correlation.map(|_| chunk::CORRELATION_ID));
-    kinds.extend(extra.map(|_| chunk::EXTRA_CORRELATION));
-    kinds.extend(auth_key.map(|_| chunk::AUTH_KEY));
-    kinds.push(chunk::PAYLOAD);
+    match settings.layout {
+        // Kamailio's order: correlations and key before the payload.
+        ChunkLayout::Kamailio => {
+            kinds.extend(correlation.map(|_| chunk::CORRELATION_ID));
+            kinds.extend(extra.map(|_| chunk::EXTRA_CORRELATION));
+            kinds.extend(auth_key.map(|_| chunk::AUTH_KEY));
+            kinds.push(chunk::PAYLOAD);
+        }
+        // proto_hep's: addresses after the header, correlations last.
+        ChunkLayout::OpenSips => {
+            kinds.extend(addresses);
+            kinds.extend(auth_key.map(|_| chunk::AUTH_KEY));
+            kinds.push(chunk::PAYLOAD);
+            kinds.extend(extra.map(|_| chunk::EXTRA_CORRELATION));
+            kinds.extend(correlation.map(|_| chunk::CORRELATION_ID));
+        }
+    }
     assert_eq!(chunks.iter().map(|c| c.kind).collect::<Vec<_>>(), kinds);
 }
 

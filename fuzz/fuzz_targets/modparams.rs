@@ -1,7 +1,8 @@
 //! The parsers of module parameters and script arguments: `Config::set`
 //! for every exported parameter (and unknown names), then `validate`;
 //! `CommandFilter::parse`, `DestUri::parse`/`parse_supported`/`literal`,
-//! `Endpoint::parse`, `redact_url`, `Scope::parse` and `TraceTypes::parse`.
+//! `Endpoint::parse`, `redact_url`, `Scope::parse`, `TraceTypes::parse`,
+//! and OpenSIPS's `trace_id` (`trace_id::parse`).
 //! None may panic, and what they accept must be self-consistent.
 //! (`DestUri::resolve` is left out: it may ask DNS.)
 
@@ -54,9 +55,15 @@ fn check_config(u: &mut Unstructured<'_>) -> Result<()> {
             ParamValue::Str(text)
         };
         if let Err(e) = c.set(name, value) {
-            // A refusal names the parameter and the value.
+            // A refusal names the parameter and the value, except a secret:
+            // the auth key is masked, a database URL's password too.
             assert_eq!(e.param, name);
-            assert_eq!(e.value, value.to_string());
+            let shown = match name {
+                "auth_key" => "***".to_string(),
+                "db_url" => siptrace::core::config::redact_url(&value.to_string()),
+                _ => value.to_string(),
+            };
+            assert_eq!(e.value, shown);
             // An exported parameter given a value of its type is handled:
             // it never gets the refusal of an unknown one.
             let typed = ty.is_some_and(|ty| (ty == ParamType::Int) == as_int);
@@ -123,6 +130,19 @@ fn check_redact(url: &str) {
     }
 }
 
+fn check_trace_id(text: &str) {
+    use siptrace::core::trace_id::{self, TraceTarget};
+    let Ok(id) = trace_id::parse(text) else { return };
+    // An accepted id has a name, a destination, and parses the same again.
+    assert!(!id.name.is_empty() && text.contains(id.name.as_str()));
+    match &id.target {
+        TraceTarget::Hep(h) => assert!(!h.is_empty()),
+        TraceTarget::Db { url, table } => assert!(url.contains("://") && !table.is_empty()),
+        _ => {}
+    }
+    assert_eq!(trace_id::parse(text), Ok(id));
+}
+
 fn check_filter(text: &str, command: &str) {
     let Ok(f) = CommandFilter::parse(text) else { return };
     let _ = f.traces(command);
@@ -135,7 +155,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else { return };
     let text = String::from_utf8_lossy(rest);
     let text = text.as_ref();
-    match which % 7 {
+    match which % 8 {
         0 => {
             let _ = check_config(&mut Unstructured::new(rest));
         }
@@ -150,6 +170,7 @@ fuzz_target!(|data: &[u8]| {
         5 => {
             let _ = Scope::parse(text).map(Scope::name);
         }
+        6 => check_trace_id(text),
         _ => {
             if let Ok(t) = TraceTypes::parse(text) {
                 assert_eq!(t.bits() & !7, 0);
