@@ -307,6 +307,10 @@ def run_variant(name, module, params, rate, duration, workdir, output_kind, coun
         for pid, seconds in cpu_after.items():
             # A sender's sending process is a child of the one core.psx lists.
             kind = names.get(pid) or names.get(parent_pid(pid), "other")
+            if opensips and parent_pid(pid) not in (None, kam.pid) and parent_pid(parent_pid(pid)) == kam.pid:
+                # OpenSIPS lists no process names; its only grandchildren
+                # are our sending processes.
+                kind = "siptrace sender"
             kind = "workers" if kind.startswith("udp receiver") else "senders" if "siptrace sender" in kind else "other"
             per_process[kind] = per_process.get(kind, 0) + seconds - cpu_before.get(pid, 0)
         cpu = sum(per_process.values())
