@@ -96,12 +96,14 @@ const REFUSERS: [ParamFn; NOT_YET.len()] = [
 ];
 
 unsafe extern "C" fn refuse<const I: usize>(_type: sys::modparam_t, _value: *mut c_void) -> c_int {
-    let name = NOT_YET.get(I).map_or("syslog_default_facility", |(n, _)| n.to_str().unwrap_or("?"));
-    crate::log_error!(
-        "modparam '{name}' is not implemented yet by this tracer module; remove it (it only concerns \
-         database, file or syslog destinations, which are not implemented either)"
-    );
-    -1
+    guard("modparam", -1, || {
+        let name = NOT_YET.get(I).map_or("syslog_default_facility", |(n, _)| n.to_str().unwrap_or("?"));
+        crate::log_error!(
+            "modparam '{name}' is not implemented yet by this tracer module; remove it (it concerns \
+             database columns, file or syslog destinations, or trace_local_ip)"
+        );
+        -1
+    })
 }
 
 /// The text of a STR modparam.

@@ -74,14 +74,16 @@ impl SenderHost for Host {
 /// The body of sender process `index`, which OpenSIPS forks: it
 /// supervises the process that does the sending (see `crate::supervise`).
 pub unsafe extern "C" fn run(index: libc::c_int) {
-    let Some(module) = module::get() else { return };
-    let supervision = Supervision {
-        name: format!("sender {index}"),
-        drain_time: DRAIN_TIME,
-        tick: &|| {},
-        restarted: &|| Counters::add(&module.shared.counters.sender_restarts),
-    };
-    supervise::run(supervision, &|| work(module, index))
+    crate::guard::guard("the sender", (), || {
+        let Some(module) = module::get() else { return };
+        let supervision = Supervision {
+            name: format!("sender {index}"),
+            drain_time: DRAIN_TIME,
+            tick: &|| {},
+            restarted: &|| Counters::add(&module.shared.counters.sender_restarts),
+        };
+        supervise::run(supervision, &|| work(module, index))
+    })
 }
 
 /// The sending process: drains queue `index` until asked to stop.

@@ -127,14 +127,16 @@ impl TxTrace {
 
 /// tm's (or the dialog module's) release of a callback's parameter.
 pub unsafe extern "C" fn release(param: *mut c_void) {
-    let p = param as *mut TxTrace;
-    // SAFETY: the block `new` made, alive until its last reference goes.
-    if let Some(tx) = unsafe { p.as_ref() } {
-        if tx.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // SAFETY: no callback refers to it any more.
-            unsafe { sys::siptrace_os_shm_free(p as *mut c_void) };
+    guard("callback release", (), || {
+        let p = param as *mut TxTrace;
+        // SAFETY: the block `new` made, alive until its last reference goes.
+        if let Some(tx) = unsafe { p.as_ref() } {
+            if tx.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+                // SAFETY: no callback refers to it any more.
+                unsafe { sys::siptrace_os_shm_free(p as *mut c_void) };
+            }
         }
-    }
+    })
 }
 
 /// The transaction traced for the message this process works on now, for
