@@ -10,7 +10,7 @@ use crate::core::ring::Ring;
 use crate::core::shared::Shared;
 use crate::core::trace_id::{TraceId, TraceTarget};
 use crate::opensips::params::PARAMS;
-use crate::opensips::sys;
+use crate::opensips::{sys, tracer};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
@@ -140,10 +140,7 @@ fn hep_destination(api: &HepApi, name: &str) -> Result<(Destination, u8, usize, 
         .ok_or_else(|| format!("no hep_id '{name}' is defined (modparam \"proto_hep\" \"hep_id\")"))?;
     let (dest, version) = hid_destination(hid, true).map_err(|e| format!("hep_id '{name}': {e}"))?;
     // SAFETY: proto_hep's strings are valid for their length.
-    let text = |s: &sys::str_| unsafe {
-        String::from_utf8_lossy(std::slice::from_raw_parts(s.s as *const u8, s.len.max(0) as usize))
-            .into_owned()
-    };
+    let text = |s: &sys::str_| String::from_utf8_lossy(unsafe { tracer::str_bytes(s) }).into_owned();
     Ok((dest, version, pointer as usize, format!("{}:{}", text(&hid.ip), text(&hid.port))))
 }
 
@@ -151,8 +148,7 @@ fn hep_destination(api: &HepApi, name: &str) -> Result<(Destination, u8, usize, 
 /// when `resolve` (at startup), never per message.
 fn hid_destination(hid: &sys::hid_list_t, resolve: bool) -> Result<(Destination, u8), String> {
     // SAFETY: proto_hep's strings are valid for their length.
-    let ip = unsafe { std::slice::from_raw_parts(hid.ip.s as *const u8, hid.ip.len.max(0) as usize) };
-    let ip = String::from_utf8_lossy(ip);
+    let ip = String::from_utf8_lossy(unsafe { tracer::str_bytes(&hid.ip) });
     let transport = match hid.transport as u32 {
         sys::sip_protos_PROTO_HEP_UDP | sys::sip_protos_PROTO_UDP => Transport::Udp,
         sys::sip_protos_PROTO_HEP_TCP | sys::sip_protos_PROTO_TCP => Transport::Tcp,

@@ -56,8 +56,7 @@ pub const fn cmd_exports() -> [sys::cmd_export_t; CMD_COUNT + 1] {
 /// `param` must point at the `str*` OpenSIPS passes.
 unsafe fn fixup_text<'a>(param: *mut *mut c_void) -> Option<&'a [u8]> {
     // SAFETY: per the contract; the str stays valid during the fixup.
-    let s = unsafe { (*param as *const sys::str_).as_ref()? };
-    Some(unsafe { std::slice::from_raw_parts(s.s as *const u8, s.len.max(0) as usize) })
+    unsafe { tracer::str_at(*param as *const sys::str_) }
 }
 
 /// Turns the trace id name into its index (plus one, as 0 is no value).
@@ -256,8 +255,7 @@ unsafe extern "C" fn fixup_legs(param: *mut *mut c_void) -> c_int {
 /// `p` must be null or point at a live `str`.
 unsafe fn str_param<'a>(p: *mut c_void) -> Option<&'a [u8]> {
     // SAFETY: per the contract.
-    let s = unsafe { (p as *const sys::str_).as_ref()? };
-    Some(unsafe { std::slice::from_raw_parts(s.s as *const u8, s.len.max(0) as usize) })
+    unsafe { tracer::str_at(p as *const sys::str_) }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -211,9 +211,7 @@ fn address(su: *const sys::sockaddr_union) -> Option<SocketAddr> {
 /// `s` must be null or a valid `str`.
 unsafe fn bytes<'a>(s: *const sys::str_) -> Option<&'a [u8]> {
     // SAFETY: per the contract.
-    let s = unsafe { s.as_ref()? };
-    (s.len > 0 && !s.s.is_null())
-        .then(|| unsafe { std::slice::from_raw_parts(s.s as *const u8, s.len as usize) })
+    unsafe { tracer::str_at(s) }.filter(|b| !b.is_empty())
 }
 
 unsafe extern "C" fn create_message(

@@ -75,6 +75,27 @@ fn local_end(msg: &sys::sip_msg) -> Option<(IpAddr, u16)> {
     Some((ip_of(&msg.rcv.dst_ip)?, msg.rcv.dst_port))
 }
 
+/// The bytes of an OpenSIPS `str`; empty when it has none.
+///
+/// # Safety
+/// `s.s` must be null or valid for `s.len` bytes for as long as `'a`.
+pub unsafe fn str_bytes<'a>(s: &sys::str_) -> &'a [u8] {
+    if s.s.is_null() || s.len <= 0 {
+        return &[];
+    }
+    // SAFETY: per the contract.
+    unsafe { std::slice::from_raw_parts(s.s as *const u8, s.len as usize) }
+}
+
+/// The bytes of the `str` at `p`, when `p` is not null.
+///
+/// # Safety
+/// `p` must be null or point at a `str` as `str_bytes` requires.
+pub unsafe fn str_at<'a>(p: *const sys::str_) -> Option<&'a [u8]> {
+    // SAFETY: per the contract.
+    unsafe { p.as_ref().map(|s| str_bytes(s)) }
+}
+
 /// The bytes of a message.
 ///
 /// # Safety

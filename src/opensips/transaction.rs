@@ -218,9 +218,8 @@ unsafe extern "C" fn sent_out(_t: *mut sys::cell, _type: c_int, ps: *mut sys::tm
         // reply relayed, or none for one tm made up (a 100 Trying, say).
         let msg = [ps.req, ps.rpl].into_iter().find(|m| is_message(*m));
         // SAFETY: what tm sent, and where, when it says.
-        let bytes = unsafe { (ps.extra1 as *const sys::str_).as_ref() };
-        let Some(bytes) = bytes.filter(|b| b.len > 0 && !b.s.is_null()) else { return };
-        let bytes = unsafe { std::slice::from_raw_parts(bytes.s as *const u8, bytes.len as usize) };
+        let bytes = unsafe { tracer::str_at(ps.extra1 as *const sys::str_) };
+        let Some(bytes) = bytes.filter(|b| !b.is_empty()) else { return };
         let dest = unsafe { (ps.extra2 as *const sys::dest_info).as_ref() };
         let (sock, proto, to) = match dest {
             Some(d) => (d.send_sock, d.proto, &d.to as *const sys::sockaddr_union),
@@ -250,11 +249,11 @@ fn stateless_out(
     let Some(tx) = (unsafe { (CURRENT_TX.load(Ordering::Relaxed) as *const TxTrace).as_ref() }) else {
         return;
     };
-    if buffer.len <= 0 || buffer.s.is_null() {
+    // SAFETY: the buffer is valid for its length.
+    let bytes = unsafe { tracer::str_bytes(buffer) };
+    if bytes.is_empty() {
         return;
     }
-    // SAFETY: the buffer is valid for its length.
-    let bytes = unsafe { std::slice::from_raw_parts(buffer.s as *const u8, buffer.len as usize) };
     let proto = if proto == 0 { req.rcv.proto } else { proto };
     tracer::outgoing(module, tx.trace(), Some(req), bytes, sock, proto, to);
 }
