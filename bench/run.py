@@ -195,8 +195,15 @@ def kamailio_config(workdir, port, uas_port, module, params):
         for name, value in params.items():
             v = value if isinstance(value, int) else f'"{value}"'
             lines.append(f'modparam("siptrace", "{name}", {v})')
-    lines += [
-        "request_route {",
+    lines += ["request_route {"] + relay_route(uas_port)
+    return "\n".join(lines) + "\n"
+
+
+def relay_route(uas_port):
+    """The body of the proxy's request route on both servers, which share
+    the script syntax for it: relay to the UAS, in-dialog requests by their
+    route set."""
+    return [
         "    if (has_totag()) {",
         f'        if (!loose_route()) {{ $du = "sip:127.0.0.1:{uas_port}"; }}',
         "        t_relay();",
@@ -207,7 +214,6 @@ def kamailio_config(workdir, port, uas_port, module, params):
         "    t_relay();",
         "}",
     ]
-    return "\n".join(lines) + "\n"
 
 
 def opensips_config(tree, port, hep_port, uas_port, module, collector):
@@ -223,19 +229,7 @@ def opensips_config(tree, port, hep_port, uas_port, module, collector):
     if module:
         lines += [f'loadmodule "{module}"', 'modparam("tracer", "trace_id", "[tid]uri=hep:hid")']
         trace = 'trace("tid", "t");'
-    lines += [
-        "route {",
-        f"    {trace}",
-        "    if (has_totag()) {",
-        f'        if (!loose_route()) {{ $du = "sip:127.0.0.1:{uas_port}"; }}',
-        "        t_relay();",
-        "        exit;",
-        "    }",
-        "    record_route();",
-        f'    $du = "sip:127.0.0.1:{uas_port}";',
-        "    t_relay();",
-        "}",
-    ]
+    lines += ["route {", f"    {trace}"] + relay_route(uas_port)
     return "\n".join(lines) + "\n"
 
 
