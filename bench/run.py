@@ -103,6 +103,7 @@ class HepCounter:
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.count = 0
+        self.bytes = 0
         self.running = True
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
@@ -110,10 +111,11 @@ class HepCounter:
     def run(self):
         while self.running:
             try:
-                self.sock.recv(70000)
+                data = self.sock.recv(70000)
             except socket.timeout:
                 continue
             self.count += 1
+            self.bytes += len(data)
 
     def stop(self):
         self.running = False
@@ -287,6 +289,7 @@ def run_variant(name, module, params, rate, duration, workdir, output_kind, coun
                                cwd=vdir, start_new_session=True)
         time.sleep(0.5)
         before_hep = counter.count if counter else 0
+        before_bytes = counter.bytes if counter else 0
         cpu_before = group_cpu(kam.pid)
         calls = rate * duration
         uac = subprocess.run(PIN_OTHERS + ["sipp", "-sn", "uac", f"127.0.0.1:{port}", "-i", "127.0.0.1", "-p", str(uac_port),
@@ -311,8 +314,10 @@ def run_variant(name, module, params, rate, duration, workdir, output_kind, coun
         ok_calls, failed = sipp_counts(uac.stdout + uac.stderr)
         if ok_calls is None:
             ok_calls, failed = (calls, 0) if uac.returncode == 0 else (0, calls)
+        datagram_size = None
         if output_kind == "hep":
             delivered = counter.count - before_hep
+            datagram_size = (counter.bytes - before_bytes) / delivered if delivered else None
         elif output_kind == "sqlite":
             delivered = sqlite3.connect(db).execute("SELECT COUNT(*) FROM sip_trace").fetchone()[0]
         elif output_kind == "postgres":
@@ -321,7 +326,7 @@ def run_variant(name, module, params, rate, duration, workdir, output_kind, coun
             delivered = None
         return {"name": name, "cpu": cpu, "split": per_process, "calls": calls,
                 "failed": calls - ok_calls if failed is None else failed,
-                "per_call": None if delivered is None else delivered / calls}
+                "per_call": None if delivered is None else delivered / calls, "datagram_size": datagram_size}
     finally:
         if uas:
             os.killpg(uas.pid, signal.SIGKILL)
@@ -430,6 +435,7 @@ def main():
 
     results = {name: summarize(rs) for name, rs in runs.items()}
     print_table(results)
+    print_udp_floor(results)
     print(f"\nworking files: {workdir}", file=sys.stderr)
 
 
@@ -465,6 +471,38 @@ def print_table(results):
         split = " / ".join(f"{r['split'].get(k, 0):.2f}" for k in ("workers", "senders", "other"))
         print(f"| {name} | {r['cpu']:.2f} [{lo:.2f}-{hi:.2f}] | {split} | {vs_base} | {vs_c} | {per_call} "
               f"| {r['failed']} of {r['calls']} |")
+
+
+UDP_FLOOR = ROOT / "target" / "release" / "examples" / "udp_floor"
+
+
+def print_udp_floor(results):
+    """What the kernel alone charges for the HEP datagrams a variant sent:
+    bench/udp_floor.rs sends as many, of the same mean size, through the
+    sender's own UDP path. Any UDP tracer pays at least this much."""
+    hep = [(n, r) for n, r in results.items() if r.get("datagram_size") and n.split("-")[-1].startswith("hep")]
+    if not hep:
+        return
+    if not UDP_FLOOR.exists():
+        print(f"\n(no kernel floor: build it with cargo build --release --example udp_floor)", file=sys.stderr)
+        return
+    print("\n| variant | HEP datagrams | mean size (B) | kernel floor per datagram (us), median of 3 "
+          "| floor (s) | untraced + floor |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, r in hep:
+        count = round(r["calls"] * r["per_call"])
+        size = round(r["datagram_size"])
+        totals = []
+        for _ in range(3):
+            out = subprocess.run(PIN_KAMAILIO + [str(UDP_FLOOR), str(count), str(size)], capture_output=True,
+                                 text=True, check=True).stdout
+            totals.append(float(re.search(r"total=([0-9.]+)", out).group(1)))
+        per = sorted(totals)[1]
+        floor = per * count / 1e6
+        base = results.get("os-untraced" if name.startswith("os-") else
+                           (f"untraced@{name.split('@')[1]}" if "@" in name else "untraced"))
+        ratio = f"{(base['cpu'] + floor) / base['cpu']:.2f}x" if base and base["cpu"] > 0 else "-"
+        print(f"| {name} | {count} | {size} | {per:.2f} | {floor:.3f} | {ratio} |")
 
 
 if __name__ == "__main__":
