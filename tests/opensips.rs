@@ -170,9 +170,17 @@ onreply_route {{
     )
 }
 
-/// One run: hep-js, the sipp UAS, OpenSIPS loading `module`, `calls`
-/// calls. Returns the packets hep-js decoded and the ports.
-fn run(tree: &Path, module: &Path, scope: &str, name: &str, calls: u32) -> (Vec<serde_json::Value>, PortMap) {
+/// One run: hep-js, the sipp UAS, OpenSIPS loading `module` with the
+/// config's lines `extra` added, `calls` calls. Returns the packets hep-js
+/// decoded and the ports.
+fn run(
+    tree: &Path,
+    module: &Path,
+    scope: &str,
+    extra: &str,
+    name: &str,
+    calls: u32,
+) -> (Vec<serde_json::Value>, PortMap) {
     let dir = TestDir::new(name);
     let hepjs = HepJs::start(&dir);
     let ports =
@@ -180,7 +188,11 @@ fn run(tree: &Path, module: &Path, scope: &str, name: &str, calls: u32) -> (Vec<
     let uas_xml = dir.file("uas.xml");
     fs::write(&uas_xml, include_str!("fixtures/uas-call.xml")).unwrap();
     let _uas = SippUas::start_scenario(&dir, "127.0.0.1", ports.uas, &uas_xml, &["-m", &calls.to_string()]);
-    let config = proxy_config(tree, module, scope, ports.proxy, ports.uas, hepjs.port);
+    let config = proxy_config(tree, module, scope, ports.proxy, ports.uas, hepjs.port).replacen(
+        "route {",
+        &format!("{extra}\nroute {{"),
+        1,
+    );
     let mut proxy = OpenSips::start(tree, &dir, "proxy", &config, ports.proxy);
     let uac_xml = dir.file("uac.xml");
     fs::write(&uac_xml, include_str!("fixtures/uac-call.xml")).unwrap();
@@ -342,14 +354,20 @@ fn http_server() -> &'static common::http::HttpServer {
 /// The same calls through OpenSIPS with its tracer and with ours, in
 /// `scope`: every HEP packet must be the same.
 fn differential(scope: &str) {
-    let test = format!("scope '{scope}': HEP matches opensips tracer");
+    differential_with(scope, "");
+}
+
+/// As `differential`, with the config's lines `extra` added.
+fn differential_with(scope: &str, extra: &str) {
+    let test = format!("scope '{scope}' {extra}: HEP matches opensips tracer");
     let Some(tree) = opensips_tree(&test) else { return };
     let ours = our_module(&tree);
     let calls = 3;
     let theirs_module = tree.join("modules/tracer/tracer.so");
     let (theirs_packets, theirs_ports) =
-        run(&tree, &theirs_module, scope, &format!("os-tracer-{}", label(scope)), calls);
-    let (ours_packets, ours_ports) = run(&tree, &ours, scope, &format!("os-ours-{}", label(scope)), calls);
+        run(&tree, &theirs_module, scope, extra, &format!("os-tracer-{}", label(scope)), calls);
+    let (ours_packets, ours_ports) =
+        run(&tree, &ours, scope, extra, &format!("os-ours-{}", label(scope)), calls);
     assert_eq!(theirs_packets.len(), per_call(scope) * calls as usize, "OpenSIPS's tracer, scope {scope}");
     let items = |packets: &[serde_json::Value], ports: &PortMap| -> Vec<Item> {
         packets.iter().map(|p| mask_random_branch(packet_item(p, ports))).collect()
@@ -383,6 +401,15 @@ fn transaction_scope_hep_matches_opensips_tracer() {
 #[test]
 fn dialog_scope_hep_matches_opensips_tracer() {
     differential("d");
+}
+
+/// `trace_local_ip` stands for this server's end of what it sends (the
+/// source) and of the replies its transactions receive (the destination);
+/// the HEP packets then name the destination's protocol, as OpenSIPS's
+/// tracer's do.
+#[test]
+fn trace_local_ip_shows_like_opensips_tracer() {
+    differential_with("t", r#"modparam("tracer", "trace_local_ip", "tcp:10.1.1.1:5064")"#);
 }
 
 /// A log line of a traced call goes to the collector as a HEP log record
@@ -644,14 +671,16 @@ fn loaded_before_proto_hep_it_still_starts() {
 }
 
 #[test]
-fn unimplemented_parameters_refuse_the_start() {
-    let Some(tree) = opensips_tree("unimplemented_parameters_refuse_the_start") else { return };
+fn bad_or_unimplemented_parameters_refuse_the_start() {
+    let Some(tree) = opensips_tree("bad_or_unimplemented_parameters_refuse_the_start") else { return };
     let module = our_module(&tree);
     for (line, says) in [
         (r#"modparam("tracer", "trace_id", "[f]uri=file:/tmp/trace")"#, "not implemented yet"),
         (r#"modparam("tracer", "trace_id", "[db]uri=mysql://u:pw@h/db")"#, "depends on an sqldb module"),
         (r#"modparam("tracer", "date_column", "ts")"#, "'date_column' is not implemented yet"),
         (r#"modparam("tracer", "trace_id", "[x]url=hep:hid")"#, "unknown key 'url'"),
+        (r#"modparam("tracer", "trace_local_ip", "abcd:10.1.1.1")"#, "'abcd' is not a protocol"),
+        (r#"modparam("tracer", "trace_local_ip", "proxy.example:5060")"#, "not an IP address"),
     ] {
         let dir = TestDir::new("os-refusal");
         let config = proxy_config(&tree, &module, "m", free_port(), free_port(), free_port())

@@ -120,6 +120,15 @@ fn check_encoding(
     packet
 }
 
+/// The IP protocol a packet names: the source's in Kamailio's layout, the
+/// destination's in OpenSIPS's (they differ with `trace_local_ip`).
+fn named_proto(p: &HepPacket<'_>, settings: &HepSettings) -> u8 {
+    match settings.layout {
+        ChunkLayout::Kamailio => p.src.transport.hep_ip_proto(),
+        ChunkLayout::OpenSips => p.dst.transport.hep_ip_proto(),
+    }
+}
+
 /// A v3 packet decodes to exactly what was encoded, in Kamailio's order.
 fn check_v3(p: &HepPacket<'_>, settings: &HepSettings, packet: &[u8]) {
     let chunks = hep::decode_v3(packet).expect("our own packet decodes");
@@ -131,7 +140,7 @@ fn check_v3(p: &HepPacket<'_>, settings: &HepSettings, packet: &[u8]) {
     let auth_key = non_empty(settings.auth_key.as_deref());
     let expected = Decoded {
         family: Some(if v6 { 10 } else { 2 }),
-        ip_proto: Some(p.src.transport.hep_ip_proto()),
+        ip_proto: Some(named_proto(p, settings)),
         src_ip: Some(p.src.addr.ip()),
         dst_ip: Some(p.dst.addr.ip()),
         src_port: Some(p.src.addr.port()),
@@ -182,7 +191,7 @@ fn check_v1_v2(p: &HepPacket<'_>, settings: &HepSettings, packet: &[u8]) {
         settings.version,
         header_len as u8,
         if p.src.addr.is_ipv6() { 10 } else { 2 },
-        p.src.transport.hep_ip_proto(),
+        named_proto(p, settings),
     ];
     expected.extend(p.src.addr.port().to_be_bytes());
     expected.extend(p.dst.addr.port().to_be_bytes());

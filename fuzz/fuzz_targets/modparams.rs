@@ -2,7 +2,8 @@
 //! for every exported parameter (and unknown names), then `validate`;
 //! `CommandFilter::parse`, `DestUri::parse`/`parse_supported`/`literal`,
 //! `Endpoint::parse`, `redact_url`, `Scope::parse`, `TraceTypes::parse`,
-//! and OpenSIPS's `trace_id` (`trace_id::parse`).
+//! and OpenSIPS's `trace_id` and `trace_local_ip` (`trace_id::parse`,
+//! `trace_id::parse_local_ip`).
 //! None may panic, and what they accept must be self-consistent.
 //! (`DestUri::resolve` is left out: it may ask DNS.)
 
@@ -132,6 +133,10 @@ fn check_redact(url: &str) {
 
 fn check_trace_id(text: &str) {
     use siptrace::core::trace_id::{self, TraceTarget};
+    // trace_local_ip: what it accepts reads the same from its own text.
+    if let Ok(end) = trace_id::parse_local_ip(text) {
+        assert_eq!(trace_id::parse_local_ip(&end.to_string()), Ok(end));
+    }
     let Ok(id) = trace_id::parse(text) else { return };
     // An accepted id has a name, a destination, and parses the same again.
     assert!(!id.name.is_empty() && text.contains(id.name.as_str()));

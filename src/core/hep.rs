@@ -121,6 +121,16 @@ pub fn encode(packet: &HepPacket<'_>, settings: &HepSettings, out: &mut Vec<u8>)
     }
 }
 
+/// The IP protocol a packet names. The two ends differ only when the host
+/// makes one of them up (OpenSIPS's `trace_local_ip`); OpenSIPS's tracer
+/// then names the destination's, Kamailio's siptrace the source's.
+fn ip_proto(packet: &HepPacket<'_>, settings: &HepSettings) -> u8 {
+    match settings.layout {
+        ChunkLayout::Kamailio => packet.src.transport.hep_ip_proto(),
+        ChunkLayout::OpenSips => packet.dst.transport.hep_ip_proto(),
+    }
+}
+
 /// HEPv1 and v2: a fixed header (version, header length, family, IP
 /// protocol, ports), the two addresses, for v2 a time header, then the
 /// payload. Ports are in network order, as captagent and sipcapture read
@@ -145,7 +155,7 @@ fn encode_v1_v2(
         return Err(EncodeError::Oversize { len });
     }
     out.reserve(len);
-    out.extend_from_slice(&[settings.version, header_len as u8, family, packet.src.transport.hep_ip_proto()]);
+    out.extend_from_slice(&[settings.version, header_len as u8, family, ip_proto(packet, settings)]);
     out.extend_from_slice(&packet.src.addr.port().to_be_bytes());
     out.extend_from_slice(&packet.dst.addr.port().to_be_bytes());
     out.extend_from_slice(&addresses);
@@ -188,7 +198,7 @@ pub fn encode_v3(
     out.extend_from_slice(b"HEP3");
     out.extend_from_slice(&(len as u16).to_be_bytes());
     put_chunk(out, chunk::IP_FAMILY, &[family]);
-    put_chunk(out, chunk::IP_PROTO, &[packet.src.transport.hep_ip_proto()]);
+    put_chunk(out, chunk::IP_PROTO, &[ip_proto(packet, settings)]);
     let addresses = |out: &mut Vec<u8>| match (src_ip, dst_ip) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             put_chunk(out, chunk::SRC_IP4, &s.octets());
@@ -432,6 +442,26 @@ mod tests {
             Decoded::from_chunks(&decode_v3(&kamailio).unwrap()),
             Decoded::from_chunks(&decode_v3(&out).unwrap())
         );
+    }
+
+    #[test]
+    fn ends_of_two_protocols_name_the_source_for_kamailio_and_the_destination_for_opensips() {
+        let mut p = packet(b"SIP/2.0 200 OK\r\n\r\n", None);
+        p.src = endpoint(Transport::Tcp, "10.1.1.1:5064");
+        p.dst = endpoint(Transport::Udp, "127.0.0.1:5060");
+        for (layout, proto) in [(ChunkLayout::Kamailio, 6), (ChunkLayout::OpenSips, 17)] {
+            for version in [2, 3] {
+                let settings = HepSettings { version, layout, ..Default::default() };
+                let mut out = Vec::new();
+                encode(&p, &settings, &mut out).unwrap();
+                let named = if version == 3 {
+                    Decoded::from_chunks(&decode_v3(&out).unwrap()).ip_proto
+                } else {
+                    Some(out[3])
+                };
+                assert_eq!(named, Some(proto), "{layout:?} v{version}");
+            }
+        }
     }
 
     #[test]

@@ -29,6 +29,54 @@ pub struct TraceId {
 
 const DEFAULT_TABLE: &str = "sip_trace";
 
+use crate::core::endpoint::{Endpoint, Transport};
+
+/// OpenSIPS's `trace_local_ip`: `[proto:]ip[:port]`, the address traces
+/// show for this server on what it sends (and on replies it receives),
+/// udp and port 5060 when not given. An IPv6 address is written in
+/// brackets (OpenSIPS's tracer cannot take one at all). The tracer takes
+/// any name of up to four letters and a hostname, and then fails on every
+/// HEP packet; here they refuse the start.
+pub fn parse_local_ip(text: &str) -> Result<Endpoint, String> {
+    let text = text.trim();
+    let (proto, rest) = match text.split_once(':') {
+        // `ip:port` (digits after the first colon, as OpenSIPS reads it),
+        // or a bracketed IPv6 address that holds colons.
+        Some((head, tail))
+            if head.starts_with('[') || (!tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            ("udp", text)
+        }
+        Some((head, rest)) => (if head.is_empty() { "udp" } else { head }, rest),
+        None => ("udp", text),
+    };
+    let transport = Transport::from_name(&proto.to_ascii_lowercase())
+        .ok_or_else(|| format!("'{proto}' is not a protocol (udp, tcp, tls, sctp, ws or wss)"))?;
+    let (host, port) = match rest.strip_prefix('[') {
+        Some(bracketed) => {
+            let (host, after) = bracketed.split_once(']').ok_or("the IPv6 address has no closing ]")?;
+            match after {
+                "" => (host, None),
+                _ => (host, Some(after.strip_prefix(':').ok_or("the port must follow the ] after a colon")?)),
+            }
+        }
+        None => match rest.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (rest, None),
+        },
+    };
+    let ip: std::net::IpAddr =
+        host.parse().map_err(|_| format!("'{host}' is not an IP address (a hostname cannot go into HEP)"))?;
+    let port = match port {
+        None => 5060,
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => return Err(format!("'{p}' is not a port (1-65535)")),
+        },
+    };
+    Ok(Endpoint::new(transport, ip, port))
+}
+
 /// Parses one `trace_id` value. The error says what is wrong with it.
 pub fn parse(text: &str) -> Result<TraceId, String> {
     let text = text.trim();
@@ -136,6 +184,24 @@ mod tests {
         // Whatever follows the backslash, even at the end or beyond ASCII.
         assert!(parse(r"[tid]uri=mysql://u:p\é@h/db").is_ok());
         assert!(parse("[tid]uri=mysql://u:p@h/db\\").is_ok());
+    }
+
+    #[test]
+    fn local_ip_forms() {
+        let e = |t: &str| parse_local_ip(t).map(|e| e.to_string());
+        assert_eq!(e("10.1.1.1").unwrap(), "udp:10.1.1.1:5060");
+        assert_eq!(e("10.1.1.1:5064").unwrap(), "udp:10.1.1.1:5064");
+        assert_eq!(e("tcp:10.1.1.1").unwrap(), "tcp:10.1.1.1:5060");
+        assert_eq!(e("TLS:10.1.1.1:5061").unwrap(), "tls:10.1.1.1:5061");
+        assert_eq!(e(":10.1.1.1:7").unwrap(), "udp:10.1.1.1:7");
+        assert_eq!(e("[2001:db8::1]").unwrap(), "udp:[2001:db8::1]:5060");
+        assert_eq!(e("tcp:[2001:db8::1]:5070").unwrap(), "tcp:[2001:db8::1]:5070");
+        assert_eq!(e("[::1]:5070").unwrap(), "udp:[::1]:5070");
+        assert!(parse_local_ip("proxy.example:5060").unwrap_err().contains("not an IP address"));
+        for bad in ["", "abcd:10.1.1.1", "host.example", "10.1.1.1:0", "10.1.1.1:x", "10.1.1.1:70000", "[::1"]
+        {
+            assert!(parse_local_ip(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -86,7 +86,7 @@ fn trace_request(info: &TxTrace, msg: &mut sys::sip_msg) {
     let trace = info.trace();
     trace_api::enter(msg.id, trace.id, trace.types);
     transaction::start(msg, trace);
-    tracer::incoming(module, trace, msg);
+    tracer::incoming(module, trace, msg, false);
 }
 
 unsafe extern "C" fn in_dialog(_dlg: *mut sys::dlg_cell, _type: c_int, params: *mut sys::dlg_cb_params) {

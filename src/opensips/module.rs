@@ -3,7 +3,7 @@
 
 use crate::core::config::Config;
 use crate::core::dest::{DestUri, Destination};
-use crate::core::endpoint::Transport;
+use crate::core::endpoint::{Endpoint, Transport};
 use crate::core::hep::{ChunkLayout, HepSettings};
 use crate::core::record::Outputs;
 use crate::core::ring::Ring;
@@ -34,6 +34,9 @@ pub struct Module {
     /// slot `n` of it.
     pub dynamic: &'static crate::opensips::dynamic::Table,
     hep_api: Option<HepApi>,
+    /// `trace_local_ip`: stands for this server's end of what it sends
+    /// and of the replies its transactions receive.
+    pub local_ip: Option<Endpoint>,
 }
 
 /// One destination of a trace id, as MI shows it.
@@ -311,6 +314,7 @@ pub fn mod_init() -> Result<(), String> {
         listing,
         dynamic,
         hep_api: api,
+        local_ip: params.local_ip,
     };
     MODULE.set(module).map_err(|_| "initialized twice".to_string())
 }

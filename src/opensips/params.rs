@@ -2,6 +2,7 @@
 //! so that a bad value, or a parameter this module does not implement yet,
 //! stops OpenSIPS at startup with a message that names it.
 
+use crate::core::endpoint::Endpoint;
 use crate::core::trace_id::{self, TraceId};
 use crate::guard::guard;
 use crate::opensips::sys;
@@ -14,9 +15,12 @@ use std::sync::Mutex;
 pub struct Params {
     pub trace_ids: Vec<TraceId>,
     pub trace_on: Option<bool>,
+    /// `trace_local_ip`: this server's end on what it sends, as traced.
+    pub local_ip: Option<Endpoint>,
 }
 
-pub static PARAMS: Mutex<Params> = Mutex::new(Params { trace_ids: Vec::new(), trace_on: None });
+pub static PARAMS: Mutex<Params> =
+    Mutex::new(Params { trace_ids: Vec::new(), trace_on: None, local_ip: None });
 
 fn with_params<R>(f: impl FnOnce(&mut Params) -> R) -> R {
     f(&mut PARAMS.lock().unwrap_or_else(|e| e.into_inner()))
@@ -24,7 +28,7 @@ fn with_params<R>(f: impl FnOnce(&mut Params) -> R) -> R {
 
 /// The tracer's other parameters, refused until they are implemented:
 /// (name, whether it takes a string).
-const NOT_YET: [(&CStr, bool); 17] = [
+const NOT_YET: [(&CStr, bool); 16] = [
     (c"date_column", true),
     (c"callid_column", true),
     (c"trace_attrs_column", true),
@@ -39,12 +43,11 @@ const NOT_YET: [(&CStr, bool); 17] = [
     (c"toport_column", true),
     (c"fromtag_column", true),
     (c"direction_column", true),
-    (c"trace_local_ip", true),
     (c"file_mode", false),
     (c"syslog_default_level", false),
 ];
 
-pub const PARAM_COUNT: usize = 3 + NOT_YET.len();
+pub const PARAM_COUNT: usize = 4 + NOT_YET.len();
 
 /// `(1U << (8 * sizeof(int) - 1))`, which bindgen cannot evaluate.
 const USE_FUNC_PARAM: sys::modparam_t = 1 << 31;
@@ -64,10 +67,11 @@ pub const fn param_exports() -> [sys::param_export_t; PARAM_COUNT + 1] {
     let mut table = [null; PARAM_COUNT + 1];
     table[0] = entry(c"trace_id", true, set_trace_id);
     table[1] = entry(c"trace_on", false, set_trace_on);
-    table[2] = entry(c"syslog_default_facility", true, refuse::<{ NOT_YET.len() }>);
+    table[2] = entry(c"trace_local_ip", true, set_local_ip);
+    table[3] = entry(c"syslog_default_facility", true, refuse::<{ NOT_YET.len() }>);
     let mut i = 0;
     while i < NOT_YET.len() {
-        table[3 + i] = entry(NOT_YET[i].0, NOT_YET[i].1, REFUSERS[i]);
+        table[4 + i] = entry(NOT_YET[i].0, NOT_YET[i].1, REFUSERS[i]);
         i += 1;
     }
     table
@@ -92,7 +96,6 @@ const REFUSERS: [ParamFn; NOT_YET.len()] = [
     refuse::<13>,
     refuse::<14>,
     refuse::<15>,
-    refuse::<16>,
 ];
 
 unsafe extern "C" fn refuse<const I: usize>(_type: sys::modparam_t, _value: *mut c_void) -> c_int {
@@ -100,7 +103,7 @@ unsafe extern "C" fn refuse<const I: usize>(_type: sys::modparam_t, _value: *mut
         let name = NOT_YET.get(I).map_or("syslog_default_facility", |(n, _)| n.to_str().unwrap_or("?"));
         crate::log_error!(
             "modparam '{name}' is not implemented yet by this tracer module; remove it (it concerns \
-             database columns, file or syslog destinations, or trace_local_ip)"
+             database columns, or file or syslog destinations)"
         );
         -1
     })
@@ -135,6 +138,31 @@ unsafe extern "C" fn set_trace_id(_type: sys::modparam_t, value: *mut c_void) ->
                     "modparam 'trace_id' has a bad value '{}': {e}",
                     crate::core::config::redact_url(text)
                 );
+                -1
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn set_local_ip(_type: sys::modparam_t, value: *mut c_void) -> c_int {
+    guard("modparam trace_local_ip", -1, || {
+        // SAFETY: a STR modparam's value.
+        let Some(text) = (unsafe { text(value) }) else {
+            crate::log_error!("modparam 'trace_local_ip' has a value that is not text");
+            return -1;
+        };
+        // Empty leaves the real addresses, as in OpenSIPS's tracer.
+        if text.trim().is_empty() {
+            with_params(|p| p.local_ip = None);
+            return 0;
+        }
+        match trace_id::parse_local_ip(text) {
+            Ok(end) => {
+                with_params(|p| p.local_ip = Some(end));
+                0
+            }
+            Err(e) => {
+                crate::log_error!("modparam 'trace_local_ip' has a bad value '{text}': {e}");
                 -1
             }
         }

@@ -149,7 +149,7 @@ pub fn start(module: &Module, msg: &mut sys::sip_msg, trace: Trace<'_>, scope: u
         tracer::report(module, DropReason::NoDestination, "trace(): tm or dialog refused the callbacks");
         return -1;
     }
-    if trace.types & trace_api::SIP_BIT == 0 || tracer::incoming(module, trace, msg) {
+    if trace.types & trace_api::SIP_BIT == 0 || tracer::incoming(module, trace, msg, false) {
         1
     } else {
         -1

@@ -105,22 +105,28 @@ pub unsafe fn buffer(msg: &sys::sip_msg) -> &[u8] {
     unsafe { std::slice::from_raw_parts(msg.buf as *const u8, msg.len as usize) }
 }
 
-/// Traces a message this server received.
-pub fn incoming(module: &Module, trace: Trace<'_>, msg: &sys::sip_msg) -> bool {
+/// Traces a message this server received; `by_tm` when tm matched it to
+/// a transaction, whose replies show `trace_local_ip` as their receiver.
+pub fn incoming(module: &Module, trace: Trace<'_>, msg: &sys::sip_msg, by_tm: bool) -> bool {
     let transport = transport_of(msg.rcv.proto);
     let (Some(src), Some((dst_ip, dst_port))) = (ip_of(&msg.rcv.src_ip), local_end(msg)) else {
         report(module, DropReason::Unparsable, "the message has no IP addresses");
         return false;
     };
-    let ends = (Endpoint::new(transport, src, msg.rcv.src_port), Endpoint::new(transport, dst_ip, dst_port));
+    let mut ends =
+        (Endpoint::new(transport, src, msg.rcv.src_port), Endpoint::new(transport, dst_ip, dst_port));
+    let is_reply = msg.first_line.type_ != sys::SIP_REQUEST as _;
+    if let Some(local) = module.local_ip.filter(|_| by_tm && is_reply) {
+        ends.1 = local;
+    }
     // SAFETY: a received message has its buffer.
     queue(module, trace, Direction::In, ends, unsafe { buffer(msg) })
 }
 
 /// Traces `bytes`, which this server sent for `msg` (when there is one)
-/// from `sock` to `to` over `proto`. Without a socket the message's own
-/// receiving end stands for the source; without a destination,
-/// `255.255.255.255:9`, as the tracer writes.
+/// from `sock` to `to` over `proto`. `trace_local_ip`, when set, stands for
+/// the source; else without a socket the message's own receiving end
+/// does; without a destination, `255.255.255.255:9`, as the tracer writes.
 pub fn outgoing(
     module: &Module,
     trace: Trace<'_>,
@@ -135,6 +141,7 @@ pub fn outgoing(
     // SAFETY: the socket's port record, or null.
     let real_ports = sock.and_then(|s| unsafe { s.last_real_ports.as_ref() });
     let src = match sock.filter(|s| s.sock_str.len > 0) {
+        _ if module.local_ip.is_some() => module.local_ip,
         Some(s) => {
             let ip = if s.adv_sock_str.len > 0 { &s.adv_address } else { &s.address };
             let port = real_ports.map(|p| p.local).filter(|&p| p != 0).unwrap_or(s.port_no);

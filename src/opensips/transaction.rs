@@ -204,7 +204,7 @@ unsafe extern "C" fn matched_in(_t: *mut sys::cell, _type: c_int, ps: *mut sys::
             let msg = unsafe { &*msg };
             // What the reply's routes log belongs to the traced call too.
             trace_api::enter(msg.id, tx.id, tx.types);
-            tracer::incoming(module, tx.trace(), msg);
+            tracer::incoming(module, tx.trace(), msg, true);
         }
     })
 }
