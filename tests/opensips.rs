@@ -468,64 +468,112 @@ fn mi_trace_switches_tracing_like_opensips_tracer() {
 /// The rows OpenSIPS's `sip_trace` table (version 5) gets in SQLite, for
 /// calls traced in scope `t` with attributes: every column but the id and
 /// the time is the same as OpenSIPS's tracer writes.
-#[test]
-fn transaction_scope_rows_match_opensips_tracer() {
-    let Some(tree) = opensips_tree("transaction_scope_rows_match_opensips_tracer") else { return };
-    let ours = our_module(&tree);
-    let theirs = tree.join("modules/tracer/tracer.so");
+/// Where a rows run sends its rows, besides table `sip_trace`.
+#[derive(Default)]
+struct RowsSetup {
+    /// Columns renamed in every table, with the tracer's `*_column`
+    /// parameter that names them: (parameter, default name, new name).
+    renamed: Vec<(&'static str, &'static str, &'static str)>,
+    /// More tables of the same trace id.
+    more_tables: Vec<&'static str>,
+    /// A `file:` destination of the same trace id.
+    file: bool,
+    /// A `syslog` destination of the same trace id, as OpenSIPS's tracer
+    /// accepts it.
+    syslog: bool,
+}
+
+/// What a rows run stored: each table's rows (sorted), then the lines of
+/// the file and of the syslog destination (sorted), all with the ports by
+/// role and tm's random branch part masked.
+struct Stored {
+    tables: Vec<Vec<String>>,
+    file: Vec<String>,
+    syslog: Vec<String>,
+}
+
+/// Three calls through OpenSIPS loading `module`, traced in the transaction
+/// scope to the destinations of `setup`.
+fn traced_rows(tree: &Path, module: &Path, name: &str, setup: &RowsSetup) -> Stored {
     let calls = 3;
-    let rows = |module: &Path, name: &str| -> Vec<String> {
-        let dir = TestDir::new(name);
-        let db = dir.file("trace.sqlite");
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        for script in ["standard-create.sql", "tracer-create.sql"] {
-            conn.execute_batch(&fs::read_to_string(tree.join("scripts/sqlite").join(script)).unwrap())
-                .unwrap();
+    let dir = TestDir::new(name);
+    let db = dir.file("trace.sqlite");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let create = fs::read_to_string(tree.join("scripts/sqlite/tracer-create.sql")).unwrap();
+    conn.execute_batch(&fs::read_to_string(tree.join("scripts/sqlite/standard-create.sql")).unwrap())
+        .unwrap();
+    let tables: Vec<&str> = std::iter::once("sip_trace").chain(setup.more_tables.iter().copied()).collect();
+    for table in &tables {
+        conn.execute_batch(&create.replace("sip_trace", table)).unwrap();
+        for (_, from, to) in &setup.renamed {
+            conn.execute_batch(&format!("ALTER TABLE {table} RENAME COLUMN {from} TO {to}")).unwrap();
         }
-        drop(conn);
-        let ports =
-            PortMap { uac: free_port(), proxy: free_port(), uas: free_port(), hep: 0, ephemeral: false };
-        let uas_xml = dir.file("uas.xml");
-        fs::write(&uas_xml, include_str!("fixtures/uas-call.xml")).unwrap();
-        let _uas =
-            SippUas::start_scenario(&dir, "127.0.0.1", ports.uas, &uas_xml, &["-m", &calls.to_string()]);
-        let config = proxy_config(&tree, module, "t", ports.proxy, ports.uas, free_port())
-            .replace(
-                "modparam(\"tracer\", \"trace_id\", \"[tid]uri=hep:hid\")",
-                &format!(
-                    "modparam(\"tracer\", \"trace_id\", \"[tid]uri=sqlite://{};table=sip_trace\")",
-                    db.display()
-                ),
-            )
-            .replace("trace(\"tid\", \"t\", \"sip\");", "trace(\"tid\", \"t\", \"sip\", \"attr-$rm\");")
-            .replace(
-                "loadmodule \"proto_udp.so\"",
-                "loadmodule \"proto_udp.so\"\nloadmodule \"db_sqlite.so\"",
-            );
-        let mut proxy = OpenSips::start(&tree, &dir, "proxy", &config, ports.proxy);
-        let uac_xml = dir.file("uac.xml");
-        fs::write(&uac_xml, include_str!("fixtures/uac-call.xml")).unwrap();
-        let scenario = ["-sf", uac_xml.to_str().unwrap(), "-cid_str", "call-%u@siptrace-rs.test"];
-        let run = sipp_uac(
-            &dir,
-            "127.0.0.1",
-            &format!("127.0.0.1:{}", ports.proxy),
-            ports.uac,
-            &scenario,
-            calls,
-            "15s",
+    }
+    drop(conn);
+    let trace_file = dir.file("trace.txt");
+    let mut lines = String::new();
+    for table in &tables {
+        lines += &format!(
+            "modparam(\"tracer\", \"trace_id\", \"[tid]uri=sqlite://{};table={table}\")\n",
+            db.display()
         );
-        assert!(run.ok, "calls failed:\n{}\n{}", run.output, proxy.log_text());
-        std::thread::sleep(Duration::from_millis(500));
-        proxy.stop();
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        let mut stmt = conn
-            .prepare(
-                "SELECT callid, trace_attrs, msg, method, status, from_proto, from_ip, from_port, to_proto, to_ip, \
-                 to_port, direction, fromtag FROM sip_trace ORDER BY id",
-            )
-            .unwrap();
-        let role = |port: i64| ports.role(port as u16).unwrap_or("<other>").to_string();
+    }
+    if setup.file {
+        lines += &format!("modparam(\"tracer\", \"trace_id\", \"[tid]uri=file:{}\")\n", trace_file.display());
+    }
+    if setup.syslog {
+        lines += "modparam(\"tracer\", \"trace_id\", \"[tid]uri=syslogLOG_LOCAL0:2\")\n";
+    }
+    for (param, _, to) in &setup.renamed {
+        lines += &format!("modparam(\"tracer\", \"{param}\", \"{to}\")\n");
+    }
+    let ports = PortMap { uac: free_port(), proxy: free_port(), uas: free_port(), hep: 0, ephemeral: false };
+    let uas_xml = dir.file("uas.xml");
+    fs::write(&uas_xml, include_str!("fixtures/uas-call.xml")).unwrap();
+    let _uas = SippUas::start_scenario(&dir, "127.0.0.1", ports.uas, &uas_xml, &["-m", &calls.to_string()]);
+    let config = proxy_config(tree, module, "t", ports.proxy, ports.uas, free_port())
+        .replace("modparam(\"tracer\", \"trace_id\", \"[tid]uri=hep:hid\")\n", &lines)
+        .replace("trace(\"tid\", \"t\", \"sip\");", "trace(\"tid\", \"t\", \"sip\", \"attr-$rm\");")
+        .replace("loadmodule \"proto_udp.so\"", "loadmodule \"proto_udp.so\"\nloadmodule \"db_sqlite.so\"");
+    let mut proxy = OpenSips::start(tree, &dir, "proxy", &config, ports.proxy);
+    let uac_xml = dir.file("uac.xml");
+    fs::write(&uac_xml, include_str!("fixtures/uac-call.xml")).unwrap();
+    let scenario = ["-sf", uac_xml.to_str().unwrap(), "-cid_str", "call-%u@siptrace-rs.test"];
+    let proxy_at = format!("127.0.0.1:{}", ports.proxy);
+    let run = sipp_uac(&dir, "127.0.0.1", &proxy_at, ports.uac, &scenario, calls, "15s");
+    assert!(run.ok, "calls failed:\n{}\n{}", run.output, proxy.log_text());
+    std::thread::sleep(Duration::from_millis(1500));
+    proxy.stop();
+    let log = proxy.log_text();
+    let masked = |text: String| {
+        let item =
+            Item { key: String::new(), message: String::new(), render: text, documented_alternative: None };
+        mask_random_branch(item).render
+    };
+    let column = |name: &'static str| {
+        setup.renamed.iter().find(|(_, from, _)| *from == name).map_or(name, |(_, _, to)| *to)
+    };
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let columns = [
+        "callid",
+        "trace_attrs",
+        "msg",
+        "method",
+        "status",
+        "from_proto",
+        "from_ip",
+        "from_port",
+        "to_proto",
+        "to_ip",
+        "to_port",
+        "direction",
+        "fromtag",
+    ]
+    .map(column)
+    .join(", ");
+    let role = |port: i64| ports.role(port as u16).unwrap_or("<other>").to_string();
+    let rows_of = |table: &str| -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("SELECT {columns} FROM {table} ORDER BY id")).unwrap();
         let mut out: Vec<String> = stmt
             .query_map([], |r| {
                 let msg = common::diff::normalize_sip(&common::blob_or_text(r, 2)?, &ports);
@@ -548,29 +596,94 @@ fn transaction_scope_rows_match_opensips_tracer() {
                 ))
             })
             .unwrap()
-            .map(Result::unwrap)
-            .map(|row| {
-                let item = Item {
-                    key: String::new(),
-                    message: String::new(),
-                    render: row,
-                    documented_alternative: None,
-                };
-                mask_random_branch(item).render
-            })
+            .map(|row| masked(row.unwrap()))
             .collect();
         out.sort();
         out
     };
-    let theirs = rows(&theirs, "os-rows-tracer");
-    let ours = rows(&ours, "os-rows-ours");
-    assert_eq!(theirs.len(), 13 * calls as usize, "OpenSIPS's tracer: 13 rows per call");
+    let by_role = |text: &str| {
+        let mut text = text.to_string();
+        for (port, role) in [(ports.uac, "<UAC>"), (ports.proxy, "<PROXY>"), (ports.uas, "<UAS>")] {
+            text = text.replace(&format!(":{port}"), &format!(":{role}")).replace(&port.to_string(), role);
+        }
+        masked(text)
+    };
+    // The file's first lines carry the local time: masked.
+    let file = fs::read_to_string(&trace_file).unwrap_or_default();
+    let mut file: Vec<String> = file
+        .lines()
+        .map(|line| {
+            match line.split_once(' ').and_then(|(d, rest)| rest.split_once(' ').map(|(p, r)| (d, p, r))) {
+                Some((dir @ ("in" | "out"), proto, rest))
+                    if rest.len() > 19 && rest.as_bytes()[4] == b'-' =>
+                {
+                    format!("{dir} {proto} <time>{}", &rest[19..])
+                }
+                _ => line.to_string(),
+            }
+        })
+        .map(|line| by_role(&line))
+        .collect();
+    file.sort();
+    // What the syslog destination logged, from OpenSIPS's stderr.
+    let mut syslog: Vec<String> = Vec::new();
+    for part in log.split("NOTICE:").skip(1) {
+        if part.starts_with("in ") || part.starts_with("out ") {
+            let record = part.split("\n\n").next().unwrap_or(part);
+            let record =
+                record
+                    .rsplit_once("\n")
+                    .map_or(record, |(r, last)| if last.contains(" [") { r } else { record });
+            syslog.extend(record.lines().map(by_role));
+        }
+    }
+    syslog.sort();
+    Stored { tables: tables.iter().map(|t| rows_of(t)).collect(), file, syslog }
+}
+
+fn assert_same_rows(what: &str, theirs: &[String], ours: &[String]) {
     let only_theirs: Vec<&String> = theirs.iter().filter(|r| !ours.contains(r)).collect();
     let only_ours: Vec<&String> = ours.iter().filter(|r| !theirs.contains(r)).collect();
     assert!(
         only_theirs.is_empty() && only_ours.is_empty() && ours.len() == theirs.len(),
-        "rows only OpenSIPS's tracer wrote:\n{only_theirs:#?}\nrows only ours wrote:\n{only_ours:#?}"
+        "{what}: {} from OpenSIPS's tracer, {} from ours\nonly OpenSIPS's tracer wrote:\n{only_theirs:#?}\n\
+         only ours wrote:\n{only_ours:#?}",
+        theirs.len(),
+        ours.len()
     );
+}
+
+#[test]
+fn transaction_scope_rows_match_opensips_tracer() {
+    let Some(tree) = opensips_tree("transaction_scope_rows_match_opensips_tracer") else { return };
+    let setup = RowsSetup::default();
+    let theirs = traced_rows(&tree, &tree.join("modules/tracer/tracer.so"), "os-rows-tracer", &setup);
+    let ours = traced_rows(&tree, &our_module(&tree), "os-rows-ours", &setup);
+    assert_eq!(theirs.tables[0].len(), 13 * 3, "OpenSIPS's tracer: 13 rows per call");
+    assert_same_rows("rows", &theirs.tables[0], &ours.tables[0]);
+}
+
+/// One trace id with two tables (renamed columns in both), a file and a
+/// syslog destination: each gets every message, as with OpenSIPS's tracer.
+#[test]
+fn several_row_destinations_match_opensips_tracer() {
+    let Some(tree) = opensips_tree("several_row_destinations_match_opensips_tracer") else { return };
+    let setup = RowsSetup {
+        renamed: vec![("callid_column", "callid", "call_id"), ("msg_column", "msg", "payload")],
+        more_tables: vec!["sip_trace_copy"],
+        file: true,
+        syslog: true,
+    };
+    let theirs = traced_rows(&tree, &tree.join("modules/tracer/tracer.so"), "os-sinks-tracer", &setup);
+    let ours = traced_rows(&tree, &our_module(&tree), "os-sinks-ours", &setup);
+    for (i, (t, o)) in theirs.tables.iter().zip(&ours.tables).enumerate() {
+        assert_eq!(t.len(), 13 * 3, "OpenSIPS's tracer: 13 rows per call in table {i}");
+        assert_same_rows(&format!("table {i}"), t, o);
+    }
+    assert!(theirs.file.iter().filter(|l| l.contains("<time>")).count() == 13 * 3, "{:#?}", theirs.file);
+    assert_same_rows("file lines", &theirs.file, &ours.file);
+    assert!(theirs.syslog.iter().filter(|l| l.starts_with("in ") || l.starts_with("out ")).count() == 13 * 3);
+    assert_same_rows("syslog lines", &theirs.syslog, &ours.syslog);
 }
 
 fn first_line_of(msg: &[u8]) -> String {
@@ -675,9 +788,12 @@ fn bad_or_unimplemented_parameters_refuse_the_start() {
     let Some(tree) = opensips_tree("bad_or_unimplemented_parameters_refuse_the_start") else { return };
     let module = our_module(&tree);
     for (line, says) in [
-        (r#"modparam("tracer", "trace_id", "[f]uri=file:/tmp/trace")"#, "not implemented yet"),
+        (r#"modparam("tracer", "trace_id", "[f]uri=file:/nonexistent/trace")"#, "cannot open file"),
+        (r#"modparam("tracer", "trace_id", "[s]uri=syslog:nope")"#, "'nope' is not a syslog facility"),
         (r#"modparam("tracer", "trace_id", "[db]uri=mysql://u:pw@h/db")"#, "depends on an sqldb module"),
-        (r#"modparam("tracer", "date_column", "ts")"#, "'date_column' is not implemented yet"),
+        (r#"modparam("tracer", "date_column", "1 ts")"#, "'date_column' has a bad value"),
+        (r#"modparam("tracer", "file_mode", 99999)"#, "'file_mode' has a bad value"),
+        (r#"modparam("tracer", "syslog_default_level", 0)"#, "not a log level"),
         (r#"modparam("tracer", "trace_id", "[x]url=hep:hid")"#, "unknown key 'url'"),
         (r#"modparam("tracer", "trace_local_ip", "abcd:10.1.1.1")"#, "'abcd' is not a protocol"),
         (r#"modparam("tracer", "trace_local_ip", "proxy.example:5060")"#, "not an IP address"),

@@ -17,5 +17,6 @@ pub mod shmlock;
 pub mod sip;
 pub mod sql;
 pub mod trace_id;
+pub mod trace_text;
 pub mod wire;
 pub mod xheaders;

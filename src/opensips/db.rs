@@ -1,6 +1,7 @@
 //! Rows in OpenSIPS's `sip_trace` table (version 5) through OpenSIPS's DB
-//! API, written by the sender process. The columns are those of OpenSIPS's
-//! tracer; `trace_attrs` takes the script's attributes.
+//! API, written by the sender process, to one or several databases. The
+//! columns are those of OpenSIPS's tracer, renamed by its `*_column`
+//! parameters; `trace_attrs` takes the script's attributes.
 
 use crate::core::counters::DropReason;
 use crate::core::endpoint::Endpoint;
@@ -11,9 +12,9 @@ use std::os::raw::c_int;
 use std::sync::OnceLock;
 
 pub const TABLE_VERSION: u32 = 5;
-pub const DEFAULT_TABLE: &str = "sip_trace";
 
-const COLUMNS: [&str; 14] = [
+/// The column names by default, in the order of a row's values.
+pub const COLUMNS: [&str; 14] = [
     "msg",
     "callid",
     "method",
@@ -30,7 +31,7 @@ const COLUMNS: [&str; 14] = [
     "trace_attrs",
 ];
 
-/// The driver bound at startup, with the URL and column names, kept for
+/// A driver bound at startup, with its URL and the column names, kept for
 /// the life of the process.
 struct Bound {
     funcs: sys::db_func_t,
@@ -42,7 +43,8 @@ struct Bound {
 unsafe impl Sync for Bound {}
 unsafe impl Send for Bound {}
 
-static BOUND: OnceLock<Bound> = OnceLock::new();
+/// One per database URL, in the order `bind` was given them.
+static BOUND: OnceLock<Vec<Bound>> = OnceLock::new();
 
 fn leak(s: &str) -> sys::str_ {
     let len = s.len() as c_int;
@@ -53,10 +55,17 @@ fn str_of(bytes: &[u8]) -> sys::str_ {
     sys::str_ { s: bytes.as_ptr() as *mut _, len: bytes.len() as c_int }
 }
 
-/// Binds the driver for `url` and checks the version of `tables`. A
-/// database that does not answer now is not an error: the sender counts
-/// the rows it cannot store until it does.
-pub fn bind(url: &str, tables: &[String]) -> Result<(), String> {
+/// Binds the driver of each database URL and checks the version of its
+/// tables; `columns` are the column names. A database that does not answer
+/// now is not an error: the sender counts the rows it cannot store until
+/// it does.
+pub fn bind(databases: &[(String, Vec<String>)], columns: &[String; 14]) -> Result<(), String> {
+    let bound =
+        databases.iter().map(|(url, tables)| bind_one(url, tables, columns)).collect::<Result<_, _>>()?;
+    BOUND.set(bound).map_err(|_| "database bound twice".to_string())
+}
+
+fn bind_one(url: &str, tables: &[String], columns: &[String; 14]) -> Result<Bound, String> {
     let redacted = crate::core::config::redact_url(url);
     let url_str = leak(url);
     let mut funcs = sys::db_func_t::default();
@@ -65,7 +74,7 @@ pub fn bind(url: &str, tables: &[String]) -> Result<(), String> {
     {
         return Err(format!("cannot bind a database module for '{redacted}'; is its driver module loaded?"));
     }
-    let bound = Bound { funcs, url: url_str, keys: COLUMNS.map(leak) };
+    let bound = Bound { funcs, url: url_str, keys: std::array::from_fn(|i| leak(&columns[i])) };
     match connect(&bound) {
         Some(con) => {
             for table in tables {
@@ -85,7 +94,7 @@ pub fn bind(url: &str, tables: &[String]) -> Result<(), String> {
             "the database '{redacted}' does not answer now; rows are dropped and counted until it does"
         ),
     }
-    BOUND.set(bound).map_err(|_| "database bound twice".to_string())
+    Ok(bound)
 }
 
 fn connect(bound: &Bound) -> Option<*mut sys::db_con_t> {
@@ -101,52 +110,46 @@ fn close(bound: &Bound, con: *mut sys::db_con_t) {
     }
 }
 
-/// A sender's connection.
-pub struct Connection(*mut sys::db_con_t);
+/// A sender's connection to database `index` (of those given to `bind`).
+pub struct Connection {
+    con: *mut sys::db_con_t,
+    index: usize,
+}
 
 impl Connection {
-    pub fn open() -> Option<Connection> {
-        connect(BOUND.get()?).map(Connection)
+    pub fn open(index: usize) -> Option<Connection> {
+        let con = connect(BOUND.get()?.get(index)?)?;
+        Some(Connection { con, index })
     }
 
-    /// Stores `rows`, one insert each; returns how many were stored and,
-    /// when not all, why.
-    pub fn insert(&self, rows: &[Row<'_>]) -> (usize, Option<(DropReason, String)>) {
-        let Some(bound) = BOUND.get() else {
-            return (0, Some((DropReason::DbUnavailable, "no database is bound".into())));
+    /// Stores `row` in `table`; the error says why not.
+    pub fn insert(&self, row: &Row<'_>, table: &str) -> Result<(), (DropReason, String)> {
+        let Some(bound) = BOUND.get().and_then(|b| b.get(self.index)) else {
+            return Err((DropReason::DbUnavailable, "no database is bound".into()));
         };
         let (Some(use_table), Some(insert)) = (bound.funcs.use_table, bound.funcs.insert) else {
-            return (0, Some((DropReason::DbFailed, "the driver cannot insert".into())));
+            return Err((DropReason::DbFailed, "the driver cannot insert".into()));
         };
         let keys: [sys::db_key_t; 14] = std::array::from_fn(|i| &bound.keys[i] as *const _ as sys::db_key_t);
-        let mut stored = 0;
-        let mut failed = None;
-        for row in rows {
-            let table = if row.table.is_empty() { DEFAULT_TABLE.as_bytes() } else { row.table };
-            let table = str_of(table);
-            let Some(ends) = ends(row) else {
-                failed = Some((DropReason::Unparsable, "a row without its addresses".to_string()));
-                continue;
-            };
-            let vals = values(row, &ends);
-            // SAFETY: an open connection; the keys, values and the bytes
-            // they point at outlive the calls, and the driver only reads them.
-            let ok = unsafe { use_table(self.0, &table) } == 0
-                && unsafe { insert(self.0, keys.as_ptr(), vals.as_ptr(), 14) } == 0;
-            if ok {
-                stored += 1;
-            } else {
-                failed = Some((DropReason::DbFailed, "the database refused a row".to_string()));
-            }
+        let table = str_of(table.as_bytes());
+        let ends = ends(row).ok_or((DropReason::Unparsable, "a row without its addresses".to_string()))?;
+        let vals = values(row, &ends);
+        // SAFETY: an open connection; the keys, values and the bytes they
+        // point at outlive the calls, and the driver only reads them.
+        let ok = unsafe { use_table(self.con, &table) } == 0
+            && unsafe { insert(self.con, keys.as_ptr(), vals.as_ptr(), 14) } == 0;
+        if ok {
+            Ok(())
+        } else {
+            Err((DropReason::DbFailed, "the database refused a row".to_string()))
         }
-        (stored, failed)
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        if let Some(bound) = BOUND.get() {
-            close(bound, self.0);
+        if let Some(bound) = BOUND.get().and_then(|b| b.get(self.index)) {
+            close(bound, self.con);
         }
     }
 }

@@ -217,7 +217,9 @@ pub fn entry(
     } else if uri.contains("://") {
         return Err((406, "DB not acceptable", "dynamic DB tracing is not yet available".into()));
     } else {
-        return Err(bad(format!("'{uri}' is neither hep: nor sip:")));
+        // OpenSIPS's tracer takes file: and syslog here too, but cannot
+        // open the file (it hands file_mode to access()).
+        return Err(bad(format!("'{uri}' is neither hep: nor sip: (a dynamic id takes only those)")));
     };
     if filters.len() > FILTERS {
         return Err(bad(format!("at most {FILTERS} filters")));

@@ -154,8 +154,10 @@ fn list(module: &Module, array: *mut sys::mi_item_t, which: impl Fn(usize) -> bo
         // SAFETY: adding to the response's array.
         let item = unsafe { sys::add_mi_object(array, std::ptr::null_mut(), 0) };
         add(item, "name", &module.ids[entry.id].0);
-        add(item, "type", entry.kind);
-        add(item, "uri", &entry.uri);
+        if !entry.kind.is_empty() {
+            add(item, "type", entry.kind);
+            add(item, "uri", &entry.uri);
+        }
         // The id's own switch, whatever the global one says.
         let on = module.switches.get(entry.id).is_some_and(|s| s.load(Ordering::Relaxed));
         add(item, "state", if on { "on" } else { "off" });

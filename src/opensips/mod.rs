@@ -2,11 +2,12 @@
 //! same core as on Kamailio: script calls copy records into shared-memory
 //! queues, and a sender process delivers them.
 //!
-//! Implemented so far: `trace_id` with `hep:`, `sip:` and database destinations,
-//! `trace_on`, `trace()` in the message and transaction scopes, for SIP
-//! and for the kinds of records the trace API carries (xlog, rest), MI
-//! `trace`, and the statistics.
-//! Everything else the tracer has is refused at startup with a message.
+//! Implemented: every modparam of the tracer (`trace_id` with `hep:`, `sip:`,
+//! database, `file:` and `syslog` destinations; the column names;
+//! `trace_local_ip`), `trace()` in the message, transaction and dialog
+//! scopes, for SIP and for the kinds of records the trace API carries
+//! (xlog, rest), the MI commands, and the statistics. The B2B scope is
+//! refused at startup with a message.
 
 #[macro_use]
 pub mod log;
@@ -19,6 +20,7 @@ mod module;
 mod params;
 mod script;
 mod sender;
+mod sinks;
 mod stats;
 mod sys;
 mod trace_api;

@@ -10,6 +10,7 @@ use crate::core::ring::Ring;
 use crate::core::shared::Shared;
 use crate::core::trace_id::{TraceId, TraceTarget};
 use crate::opensips::params::PARAMS;
+use crate::opensips::sinks::{Defaults, Sinks};
 use crate::opensips::{sys, tracer};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,12 +38,15 @@ pub struct Module {
     /// `trace_local_ip`: stands for this server's end of what it sends
     /// and of the replies its transactions receive.
     pub local_ip: Option<Endpoint>,
+    /// The rows' destinations: tables, files and syslog.
+    pub sinks: Sinks,
 }
 
 /// One destination of a trace id, as MI shows it.
 pub struct Listing {
     pub id: usize,
-    /// "HEP", "SIP" or "Database".
+    /// "HEP", "SIP" or "Database"; empty for a file or syslog, which MI
+    /// lists without a type or uri.
     pub kind: &'static str,
     pub uri: String,
 }
@@ -205,7 +209,13 @@ pub fn mod_init() -> Result<(), String> {
     let mut hep_version = None;
     let mut hep_ids = Vec::new();
     let mut listing = Vec::new();
-    let (mut db_url, mut db_tables) = (None::<String>, Vec::new());
+    let mut sinks = Sinks::default();
+    // SAFETY: reads two of the core's settings.
+    let defaults = Defaults {
+        file_mode: params.file_mode.unwrap_or(0o600),
+        syslog_facility: params.syslog_facility.unwrap_or_else(|| unsafe { sys::siptrace_os_log_facility() }),
+        syslog_level: params.syslog_level.unwrap_or_else(|| unsafe { sys::siptrace_os_log_level() }),
+    };
     for TraceId { name, target } in &params.trace_ids {
         let at = match ids.iter().position(|(n, _)| n == name) {
             Some(i) => i,
@@ -241,33 +251,32 @@ pub fn mod_init() -> Result<(), String> {
                     uri: format!("{}:{}", parsed.host_text(), parsed.port),
                 });
             }
-            TraceTarget::Db { url, table } => {
-                if db_url.get_or_insert_with(|| url.clone()) != url {
-                    return Err(format!(
-                        "trace_id '[{name}]': every database destination must use the same URL here; \
-                         tables may differ"
-                    ));
-                }
-                if !db_tables.contains(table) {
-                    db_tables.push(table.clone());
-                }
-                outputs.db = true;
-                outputs.table = Some(table.as_bytes().into());
-                listing.push(Listing { id: at, kind: "Database", uri: crate::core::config::redact_url(url) });
+            TraceTarget::Db { url, .. } => {
+                sinks.add(at, target, &defaults).map_err(|e| format!("trace_id '[{name}]': {e}"))?;
+                let uri = crate::core::config::redact_url(url);
+                listing.push(Listing { id: at, kind: "Database", uri });
             }
             TraceTarget::File(_) | TraceTarget::Syslog(_) => {
-                return Err(format!(
-                    "trace_id '[{name}]': file and syslog destinations are not implemented yet by this \
-                     tracer module; hep:, sip: and database ones are"
-                ))
+                sinks.add(at, target, &defaults).map_err(|e| format!("trace_id '[{name}]': {e}"))?;
+                // MI lists them by name and state only, as OpenSIPS's tracer does.
+                listing.push(Listing { id: at, kind: "", uri: String::new() });
             }
+        }
+    }
+    for (at, (_, outputs)) in ids.iter_mut().enumerate() {
+        if !sinks.of_key(&Sinks::key(at)).is_empty() {
+            outputs.db = true;
+            outputs.table = Some(Sinks::key(at));
         }
     }
     if ids.is_empty() {
         return Err("no trace_id is defined; give at least one".into());
     }
-    if let Some(url) = &db_url {
-        crate::opensips::db::bind(url, &db_tables)?;
+    if !sinks.databases.is_empty() {
+        let columns = std::array::from_fn(|i| {
+            params.columns[i].clone().unwrap_or_else(|| crate::opensips::db::COLUMNS[i].to_string())
+        });
+        crate::opensips::db::bind(&sinks.databases, &columns)?;
     }
     crate::opensips::transaction::init()?;
     crate::opensips::dialog::init();
@@ -315,6 +324,7 @@ pub fn mod_init() -> Result<(), String> {
         dynamic,
         hep_api: api,
         local_ip: params.local_ip,
+        sinks,
     };
     MODULE.set(module).map_err(|_| "initialized twice".to_string())
 }

@@ -17,37 +17,47 @@ pub struct Params {
     pub trace_on: Option<bool>,
     /// `trace_local_ip`: this server's end on what it sends, as traced.
     pub local_ip: Option<Endpoint>,
+    /// The `*_column` parameters, in the order of `COLUMN_PARAMS`.
+    pub columns: [Option<String>; 14],
+    /// `file_mode`: the permissions a `file:` destination is created with.
+    pub file_mode: Option<u32>,
+    pub syslog_level: Option<i32>,
+    pub syslog_facility: Option<c_int>,
 }
 
-pub static PARAMS: Mutex<Params> =
-    Mutex::new(Params { trace_ids: Vec::new(), trace_on: None, local_ip: None });
+pub static PARAMS: Mutex<Params> = Mutex::new(Params {
+    trace_ids: Vec::new(),
+    trace_on: None,
+    local_ip: None,
+    columns: [const { None }; 14],
+    file_mode: None,
+    syslog_level: None,
+    syslog_facility: None,
+});
 
 fn with_params<R>(f: impl FnOnce(&mut Params) -> R) -> R {
     f(&mut PARAMS.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-/// The tracer's other parameters, refused until they are implemented:
-/// (name, whether it takes a string).
-const NOT_YET: [(&CStr, bool); 16] = [
-    (c"date_column", true),
-    (c"callid_column", true),
-    (c"trace_attrs_column", true),
-    (c"msg_column", true),
-    (c"method_column", true),
-    (c"status_column", true),
-    (c"fromproto_column", true),
-    (c"fromip_column", true),
-    (c"fromport_column", true),
-    (c"toproto_column", true),
-    (c"toip_column", true),
-    (c"toport_column", true),
-    (c"fromtag_column", true),
-    (c"direction_column", true),
-    (c"file_mode", false),
-    (c"syslog_default_level", false),
+/// The `*_column` parameters, in the order of the row's values (db.rs).
+pub const COLUMN_PARAMS: [&CStr; 14] = [
+    c"msg_column",
+    c"callid_column",
+    c"method_column",
+    c"status_column",
+    c"fromproto_column",
+    c"fromip_column",
+    c"fromport_column",
+    c"toproto_column",
+    c"toip_column",
+    c"toport_column",
+    c"date_column",
+    c"direction_column",
+    c"fromtag_column",
+    c"trace_attrs_column",
 ];
 
-pub const PARAM_COUNT: usize = 4 + NOT_YET.len();
+pub const PARAM_COUNT: usize = 7 + COLUMN_PARAMS.len();
 
 /// `(1U << (8 * sizeof(int) - 1))`, which bindgen cannot evaluate.
 const USE_FUNC_PARAM: sys::modparam_t = 1 << 31;
@@ -68,44 +78,107 @@ pub const fn param_exports() -> [sys::param_export_t; PARAM_COUNT + 1] {
     table[0] = entry(c"trace_id", true, set_trace_id);
     table[1] = entry(c"trace_on", false, set_trace_on);
     table[2] = entry(c"trace_local_ip", true, set_local_ip);
-    table[3] = entry(c"syslog_default_facility", true, refuse::<{ NOT_YET.len() }>);
+    table[3] = entry(c"file_mode", false, set_file_mode);
+    table[4] = entry(c"syslog_default_level", false, set_syslog_level);
+    table[5] = entry(c"syslog_default_facility", true, set_syslog_facility);
     let mut i = 0;
-    while i < NOT_YET.len() {
-        table[4 + i] = entry(NOT_YET[i].0, NOT_YET[i].1, REFUSERS[i]);
+    while i < COLUMN_PARAMS.len() {
+        table[6 + i] = entry(COLUMN_PARAMS[i], true, COLUMN_SETTERS[i]);
         i += 1;
     }
     table
 }
 
-/// One refusing function per parameter, as OpenSIPS does not say which
+/// One function per column parameter, as OpenSIPS does not say which
 /// parameter a function is called for.
-const REFUSERS: [ParamFn; NOT_YET.len()] = [
-    refuse::<0>,
-    refuse::<1>,
-    refuse::<2>,
-    refuse::<3>,
-    refuse::<4>,
-    refuse::<5>,
-    refuse::<6>,
-    refuse::<7>,
-    refuse::<8>,
-    refuse::<9>,
-    refuse::<10>,
-    refuse::<11>,
-    refuse::<12>,
-    refuse::<13>,
-    refuse::<14>,
-    refuse::<15>,
+const COLUMN_SETTERS: [ParamFn; COLUMN_PARAMS.len()] = [
+    set_column::<0>,
+    set_column::<1>,
+    set_column::<2>,
+    set_column::<3>,
+    set_column::<4>,
+    set_column::<5>,
+    set_column::<6>,
+    set_column::<7>,
+    set_column::<8>,
+    set_column::<9>,
+    set_column::<10>,
+    set_column::<11>,
+    set_column::<12>,
+    set_column::<13>,
 ];
 
-unsafe extern "C" fn refuse<const I: usize>(_type: sys::modparam_t, _value: *mut c_void) -> c_int {
+unsafe extern "C" fn set_column<const I: usize>(_type: sys::modparam_t, value: *mut c_void) -> c_int {
+    let name = COLUMN_PARAMS[I].to_str().unwrap_or("column");
     guard("modparam", -1, || {
-        let name = NOT_YET.get(I).map_or("syslog_default_facility", |(n, _)| n.to_str().unwrap_or("?"));
-        crate::log_error!(
-            "modparam '{name}' is not implemented yet by this tracer module; remove it (it concerns \
-             database columns, or file or syslog destinations)"
-        );
-        -1
+        // SAFETY: a STR modparam's value.
+        match unsafe { text(value) }.map(str::trim) {
+            Some(column) if is_identifier(column) => {
+                with_params(|p| p.columns[I] = Some(column.to_string()));
+                0
+            }
+            other => {
+                crate::log_error!(
+                    "modparam '{name}' has a bad value '{}': a column name is letters, digits and _",
+                    other.unwrap_or("")
+                );
+                -1
+            }
+        }
+    })
+}
+
+fn is_identifier(name: &str) -> bool {
+    name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && name.len() <= 64
+}
+
+unsafe extern "C" fn set_file_mode(_type: sys::modparam_t, value: *mut c_void) -> c_int {
+    guard("modparam file_mode", -1, || match value as isize {
+        mode @ 0..=0o7777 => {
+            with_params(|p| p.file_mode = Some(mode as u32));
+            0
+        }
+        mode => {
+            crate::log_error!("modparam 'file_mode' has a bad value '{mode:o}' (octal): it is 0 to 07777");
+            -1
+        }
+    })
+}
+
+unsafe extern "C" fn set_syslog_level(_type: sys::modparam_t, value: *mut c_void) -> c_int {
+    guard("modparam syslog_default_level", -1, || {
+        match crate::core::trace_text::parse_level(&(value as isize).to_string()) {
+            Ok(level) => {
+                with_params(|p| p.syslog_level = Some(level));
+                0
+            }
+            Err(e) => {
+                crate::log_error!("modparam 'syslog_default_level' has a bad value: {e}");
+                -1
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn set_syslog_facility(_type: sys::modparam_t, value: *mut c_void) -> c_int {
+    guard("modparam syslog_default_facility", -1, || {
+        // SAFETY: a STR modparam's value.
+        let name = unsafe { text(value) }.unwrap_or("");
+        match crate::core::trace_text::facility(name) {
+            Some(facility) => {
+                with_params(|p| p.syslog_facility = Some(facility));
+                0
+            }
+            None => {
+                crate::log_error!(
+                    "modparam 'syslog_default_facility' has a bad value '{name}': it is a syslog facility \
+                     such as LOG_LOCAL0"
+                );
+                -1
+            }
+        }
     })
 }
 

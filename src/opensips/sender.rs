@@ -5,9 +5,9 @@ use crate::core::counters::{Counters, DropReason};
 use crate::core::dest::Destination;
 use crate::core::record::Row;
 use crate::core::sender::{Sender, SenderHost, SenderSettings};
-use crate::core::shared::Shared;
 use crate::opensips::db::Connection;
 use crate::opensips::module::{self, Module};
+use crate::opensips::sinks::{self, Sink};
 use crate::supervise::{self, Supervision};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
@@ -22,36 +22,75 @@ const DRAIN_TIME: Duration = Duration::from_secs(3);
 const DB_RETRY: Duration = Duration::from_secs(5);
 
 struct Host {
-    shared: &'static Shared,
-    db: Option<Connection>,
-    next_db_attempt: Instant,
+    module: &'static Module,
+    /// A connection to each database, opened on first use.
+    databases: Vec<Database>,
+    /// Where a row's text is made, for files and syslog.
+    text: Vec<u8>,
+}
+
+struct Database {
+    connection: Option<Connection>,
+    next_attempt: Instant,
 }
 
 impl Host {
-    /// The database connection, opened on first use and after a failure,
-    /// at most once per DB_RETRY.
-    fn db(&mut self) -> Option<&Connection> {
-        if self.db.is_none() && Instant::now() >= self.next_db_attempt {
-            self.next_db_attempt = Instant::now() + DB_RETRY;
-            self.db = Connection::open();
-            match &self.db {
-                Some(_) => crate::log_info!("database connection open"),
-                None => crate::log_warn!("no database connection; retrying in {DB_RETRY:?}"),
+    /// The connection to database `index`, opened on first use and after
+    /// a failure, at most once per DB_RETRY.
+    fn database(&mut self, index: usize) -> Option<&Connection> {
+        let db = self.databases.get_mut(index)?;
+        if db.connection.is_none() && Instant::now() >= db.next_attempt {
+            db.next_attempt = Instant::now() + DB_RETRY;
+            db.connection = Connection::open(index);
+            match &db.connection {
+                Some(_) => crate::log_info!("database connection {index} open"),
+                None => crate::log_warn!("no connection to database {index}; retrying in {DB_RETRY:?}"),
             }
         }
-        self.db.as_ref()
+        db.connection.as_ref()
+    }
+
+    /// Hands `row` to destination `sink`.
+    fn store(&mut self, sink: usize, row: &Row<'_>) -> Result<(), (DropReason, String)> {
+        match &self.module.sinks.all[sink] {
+            Sink::Db { db, table } => {
+                let db = *db;
+                let Some(connection) = self.database(db) else {
+                    return Err((DropReason::DbUnavailable, format!("no connection to database {db}")));
+                };
+                let result = connection.insert(row, table);
+                if matches!(&result, Err((DropReason::DbFailed, _))) {
+                    // Reconnect next time: the driver may not recover by itself.
+                    self.databases[db].connection = None;
+                }
+                result
+            }
+            Sink::File { path, fd } => sinks::write_file(*fd, path, row, &mut self.text),
+            Sink::Syslog { facility, level } => sinks::write_syslog(*facility, *level, row, &mut self.text),
+        }
     }
 }
 
 impl SenderHost for Host {
+    /// Every row goes to each destination of its trace id; one that misses
+    /// any of them is counted as dropped, with the last reason.
     fn store_rows(&mut self, rows: &[Row<'_>]) -> (usize, Option<(DropReason, String)>) {
-        let Some(db) = self.db() else {
-            return (0, Some((DropReason::DbUnavailable, "no database connection".into())));
-        };
-        let (stored, error) = db.insert(rows);
-        if stored == 0 && error.as_ref().is_some_and(|(r, _)| *r == DropReason::DbFailed) {
-            // Reconnect next time: the driver may not recover by itself.
-            self.db = None;
+        let module = self.module;
+        let mut stored = 0;
+        let mut error = None;
+        for row in rows {
+            let destinations = module.sinks.of_key(row.table);
+            let mut all = !destinations.is_empty();
+            if !all {
+                error = Some((DropReason::NoDestination, "a row of a trace id without rows".to_string()));
+            }
+            for &sink in destinations {
+                if let Err(e) = self.store(sink, row) {
+                    all = false;
+                    error = Some(e);
+                }
+            }
+            stored += usize::from(all);
         }
         (stored, error)
     }
@@ -61,7 +100,7 @@ impl SenderHost for Host {
     }
 
     fn dropped(&self, reason: DropReason, _count: u64, detail: &dyn Display) {
-        if let Some(line) = self.shared.drop_line(reason, detail) {
+        if let Some(line) = self.module.shared.drop_line(reason, detail) {
             crate::log_warn!("{line}");
         }
     }
@@ -92,7 +131,12 @@ fn work(module: &'static Module, index: libc::c_int) -> ! {
         // Records from OpenSIPS never carry X-Siptrace headers.
         let settings =
             SenderSettings { xheaders_write: false, ..SenderSettings::from_config(&module.config) };
-        let mut host = Host { shared: module.shared, db: None, next_db_attempt: Instant::now() };
+        let databases = module
+            .sinks
+            .databases
+            .iter()
+            .map(|_| Database { connection: None, next_attempt: Instant::now() });
+        let mut host = Host { module, databases: databases.collect(), text: Vec::new() };
         let mut sender = Sender::new(settings, &module.shared.counters);
         let name = format!("sender {index}");
         supervise::send(&name, &mut sender, queue, &mut host, DRAIN_TIME, &|| {});

@@ -18,6 +18,21 @@ void siptrace_os_log(int level, const char *text, int len)
 	LM_GEN(level, "%.*s\n", len, text);
 }
 
+void siptrace_os_log_to(int facility, int level, const char *text, int len)
+{
+	LM_GEN2(facility, level, "%.*s", len, text);
+}
+
+int siptrace_os_log_facility(void)
+{
+	return log_facility;
+}
+
+int siptrace_os_log_level(void)
+{
+	return log_level ? *log_level : L_NOTICE;
+}
+
 void *siptrace_os_shm_malloc(size_t size)
 {
 	return shm_malloc(size);
