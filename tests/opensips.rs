@@ -182,17 +182,26 @@ fn run(
     calls: u32,
 ) -> (Vec<serde_json::Value>, PortMap) {
     let dir = TestDir::new(name);
-    let hepjs = HepJs::start(&dir);
+    let tcp = extra.contains("transport=tcp");
+    let hepjs = HepJs::start_on(&dir, tcp);
     let ports =
         PortMap { uac: free_port(), proxy: free_port(), uas: free_port(), hep: hepjs.port, ephemeral: false };
     let uas_xml = dir.file("uas.xml");
     fs::write(&uas_xml, include_str!("fixtures/uas-call.xml")).unwrap();
     let _uas = SippUas::start_scenario(&dir, "127.0.0.1", ports.uas, &uas_xml, &["-m", &calls.to_string()]);
-    let config = proxy_config(tree, module, scope, ports.proxy, ports.uas, hepjs.port).replacen(
+    let mut config = proxy_config(tree, module, scope, ports.proxy, ports.uas, hepjs.port).replacen(
         "route {",
         &format!("{extra}\nroute {{"),
         1,
     );
+    if tcp {
+        // The hep_id over TCP; proto_hep sends it through a hep_tcp socket.
+        config = config.replace(";transport=udp;", ";transport=tcp;").replacen(
+            "socket=hep_udp:",
+            &format!("socket=hep_tcp:127.0.0.1:{}\nsocket=hep_udp:", free_port()),
+            1,
+        );
+    }
     let mut proxy = OpenSips::start(tree, &dir, "proxy", &config, ports.proxy);
     let uac_xml = dir.file("uac.xml");
     fs::write(&uac_xml, include_str!("fixtures/uac-call.xml")).unwrap();
@@ -410,6 +419,13 @@ fn dialog_scope_hep_matches_opensips_tracer() {
 #[test]
 fn trace_local_ip_shows_like_opensips_tracer() {
     differential_with("t", r#"modparam("tracer", "trace_local_ip", "tcp:10.1.1.1:5064")"#);
+}
+
+/// A hep_id with `transport=tcp`: the same packets arrive over a TCP
+/// connection as with OpenSIPS's tracer (which sends through proto_hep).
+#[test]
+fn tcp_hep_id_matches_opensips_tracer() {
+    differential_with("t", "# the hep_id is over transport=tcp");
 }
 
 /// A log line of a traced call goes to the collector as a HEP log record

@@ -1,7 +1,8 @@
-// Prints one JSON line per HEP packet received on UDP: the packet as the
-// hep-js library decodes it, plus the (vendor, type) of each chunk in order
-// and the whole datagram in hex.
-// Usage: node listen.js <ip> <port>
+// Prints one JSON line per HEP packet received on UDP (or, with "tcp", on
+// TCP connections, where HEPv3 packets follow each other, each framed by
+// its length): the packet as the hep-js library decodes it, plus the
+// (vendor, type) of each chunk in order and the whole packet in hex.
+// Usage: node listen.js <ip> <port> [tcp]
 'use strict';
 const dgram = require('dgram');
 const hep = require('hep-js');
@@ -30,7 +31,7 @@ function chunkTypes(buf) {
   return types;
 }
 
-socket.on('message', (msg) => {
+function print(msg) {
   const line = {
     length: msg.length,
     header_length: msg.length >= 6 ? msg.readUInt16BE(4) : null,
@@ -39,5 +40,29 @@ socket.on('message', (msg) => {
     raw: msg.toString('hex'),
   };
   process.stdout.write(JSON.stringify(line) + '\n');
-});
-socket.bind(port, host, () => process.stdout.write(JSON.stringify({ listening: port }) + '\n'));
+}
+
+if (process.argv[4] === 'tcp') {
+  const net = require('net');
+  const server = net.createServer((conn) => {
+    let pending = Buffer.alloc(0);
+    conn.on('data', (data) => {
+      pending = Buffer.concat([pending, data]);
+      while (pending.length >= 6) {
+        const len = pending.readUInt16BE(4);
+        if (pending.toString('latin1', 0, 4) !== 'HEP3' || len < 6) {
+          process.stderr.write('not a HEPv3 stream; closing\n');
+          conn.destroy();
+          return;
+        }
+        if (pending.length < len) break;
+        print(pending.subarray(0, len));
+        pending = pending.subarray(len);
+      }
+    });
+  });
+  server.listen(port, host, () => process.stdout.write(JSON.stringify({ listening: port }) + '\n'));
+} else {
+  socket.on('message', print);
+  socket.bind(port, host, () => process.stdout.write(JSON.stringify({ listening: port }) + '\n'));
+}
