@@ -16,7 +16,7 @@ never fetches or builds OpenSIPS), the same proxy runs on OpenSIPS too: no
 tracing, OpenSIPS's own tracer.so and our module built for OpenSIPS
 (cargo build --release --no-default-features --features opensips
 --target-dir target/opensips, with OPENSIPS_SRC=PATH), each sending HEPv3
-over UDP with trace("tid", "t").
+over UDP, and over TCP (-tcp), with trace("tid", "t").
 
 Usage: bench/run.py [--rate 200] [--duration 15] [--hep-rate 1000]
        [--only name,name] [--module path/to/libsiptrace.so]
@@ -123,6 +123,60 @@ class HepCounter:
         self.sock.close()
 
 
+class HepTcpCounter:
+    """Counts the HEPv3 packets that arrive over TCP connections to a port."""
+
+    def __init__(self):
+        self.server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(16)
+        self.server.settimeout(0.2)
+        self.port = self.server.getsockname()[1]
+        self.count = 0
+        self.bytes = 0
+        self.lock = threading.Lock()
+        self.running = True
+        self.thread = threading.Thread(target=self.accept, daemon=True)
+        self.thread.start()
+
+    def accept(self):
+        while self.running:
+            try:
+                conn, _ = self.server.accept()
+            except socket.timeout:
+                continue
+            threading.Thread(target=self.read, args=(conn,), daemon=True).start()
+
+    def read(self, conn):
+        conn.settimeout(0.2)
+        pending = b""
+        while self.running:
+            try:
+                data = conn.recv(1 << 20)
+            except socket.timeout:
+                continue
+            if not data:
+                break
+            pending += data
+            while len(pending) >= 6 and len(pending) >= int.from_bytes(pending[4:6], "big"):
+                length = int.from_bytes(pending[4:6], "big")
+                if pending[:4] != b"HEP3" or length < 6:
+                    print("bench: not a HEPv3 stream", file=sys.stderr)
+                    conn.close()
+                    return
+                with self.lock:
+                    self.count += 1
+                    self.bytes += length
+                pending = pending[length:]
+        conn.close()
+
+    def stop(self):
+        self.running = False
+        self.thread.join()
+        self.server.close()
+
+
 class Postgres:
     """A private PostgreSQL server in a temporary directory."""
 
@@ -218,14 +272,14 @@ def relay_route(uas_port):
     ]
 
 
-def opensips_config(tree, port, hep_port, uas_port, module, collector):
+def opensips_config(tree, port, hep_port, uas_port, module, collector, transport="udp"):
     lines = [
         "log_level=1", "stderror_enabled=yes", "syslog_enabled=no", "udp_workers=2",
-        f"socket=udp:127.0.0.1:{port}", f"socket=hep_udp:127.0.0.1:{hep_port}",
+        f"socket=udp:127.0.0.1:{port}", f"socket=hep_{transport}:127.0.0.1:{hep_port}",
         f'mpath="{tree}/modules/"',
         'loadmodule "proto_udp.so"', 'loadmodule "proto_hep.so"', 'loadmodule "tm.so"', 'loadmodule "sl.so"',
         'loadmodule "rr.so"', 'loadmodule "sipmsgops.so"',
-        f'modparam("proto_hep", "hep_id", "[hid]127.0.0.1:{collector};transport=udp;version=3")',
+        f'modparam("proto_hep", "hep_id", "[hid]127.0.0.1:{collector};transport={transport};version=3")',
     ]
     trace = ""
     if module:
@@ -261,7 +315,9 @@ def run_variant(name, module, params, rate, duration, workdir, output_kind, coun
     log = open(vdir / "server.log", "w")
     if opensips:
         cfg = vdir / "opensips.cfg"
-        cfg.write_text(opensips_config(opensips, port, free_port(), uas_port, module, counter.port))
+        # A variant named ...-tcp sends HEP over TCP (run names end in -<rep>).
+        transport = "tcp" if "-tcp-" in name else "udp"
+        cfg.write_text(opensips_config(opensips, port, free_port(), uas_port, module, counter.port, transport))
         command = [f"{opensips}/opensips", "-f", str(cfg), "-F", "-m", "256", "-w", str(vdir)]
     else:
         cfg = vdir / "kamailio.cfg"
@@ -366,6 +422,7 @@ def main():
     workdir = tempfile.mkdtemp(prefix="siptrace-bench-")
     os.chmod(workdir, 0o755)
     counter = HepCounter()
+    tcp_counter = HepTcpCounter()
     pg = Postgres(workdir)
     hep = {"trace_on": 1, "trace_mode": 1, "trace_to_database": 0, "hep_mode_on": 1, "hep_version": 3,
            "duplicate_uri": f"sip:127.0.0.1:{counter.port}"}
@@ -383,6 +440,11 @@ def main():
     plan = [("untraced", None, {}, "none", args.rate)]
     for impl, module in (("c", C_MODULE), ("rust", args.module)):
         plan.append((f"{impl}-hep", module, hep, "hep", args.rate))
+        if impl == "rust":
+            # HEP over TCP: a whole burst goes out in one write. (The C
+            # module would need Kamailio's own TCP, which this proxy has off.)
+            tcp = {**hep, "duplicate_uri": f"sip:127.0.0.1:{tcp_counter.port};transport=tcp"}
+            plan.append(("rust-hep-tcp", module, tcp, "hep", args.rate))
         plan.append((f"{impl}-sqlite", module, "sqlite", "sqlite", args.rate))
         plan.append((f"{impl}-postgres", module, "postgres", "postgres", args.rate))
     if args.hep_rate:
@@ -396,6 +458,8 @@ def main():
         plan.append(("os-untraced", None, {}, "none", args.rate))
         plan.append(("os-c-hep", tracer, {}, "hep", args.rate))
         plan.append(("os-rust-hep", args.opensips_module, {}, "hep", args.rate))
+        plan.append(("os-c-hep-tcp", tracer, {}, "hep", args.rate))
+        plan.append(("os-rust-hep-tcp", args.opensips_module, {}, "hep", args.rate))
     only = set(filter(None, args.only.split(",")))
     wanted = [p for p in plan if not only or p[0] in only]
     if any(p[1] == args.module for p in wanted) and not pathlib.Path(args.module).exists():
@@ -426,11 +490,13 @@ def main():
                 print(f"run {rep + 1}/{args.repeat}: {name} at {rate} calls/s for {args.duration} s",
                       file=sys.stderr, flush=True)
                 on = args.opensips if name.startswith("os-") else None
-                r = run_variant(f"{name}-{rep}", module, params, rate, args.duration, workdir, kind, counter, pg, db,
-                                on)
+                collector = tcp_counter if name.endswith("-tcp") else counter
+                r = run_variant(f"{name}-{rep}", module, params, rate, args.duration, workdir, kind, collector, pg,
+                                db, on)
                 runs.setdefault(name, []).append(r)
     finally:
         counter.stop()
+        tcp_counter.stop()
         pg.stop()
 
     results = {name: summarize(rs) for name, rs in runs.items()}

@@ -12,6 +12,7 @@
 #[macro_use]
 pub mod log;
 
+mod b2b;
 mod db;
 mod dialog;
 mod dynamic;

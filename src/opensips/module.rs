@@ -280,6 +280,7 @@ pub fn mod_init() -> Result<(), String> {
     }
     crate::opensips::transaction::init()?;
     crate::opensips::dialog::init();
+    crate::opensips::b2b::init()?;
     if let Some(api) = &api {
         crate::opensips::trace_api::init(api)?;
     }

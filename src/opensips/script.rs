@@ -6,7 +6,7 @@ use crate::core::counters::DropReason;
 use crate::guard::guard;
 use crate::opensips::module::Module;
 use crate::opensips::tracer::{self, Trace};
-use crate::opensips::{dialog, dynamic, module, sys, trace_api, transaction};
+use crate::opensips::{b2b, dialog, dynamic, module, sys, trace_api, transaction};
 use std::os::raw::{c_int, c_void};
 
 pub const CMD_COUNT: usize = 1;
@@ -79,9 +79,9 @@ unsafe extern "C" fn fixup_trace_id(param: *mut *mut c_void) -> c_int {
     })
 }
 
-/// The scope letters: `m` (the message), `t` (its transaction) and `d`
-/// (its dialog); `b` is not implemented yet. The parameter becomes the
-/// scope.
+/// The scope letters: `m` (the message), `t` (its transaction), `d` (its
+/// dialog) and `b` (the B2B session b2b_logic makes of it). The parameter
+/// becomes the scope.
 unsafe extern "C" fn fixup_scope(param: *mut *mut c_void) -> c_int {
     guard("trace() fixup", -1, || {
         // SAFETY: OpenSIPS passes the parameter's str.
@@ -101,8 +101,9 @@ unsafe extern "C" fn fixup_scope(param: *mut *mut c_void) -> c_int {
                     crate::log_error!("trace(): scope 'd' needs the dialog module loaded");
                     return -1;
                 }
+                b'b' if b2b::loaded() => Scope::B2b,
                 b'b' => {
-                    crate::log_error!("trace(): scope 'b' is not implemented yet by this tracer module");
+                    crate::log_error!("trace(): scope 'b' needs the b2b_logic module loaded");
                     return -1;
                 }
                 _ => {
@@ -138,6 +139,9 @@ pub fn start(module: &Module, msg: &mut sys::sip_msg, trace: Trace<'_>, scope: u
         0 if transaction::tm_loaded() => Scope::Transaction,
         3 if initial_invite() => Scope::Dialog,
         2 | 3 => Scope::Transaction,
+        // b2b_logic's entities trace what the session receives and sends,
+        // this request included; nothing is traced here.
+        4 => return if b2b::start(msg, trace) { 1 } else { -1 },
         _ => Scope::Message,
     };
     let started = match scope {
@@ -170,6 +174,8 @@ pub fn init_dynamic() -> Result<(), String> {
 unsafe extern "C" fn match_dynamic(msg: *mut sys::sip_msg, _param: *mut c_void) -> c_int {
     guard("dynamic tracing", sys::SCB_RUN_ALL as c_int, || {
         let Some(module) = module::get() else { return sys::SCB_RUN_ALL as c_int };
+        // What trace() kept for b2b_logic belongs to the previous request.
+        b2b::forget_current();
         if !module.dynamic.any_active() {
             return sys::SCB_RUN_ALL as c_int;
         }
@@ -214,6 +220,7 @@ enum Scope {
     Message = 1,
     Transaction = 2,
     Dialog = 3,
+    B2b = 4,
 }
 
 /// The kinds of records to trace (`sip|xlog|rest`, see `trace_api`); the

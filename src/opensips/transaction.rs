@@ -90,6 +90,11 @@ impl TxTrace {
         })
     }
 
+    /// One more holder.
+    pub fn add_refs(&self, n: u32) {
+        self.refs.fetch_add(n, Ordering::AcqRel);
+    }
+
     pub fn trace(&self) -> Trace<'_> {
         Trace {
             id: self.id,
@@ -147,22 +152,35 @@ static CURRENT_TX: AtomicUsize = AtomicUsize::new(0);
 /// Starts tracing the transaction of `msg`, a request. Returns false when
 /// tm refuses.
 pub fn start(msg: &mut sys::sip_msg, trace: Trace<'_>) -> bool {
-    let Some(Some(tm)) = TM.get() else { return false };
-    let Some(register) = tm.0.register_tmcb else { return false };
     let tx = TxTrace::new(trace, 2);
-    if tx.is_null() {
+    if tx.is_null() || !watch(msg, std::ptr::null_mut(), tx) {
         return false;
     }
+    msg.msg_flags |= sys::FL_USE_SIPTRACE;
+    CURRENT_MSG.store(msg.id, Ordering::Relaxed);
+    CURRENT_TX.store(tx as usize, Ordering::Relaxed);
+    true
+}
+
+/// Registers the two tm callbacks, for the transaction of `msg` or for
+/// transaction `t`, each holding one of the two references `tx` holds for
+/// them. Returns false when tm refuses; the references are then dropped.
+pub fn watch(msg: *mut sys::sip_msg, t: *mut sys::cell, tx: *mut TxTrace) -> bool {
+    let register = match TM.get() {
+        Some(Some(tm)) => tm.0.register_tmcb,
+        _ => None,
+    };
     let callbacks = [
         (sys::TMCB_MSG_MATCHED_IN as c_int, matched_in as unsafe extern "C" fn(_, _, _)),
         (sys::TMCB_MSG_SENT_OUT as c_int, sent_out as unsafe extern "C" fn(_, _, _)),
     ];
     for (i, (kind, f)) in callbacks.into_iter().enumerate() {
-        // SAFETY: registering on the message being processed; tm calls
-        // `release` once per registration.
-        if unsafe { register(msg, std::ptr::null_mut(), kind, Some(f), tx as *mut c_void, Some(release)) }
-            <= 0
-        {
+        // SAFETY: registering on the message being processed or on a live
+        // transaction; tm calls `release` once per registration.
+        let ok = register.is_some_and(|register| unsafe {
+            register(msg, t, kind, Some(f), tx as *mut c_void, Some(release)) > 0
+        });
+        if !ok {
             // The registrations that will not happen hold no reference.
             for _ in i..callbacks.len() {
                 // SAFETY: dropping the references nobody will release.
@@ -171,9 +189,6 @@ pub fn start(msg: &mut sys::sip_msg, trace: Trace<'_>) -> bool {
             return false;
         }
     }
-    msg.msg_flags |= sys::FL_USE_SIPTRACE;
-    CURRENT_MSG.store(msg.id, Ordering::Relaxed);
-    CURRENT_TX.store(tx as usize, Ordering::Relaxed);
     true
 }
 
@@ -193,11 +208,22 @@ fn is_message(msg: *mut sys::sip_msg) -> bool {
     !msg.is_null() && msg as isize != -1
 }
 
-unsafe extern "C" fn matched_in(_t: *mut sys::cell, _type: c_int, ps: *mut sys::tmcb_params) {
+/// A transaction this server started (b2b_entities' calls out, say): it has
+/// no request it received. OpenSIPS's tracer leaves the replies of such a
+/// transaction out; so does this module.
+fn is_local(t: *mut sys::cell) -> bool {
+    // SAFETY: tm's transaction, or null.
+    unsafe { t.as_ref() }.map_or(true, |t| t.uas.request.is_null())
+}
+
+unsafe extern "C" fn matched_in(t: *mut sys::cell, _type: c_int, ps: *mut sys::tmcb_params) {
     guard("tm callback", (), || {
         let Some(module) = module::get() else { return };
         // SAFETY: tm's parameters for our registration.
         let Some((ps, tx)) = (unsafe { block(ps) }) else { return };
+        if !is_message(ps.req) && is_local(t) {
+            return;
+        }
         let msg = if is_message(ps.req) { ps.req } else { ps.rpl };
         if is_message(msg) {
             // SAFETY: a message tm received.
@@ -209,11 +235,14 @@ unsafe extern "C" fn matched_in(_t: *mut sys::cell, _type: c_int, ps: *mut sys::
     })
 }
 
-unsafe extern "C" fn sent_out(_t: *mut sys::cell, _type: c_int, ps: *mut sys::tmcb_params) {
+unsafe extern "C" fn sent_out(t: *mut sys::cell, _type: c_int, ps: *mut sys::tmcb_params) {
     guard("tm callback", (), || {
         let Some(module) = module::get() else { return };
         // SAFETY: tm's parameters for our registration.
         let Some((ps, tx)) = (unsafe { block(ps) }) else { return };
+        if !is_message(ps.req) && is_local(t) {
+            return;
+        }
         // For a request out, ps.req is it; for a reply out, ps.rpl is the
         // reply relayed, or none for one tm made up (a 100 Trying, say).
         let msg = [ps.req, ps.rpl].into_iter().find(|m| is_message(*m));

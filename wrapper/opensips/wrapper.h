@@ -15,6 +15,7 @@
 #include "sl_cb.h"
 #include "modules/tm/tm_load.h"
 #include "modules/dialog/dlg_load.h"
+#include "modules/b2b_logic/b2b_load.h"
 #include "action.h"
 #include "db/db.h"
 #include "mi/mi.h"
