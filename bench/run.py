@@ -273,9 +273,14 @@ def relay_route(uas_port):
 
 
 def opensips_config(tree, port, hep_port, uas_port, module, collector, transport="udp"):
+    # OpenSIPS's tracer sends HEP over TCP through proto_hep's hep_tcp
+    # socket, which starts OpenSIPS's TCP processes; ours connects from its
+    # own sending process and needs none.
+    ours = module and not module.endswith("/tracer.so")
+    socket_transport = "udp" if ours else transport
     lines = [
         "log_level=1", "stderror_enabled=yes", "syslog_enabled=no", "udp_workers=2",
-        f"socket=udp:127.0.0.1:{port}", f"socket=hep_{transport}:127.0.0.1:{hep_port}",
+        f"socket=udp:127.0.0.1:{port}", f"socket=hep_{socket_transport}:127.0.0.1:{hep_port}",
         f'mpath="{tree}/modules/"',
         'loadmodule "proto_udp.so"', 'loadmodule "proto_hep.so"', 'loadmodule "tm.so"', 'loadmodule "sl.so"',
         'loadmodule "rr.so"', 'loadmodule "sipmsgops.so"',

@@ -10,7 +10,7 @@ use crate::guard::guard;
 use crate::opensips::module;
 use crate::opensips::sys;
 use crate::opensips::tracer::{self, Trace};
-use crate::opensips::transaction::{self, TxTrace};
+use crate::opensips::transaction::{self, Held};
 use std::cell::UnsafeCell;
 use std::os::raw::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 static LOADED: AtomicBool = AtomicBool::new(false);
 
 /// The trace of the request this process works on now, which b2b_logic may
-/// make a session of: the block, holding one reference for this slot.
+/// make a session of (a `Held` parameter), holding one reference for this
+/// slot.
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
 
 /// What b2b_logic copies when it makes a session: the tracer it returns is
@@ -57,12 +58,9 @@ pub fn loaded() -> bool {
 /// trace() in the B2B scope: flags `msg` for b2b_logic and keeps its trace
 /// for the session b2b_logic may make of it.
 pub fn start(msg: &mut sys::sip_msg, trace: Trace<'_>) -> bool {
-    let tx = TxTrace::new(trace, 1);
-    if tx.is_null() {
-        return false;
-    }
+    let Some(tx) = Held::new(trace, 1) else { return false };
     forget_current();
-    CURRENT.store(tx as usize, Ordering::Relaxed);
+    CURRENT.store(tx.param() as usize, Ordering::Relaxed);
     msg.msg_flags |= sys::FL_USE_SIPTRACE_B2B;
     true
 }
@@ -82,14 +80,13 @@ pub fn forget_current() {
 unsafe extern "C" fn set_tracer() -> *mut sys::b2b_tracer {
     let slot = TRACER.0.get();
     guard("b2b tracer", slot, || {
-        let current = CURRENT.load(Ordering::Relaxed) as *mut TxTrace;
-        // SAFETY: the slot's block, alive while the slot holds it.
-        let tracer = match unsafe { current.as_ref() } {
+        // SAFETY: the slot's trace, alive while the slot holds it.
+        let tracer = match unsafe { Held::from_param(CURRENT.load(Ordering::Relaxed) as *mut c_void) } {
             Some(tx) => {
                 tx.add_refs(1);
                 sys::b2b_tracer {
                     f: Some(trace_transaction),
-                    param: current as *mut c_void,
+                    param: tx.param(),
                     f_freep: Some(transaction::release),
                 }
             }
@@ -107,9 +104,8 @@ unsafe extern "C" fn set_tracer() -> *mut sys::b2b_tracer {
 unsafe extern "C" fn trace_transaction(msg: *mut sys::sip_msg, t: *mut c_void, param: *mut c_void) -> c_int {
     guard("b2b tracer", 0, || {
         let Some(module) = module::get() else { return 0 };
-        let tx = param as *mut TxTrace;
-        // SAFETY: the session's block, alive while b2b_logic holds it.
-        let Some(block) = (unsafe { tx.as_ref() }) else { return 0 };
+        // SAFETY: the session's trace, alive while b2b_logic holds it.
+        let Some(block) = (unsafe { Held::from_param(param) }) else { return 0 };
         // tm's T_UNDEFINED: a negative hop-by-hop ACK, not for tracing.
         if t as isize == -1 {
             return 0;
@@ -130,7 +126,7 @@ unsafe extern "C" fn trace_transaction(msg: *mut sys::sip_msg, t: *mut c_void, p
             tracer::incoming(module, block.trace(), msg, false);
         }
         block.add_refs(2);
-        if transaction::watch(std::ptr::null_mut(), t as *mut sys::cell, tx) {
+        if transaction::watch(std::ptr::null_mut(), t as *mut sys::cell, block) {
             0
         } else {
             tracer::report(

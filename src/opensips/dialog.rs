@@ -6,9 +6,9 @@
 use crate::guard::guard;
 use crate::opensips::sys;
 use crate::opensips::tracer::{self, Trace};
-use crate::opensips::transaction::{self, TxTrace};
+use crate::opensips::transaction::{self, Held};
 use crate::opensips::{module, trace_api};
-use std::os::raw::{c_int, c_void};
+use std::os::raw::c_int;
 use std::sync::OnceLock;
 
 struct Dialog(sys::dlg_binds);
@@ -54,34 +54,31 @@ pub fn start(msg: &mut sys::sip_msg, trace: Trace<'_>) -> bool {
     }
     // Held by the TERMINATED callback, whose release frees it; the other
     // callbacks run before it.
-    let info = TxTrace::new(trace, 1);
-    if info.is_null() {
-        return false;
-    }
+    let Some(info) = Held::new(trace, 1) else { return false };
     // SAFETY: registering on the dialog just made.
     let within =
-        unsafe { register(dlg, sys::DLGCB_REQ_WITHIN as c_int, Some(in_dialog), info as *mut c_void, None) };
+        unsafe { register(dlg, sys::DLGCB_REQ_WITHIN as c_int, Some(in_dialog), info.param(), None) };
     let end = unsafe {
         register(
             dlg,
             sys::DLGCB_TERMINATED as c_int,
             Some(in_dialog),
-            info as *mut c_void,
+            info.param(),
             Some(transaction::release),
         )
     };
     if end != 0 {
         // SAFETY: nobody else holds the block.
-        unsafe { transaction::release(info as *mut c_void) };
+        unsafe { transaction::release(info.param()) };
         return false;
     }
     within == 0
         && transaction::start(msg, trace)
-        && transaction::register(msg, sys::TMCB_TRANS_CANCELLED, Some(cancelled), info as *mut c_void)
+        && transaction::register(msg, sys::TMCB_TRANS_CANCELLED, Some(cancelled), info.param())
 }
 
 /// Traces `msg`, received within the dialog, and its transaction.
-fn trace_request(info: &TxTrace, msg: &mut sys::sip_msg) {
+fn trace_request(info: Held, msg: &mut sys::sip_msg) {
     let Some(module) = module::get() else { return };
     let trace = info.trace();
     trace_api::enter(msg.id, trace.id, trace.types);
@@ -93,7 +90,7 @@ unsafe extern "C" fn in_dialog(_dlg: *mut sys::dlg_cell, _type: c_int, params: *
     guard("dialog callback", (), || {
         // SAFETY: the dialog module's parameters for our registration.
         let Some(params) = (unsafe { params.as_ref() }) else { return };
-        let Some(info) = (unsafe { (*params.param as *const TxTrace).as_ref() }) else { return };
+        let Some(info) = (unsafe { Held::from_param(*params.param) }) else { return };
         // SAFETY: the message of the callback, when there is one.
         let Some(msg) = (unsafe { params.msg.as_mut() }) else { return };
         // A message the dialog module made up (to end a dialog) is not traced.
@@ -108,7 +105,7 @@ unsafe extern "C" fn cancelled(_t: *mut sys::cell, _type: c_int, ps: *mut sys::t
     guard("tm callback", (), || {
         // SAFETY: tm's parameters for our registration.
         let Some(ps) = (unsafe { ps.as_ref() }) else { return };
-        let Some(info) = (unsafe { (*ps.param as *const TxTrace).as_ref() }) else { return };
+        let Some(info) = (unsafe { Held::from_param(*ps.param) }) else { return };
         // SAFETY: the CANCEL, when tm passes it.
         if let Some(cancel) = unsafe { ps.req.as_mut() } {
             trace_request(info, cancel);

@@ -91,11 +91,11 @@ impl TxTrace {
     }
 
     /// One more holder.
-    pub fn add_refs(&self, n: u32) {
+    fn add_refs(&self, n: u32) {
         self.refs.fetch_add(n, Ordering::AcqRel);
     }
 
-    pub fn trace(&self) -> Trace<'_> {
+    fn trace(&self) -> Trace<'_> {
         Trace {
             id: self.id,
             types: self.types,
@@ -105,7 +105,7 @@ impl TxTrace {
     }
 
     /// A block held by `refs` callbacks.
-    pub fn new(trace: Trace<'_>, refs: u32) -> *mut TxTrace {
+    fn new(trace: Trace<'_>, refs: u32) -> *mut TxTrace {
         let correlation = trace.correlation.unwrap_or_default();
         let attrs = trace.attrs.unwrap_or_default();
         let size = std::mem::size_of::<TxTrace>() + correlation.len() + attrs.len();
@@ -130,9 +130,70 @@ impl TxTrace {
     }
 }
 
+/// A trace as a callback's parameter: in the pointer's own bits when it has
+/// no correlation id and no attributes, else a `TxTrace` block. Most traces
+/// then cost no shared-memory allocation, which in OpenSIPS is a search
+/// under a lock.
+#[derive(Debug, Clone, Copy)]
+pub struct Held(usize);
+
+impl Held {
+    /// The low bit marks a trace held inline: a block is aligned.
+    const INLINE: usize = 1;
+
+    /// `refs` holders of `trace`; None when shared memory is short.
+    pub fn new(trace: Trace<'_>, refs: u32) -> Option<Held> {
+        let inline = trace.correlation.is_none() && trace.attrs.is_none() && trace.id < 1 << 31;
+        if inline && usize::BITS == 64 {
+            return Some(Held(Self::INLINE | trace.id << 1 | (trace.types as usize) << 32));
+        }
+        let p = TxTrace::new(trace, refs);
+        (!p.is_null()).then_some(Held(p as usize))
+    }
+
+    pub fn param(self) -> *mut c_void {
+        self.0 as *mut c_void
+    }
+
+    /// The trace a callback's parameter holds.
+    ///
+    /// # Safety
+    /// `p` must be null or a `param()` whose holder has not released it.
+    pub unsafe fn from_param(p: *mut c_void) -> Option<Held> {
+        (!p.is_null()).then_some(Held(p as usize))
+    }
+
+    fn block<'a>(self) -> Option<&'a TxTrace> {
+        // SAFETY: not inline, so a live block (see from_param).
+        (self.0 & Self::INLINE == 0).then(|| unsafe { &*(self.0 as *const TxTrace) })
+    }
+
+    pub fn trace<'a>(self) -> Trace<'a> {
+        match self.block() {
+            Some(block) => block.trace(),
+            None => Trace {
+                id: (self.0 >> 1) & 0x7fff_ffff,
+                types: (self.0 >> 32) as u32,
+                correlation: None,
+                attrs: None,
+            },
+        }
+    }
+
+    /// `n` more holders (each to release it once).
+    pub fn add_refs(self, n: u32) {
+        if let Some(block) = self.block() {
+            block.add_refs(n);
+        }
+    }
+}
+
 /// tm's (or the dialog module's) release of a callback's parameter.
 pub unsafe extern "C" fn release(param: *mut c_void) {
     guard("callback release", (), || {
+        if param as usize & Held::INLINE != 0 {
+            return;
+        }
         let p = param as *mut TxTrace;
         // SAFETY: the block `new` made, alive until its last reference goes.
         if let Some(tx) = unsafe { p.as_ref() } {
@@ -152,20 +213,20 @@ static CURRENT_TX: AtomicUsize = AtomicUsize::new(0);
 /// Starts tracing the transaction of `msg`, a request. Returns false when
 /// tm refuses.
 pub fn start(msg: &mut sys::sip_msg, trace: Trace<'_>) -> bool {
-    let tx = TxTrace::new(trace, 2);
-    if tx.is_null() || !watch(msg, std::ptr::null_mut(), tx) {
+    let Some(tx) = Held::new(trace, 2) else { return false };
+    if !watch(msg, std::ptr::null_mut(), tx) {
         return false;
     }
     msg.msg_flags |= sys::FL_USE_SIPTRACE;
     CURRENT_MSG.store(msg.id, Ordering::Relaxed);
-    CURRENT_TX.store(tx as usize, Ordering::Relaxed);
+    CURRENT_TX.store(tx.0, Ordering::Relaxed);
     true
 }
 
 /// Registers the two tm callbacks, for the transaction of `msg` or for
 /// transaction `t`, each holding one of the two references `tx` holds for
 /// them. Returns false when tm refuses; the references are then dropped.
-pub fn watch(msg: *mut sys::sip_msg, t: *mut sys::cell, tx: *mut TxTrace) -> bool {
+pub fn watch(msg: *mut sys::sip_msg, t: *mut sys::cell, tx: Held) -> bool {
     let register = match TM.get() {
         Some(Some(tm)) => tm.0.register_tmcb,
         _ => None,
@@ -178,13 +239,13 @@ pub fn watch(msg: *mut sys::sip_msg, t: *mut sys::cell, tx: *mut TxTrace) -> boo
         // SAFETY: registering on the message being processed or on a live
         // transaction; tm calls `release` once per registration.
         let ok = register.is_some_and(|register| unsafe {
-            register(msg, t, kind, Some(f), tx as *mut c_void, Some(release)) > 0
+            register(msg, t, kind, Some(f), tx.param(), Some(release)) > 0
         });
         if !ok {
             // The registrations that will not happen hold no reference.
             for _ in i..callbacks.len() {
                 // SAFETY: dropping the references nobody will release.
-                unsafe { release(tx as *mut c_void) };
+                unsafe { release(tx.param()) };
             }
             return false;
         }
@@ -196,10 +257,10 @@ pub fn watch(msg: *mut sys::sip_msg, t: *mut sys::cell, tx: *mut TxTrace) -> boo
 ///
 /// # Safety
 /// `ps` must be the parameters tm passes, with a block `start` registered.
-unsafe fn block<'a>(ps: *mut sys::tmcb_params) -> Option<(&'a sys::tmcb_params, &'a TxTrace)> {
+unsafe fn block<'a>(ps: *mut sys::tmcb_params) -> Option<(&'a sys::tmcb_params, Held)> {
     // SAFETY: per the contract.
     let ps = unsafe { ps.as_ref()? };
-    let tx = unsafe { (*ps.param as *const TxTrace).as_ref()? };
+    let tx = unsafe { Held::from_param(*ps.param)? };
     Some((ps, tx))
 }
 
@@ -229,8 +290,9 @@ unsafe extern "C" fn matched_in(t: *mut sys::cell, _type: c_int, ps: *mut sys::t
             // SAFETY: a message tm received.
             let msg = unsafe { &*msg };
             // What the reply's routes log belongs to the traced call too.
-            trace_api::enter(msg.id, tx.id, tx.types);
-            tracer::incoming(module, tx.trace(), msg, true);
+            let trace = tx.trace();
+            trace_api::enter(msg.id, trace.id, trace.types);
+            tracer::incoming(module, trace, msg, true);
         }
     })
 }
@@ -274,8 +336,8 @@ fn stateless_out(
     if CURRENT_MSG.load(Ordering::Relaxed) != req.id {
         return;
     }
-    // SAFETY: the block of this message's transaction, alive while tm holds it.
-    let Some(tx) = (unsafe { (CURRENT_TX.load(Ordering::Relaxed) as *const TxTrace).as_ref() }) else {
+    // SAFETY: the trace of this message's transaction, alive while tm holds it.
+    let Some(tx) = (unsafe { Held::from_param(CURRENT_TX.load(Ordering::Relaxed) as *mut c_void) }) else {
         return;
     };
     // SAFETY: the buffer is valid for its length.
