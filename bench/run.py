@@ -511,8 +511,14 @@ def main():
 
 
 def summarize(runs):
-    """The median run by CPU, with the spread and the worst delivery."""
-    ordered = sorted(runs, key=lambda r: r["cpu"])
+    """The median run by CPU, with the spread and the worst delivery. A run
+    whose server shows no CPU at all was not measured (its processes were
+    not found when it ended); it is left out, and said so."""
+    measured = [r for r in runs if r["cpu"] > 0]
+    if len(measured) < len(runs):
+        print(f"{runs[0]['name']}: {len(runs) - len(measured)} run(s) showed no server CPU and are left out",
+              file=sys.stderr)
+    ordered = sorted(measured or runs, key=lambda r: r["cpu"])
     median = dict(ordered[len(ordered) // 2])
     median["spread"] = (ordered[0]["cpu"], ordered[-1]["cpu"])
     per_call = [r["per_call"] for r in runs if r["per_call"] is not None]
