@@ -20,33 +20,12 @@ pub fn write(row: &Row<'_>, time: bool, out: &mut Vec<u8>) -> Option<()> {
     let _ = write!(out, "{} {}", row.direction.as_str(), from.transport.name());
     if time {
         out.push(b' ');
-        local_time(row.time.secs as i64, out);
+        out.extend_from_slice(crate::core::sql::local_time_text(row.time.secs as i64).as_bytes());
     }
     let _ = writeln!(out, " {}:{} -> {}:{}", from.addr.ip(), from.addr.port(), to.addr.ip(), to.addr.port());
     out.extend_from_slice(row.msg);
     out.extend_from_slice(if time { b"\n\n" } else { b"\n" });
     Some(())
-}
-
-/// `YYYY-MM-DD HH:MM:SS` in the server's time zone.
-fn local_time(secs: i64, out: &mut Vec<u8>) {
-    // SAFETY: localtime_r fills the zeroed tm we own; a failure leaves it
-    // zeroed, which formats as a plain (wrong) date rather than failing.
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&(secs as libc::time_t), &mut tm);
-        tm
-    };
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec
-    );
 }
 
 /// The syslog facilities, by name (`LOG_LOCAL0`, or `local0`).

@@ -108,6 +108,13 @@ fn open(path: &str, mode: u32) -> Result<c_int, String> {
     Ok(fd)
 }
 
+/// The tracer's text form of `row` in `buf`, with the time for a file.
+fn text_of(row: &Row<'_>, time: bool, buf: &mut Vec<u8>) -> Result<(), (DropReason, String)> {
+    buf.clear();
+    trace_text::write(row, time, buf)
+        .ok_or((DropReason::Unparsable, "a row without its addresses".to_string()))
+}
+
 /// Writes `row` to file descriptor `fd` in the tracer's text form, in one
 /// write, so that rows from several processes never interleave.
 pub fn write_file(
@@ -116,9 +123,7 @@ pub fn write_file(
     row: &Row<'_>,
     buf: &mut Vec<u8>,
 ) -> Result<(), (DropReason, String)> {
-    buf.clear();
-    trace_text::write(row, true, buf)
-        .ok_or((DropReason::Unparsable, "a row without its addresses".to_string()))?;
+    text_of(row, true, buf)?;
     // SAFETY: writing `buf`'s bytes to a descriptor we opened.
     let n = unsafe { libc::write(fd, buf.as_ptr() as *const libc::c_void, buf.len()) };
     match n {
@@ -139,9 +144,7 @@ pub fn write_syslog(
     row: &Row<'_>,
     buf: &mut Vec<u8>,
 ) -> Result<(), (DropReason, String)> {
-    buf.clear();
-    trace_text::write(row, false, buf)
-        .ok_or((DropReason::Unparsable, "a row without its addresses".to_string()))?;
+    text_of(row, false, buf)?;
     let len = c_int::try_from(buf.len()).unwrap_or(c_int::MAX);
     // SAFETY: `buf` is valid for `len` bytes; the shim logs it with "%.*s".
     unsafe { sys::siptrace_os_log_to(facility, level, buf.as_ptr() as *const libc::c_char, len) };
