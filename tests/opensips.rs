@@ -549,6 +549,8 @@ struct Stored {
     tables: Vec<Vec<String>>,
     file: Vec<String>,
     syslog: Vec<String>,
+    /// MI `trace`'s reply, with the run's directory as <dir>.
+    listing: String,
 }
 
 /// Three calls through OpenSIPS loading `module`, traced in the transaction
@@ -602,6 +604,8 @@ fn traced_rows(tree: &Path, module: &Path, name: &str, setup: &RowsSetup) -> Sto
     let run = sipp_uac(&dir, "127.0.0.1", &proxy_at, ports.uac, &scenario, calls, "15s");
     assert!(run.ok, "calls failed:\n{}\n{}", run.output, proxy.log_text());
     std::thread::sleep(Duration::from_millis(1500));
+    let listing = mi(ports.proxy, "trace", serde_json::json!({}))["result"].to_string();
+    let listing = listing.replace(&dir.path.display().to_string(), "<dir>");
     proxy.stop();
     let log = proxy.log_text();
     let masked = |text: String| {
@@ -697,7 +701,7 @@ fn traced_rows(tree: &Path, module: &Path, name: &str, setup: &RowsSetup) -> Sto
         }
     }
     syslog.sort();
-    Stored { tables: tables.iter().map(|t| rows_of(t)).collect(), file, syslog }
+    Stored { tables: tables.iter().map(|t| rows_of(t)).collect(), file, syslog, listing }
 }
 
 fn assert_same_rows(what: &str, theirs: &[String], ours: &[String]) {
@@ -723,7 +727,8 @@ fn transaction_scope_rows_match_opensips_tracer() {
 }
 
 /// One trace id with two tables (renamed columns in both), a file and a
-/// syslog destination: each gets every message, as with OpenSIPS's tracer.
+/// syslog destination: each gets every message, and MI `trace` lists them,
+/// as with OpenSIPS's tracer.
 #[test]
 fn several_row_destinations_match_opensips_tracer() {
     let Some(tree) = opensips_tree("several_row_destinations_match_opensips_tracer") else { return };
@@ -743,6 +748,7 @@ fn several_row_destinations_match_opensips_tracer() {
     assert_same_rows("file lines", &theirs.file, &ours.file);
     assert!(theirs.syslog.iter().filter(|l| l.starts_with("in ") || l.starts_with("out ")).count() == 13 * 3);
     assert_same_rows("syslog lines", &theirs.syslog, &ours.syslog);
+    assert_eq!(theirs.listing, ours.listing, "MI trace lists the destinations alike");
 }
 
 fn first_line_of(msg: &[u8]) -> String {
