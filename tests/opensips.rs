@@ -198,7 +198,13 @@ fn run(
 ) -> (Vec<serde_json::Value>, PortMap) {
     let dir = TestDir::new(name);
     let tcp = extra.contains("transport=tcp");
-    let hepjs = HepJs::start_on(&dir, tcp);
+    let tls = extra.contains("transport=tls").then(|| test_certificates(&dir));
+    let hepjs = match &tls {
+        Some(c) => {
+            HepJs::start_with(&dir, &["tls", c.server_cert.to_str().unwrap(), c.server_key.to_str().unwrap()])
+        }
+        None => HepJs::start_with(&dir, if tcp { &["tcp"] } else { &[] }),
+    };
     let ports =
         PortMap { uac: free_port(), proxy: free_port(), uas: free_port(), hep: hepjs.port, ephemeral: false };
     let uas_xml = dir.file("uas.xml");
@@ -219,6 +225,38 @@ fn run(
             &format!("socket=hep_tcp:127.0.0.1:{}\nsocket=hep_udp:", free_port()),
             1,
         );
+    }
+    if let Some(c) = &tls {
+        // The hep_id over TLS; proto_hep sends it through a hep_tls socket,
+        // with the tls_mgm client domain that matches the collector (the
+        // same one our module takes its CA list from).
+        let (ca, cert, key) = (c.ca_cert.display(), c.server_cert.display(), c.server_key.display());
+        let collector = hepjs.port;
+        let tls_lines = format!(
+            "loadmodule \"tls_openssl.so\"\nloadmodule \"tls_mgm.so\"\n\
+             modparam(\"tls_mgm\", \"server_domain\", \"srv\")\n\
+             modparam(\"tls_mgm\", \"match_ip_address\", \"[srv]*\")\n\
+             modparam(\"tls_mgm\", \"certificate\", \"[srv]{cert}\")\n\
+             modparam(\"tls_mgm\", \"private_key\", \"[srv]{key}\")\n\
+             modparam(\"tls_mgm\", \"client_domain\", \"hep\")\n\
+             modparam(\"tls_mgm\", \"match_ip_address\", \"[hep]127.0.0.1:{collector}\")\n\
+             modparam(\"tls_mgm\", \"ca_list\", \"[hep]{ca}\")\n\
+             modparam(\"tls_mgm\", \"verify_cert\", \"[hep]1\")\n\
+             modparam(\"tls_mgm\", \"certificate\", \"[hep]{cert}\")\n\
+             modparam(\"tls_mgm\", \"private_key\", \"[hep]{key}\")\n"
+        );
+        config = config
+            .replace(";transport=udp;", ";transport=tls;")
+            .replacen(
+                "socket=hep_udp:",
+                &format!("socket=hep_tls:127.0.0.1:{}\nsocket=hep_udp:", free_port()),
+                1,
+            )
+            .replacen(
+                "loadmodule \"proto_hep.so\"\n",
+                &format!("loadmodule \"proto_hep.so\"\n{tls_lines}"),
+                1,
+            );
     }
     let mut proxy = OpenSips::start(tree, &dir, "proxy", &config, ports.proxy);
     let uac_xml = dir.file("uac.xml");
@@ -469,6 +507,14 @@ fn trace_local_ip_shows_like_opensips_tracer() {
 #[test]
 fn tcp_hep_id_matches_opensips_tracer() {
     differential_with("t", "# the hep_id is over transport=tcp");
+}
+
+/// A hep_id with `transport=tls`: the same packets arrive over TLS as with
+/// OpenSIPS's tracer, our module checking the collector's certificate
+/// against the CA list of the tls_mgm client domain that matches it.
+#[test]
+fn tls_hep_id_matches_opensips_tracer() {
+    differential_with("t", "# the hep_id is over transport=tls");
 }
 
 /// A log line of a traced call goes to the collector as a HEP log record

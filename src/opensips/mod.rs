@@ -24,6 +24,7 @@ mod sender;
 mod sinks;
 mod stats;
 mod sys;
+mod tls;
 mod trace_api;
 mod tracer;
 mod transaction;

@@ -159,7 +159,15 @@ fn hid_destination(hid: &sys::hid_list_t, resolve: bool) -> Result<(Destination,
     let transport = match hid.transport as u32 {
         sys::sip_protos_PROTO_HEP_UDP | sys::sip_protos_PROTO_UDP => Transport::Udp,
         sys::sip_protos_PROTO_HEP_TCP | sys::sip_protos_PROTO_TCP => Transport::Tcp,
-        other => return Err(format!("transport {other}; UDP and TCP are implemented")),
+        sys::sip_protos_PROTO_HEP_TLS | sys::sip_protos_PROTO_TLS if crate::opensips::tls::available() => {
+            Transport::Tls
+        }
+        sys::sip_protos_PROTO_HEP_TLS | sys::sip_protos_PROTO_TLS => {
+            return Err("transport tls needs the tls_mgm module loaded (its client domain for the \
+                        collector gives the CA list)"
+                .into())
+        }
+        other => return Err(format!("transport {other}; UDP, TCP and TLS are implemented")),
     };
     let port = u16::try_from(if hid.port_no == 0 { 9060 } else { hid.port_no }).map_err(|_| "bad port")?;
     let addr = match ip.trim_matches(['[', ']']).parse::<IpAddr>() {

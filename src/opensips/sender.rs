@@ -95,8 +95,15 @@ impl SenderHost for Host {
         (stored, error)
     }
 
-    fn tls_for(&self, _dest: Destination) -> Option<(Arc<ClientConfig>, ServerName<'static>)> {
-        None
+    fn tls_for(&self, dest: Destination) -> Option<(Arc<ClientConfig>, ServerName<'static>)> {
+        // Called once per new connection to a collector: no need to keep it.
+        match crate::opensips::tls::settings_for(dest) {
+            Ok(settings) => Some(settings),
+            Err(e) => {
+                crate::log_error!("TLS to {}: {e}", dest.addr);
+                None
+            }
+        }
     }
 
     fn dropped(&self, reason: DropReason, _count: u64, detail: &dyn Display) {

@@ -682,11 +682,12 @@ pub struct HepJs {
 
 impl HepJs {
     pub fn start(dir: &TestDir) -> HepJs {
-        HepJs::start_on(dir, false)
+        HepJs::start_with(dir, &[])
     }
 
-    /// With `tcp`, the listener takes HEPv3 over TCP connections instead.
-    pub fn start_on(dir: &TestDir, tcp: bool) -> HepJs {
+    /// With `mode` ["tcp"] or ["tls", cert, key], the listener takes HEPv3
+    /// over TCP or TLS connections instead of datagrams.
+    pub fn start_with(dir: &TestDir, mode: &[&str]) -> HepJs {
         let hepjs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hepjs");
         assert!(
             hepjs.join("node_modules/hep-js").exists(),
@@ -697,7 +698,7 @@ impl HepJs {
         let child = Command::new("node")
             .arg(hepjs.join("listen.js"))
             .args(["127.0.0.1", &port.to_string()])
-            .args(tcp.then_some("tcp"))
+            .args(mode)
             .stdout(File::create(&out).unwrap())
             .stderr(File::create(dir.file(&format!("hepjs-{port}.err"))).unwrap())
             .spawn()

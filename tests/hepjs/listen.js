@@ -1,8 +1,8 @@
-// Prints one JSON line per HEP packet received on UDP (or, with "tcp", on
-// TCP connections, where HEPv3 packets follow each other, each framed by
-// its length): the packet as the hep-js library decodes it, plus the
+// Prints one JSON line per HEP packet received on UDP (or, with "tcp" or
+// "tls", on TCP or TLS connections, where HEPv3 packets follow each other,
+// each framed by its length): the packet as the hep-js library decodes it, plus the
 // (vendor, type) of each chunk in order and the whole packet in hex.
-// Usage: node listen.js <ip> <port> [tcp]
+// Usage: node listen.js <ip> <port> [tcp | tls <cert.pem> <key.pem>]
 'use strict';
 const dgram = require('dgram');
 const hep = require('hep-js');
@@ -42,27 +42,34 @@ function print(msg) {
   process.stdout.write(JSON.stringify(line) + '\n');
 }
 
-if (process.argv[4] === 'tcp') {
-  const net = require('net');
-  const server = net.createServer((conn) => {
-    let pending = Buffer.alloc(0);
-    conn.on('data', (data) => {
-      pending = Buffer.concat([pending, data]);
-      while (pending.length >= 6) {
-        const len = pending.readUInt16BE(4);
-        if (pending.toString('latin1', 0, 4) !== 'HEP3' || len < 6) {
-          process.stderr.write('not a HEPv3 stream; closing\n');
-          conn.destroy();
-          return;
-        }
-        if (pending.length < len) break;
-        print(pending.subarray(0, len));
-        pending = pending.subarray(len);
+// HEPv3 packets follow each other on a stream, each framed by its length.
+function onStream(conn) {
+  let pending = Buffer.alloc(0);
+  conn.on('data', (data) => {
+    pending = Buffer.concat([pending, data]);
+    while (pending.length >= 6) {
+      const len = pending.readUInt16BE(4);
+      if (pending.toString('latin1', 0, 4) !== 'HEP3' || len < 6) {
+        process.stderr.write('not a HEPv3 stream; closing\n');
+        conn.destroy();
+        return;
       }
-    });
+      if (pending.length < len) break;
+      print(pending.subarray(0, len));
+      pending = pending.subarray(len);
+    }
   });
-  server.listen(port, host, () => process.stdout.write(JSON.stringify({ listening: port }) + '\n'));
+  conn.on('error', (e) => process.stderr.write(`connection: ${e.message}\n`));
+}
+
+const listening = () => process.stdout.write(JSON.stringify({ listening: port }) + '\n');
+if (process.argv[4] === 'tcp') {
+  require('net').createServer(onStream).listen(port, host, listening);
+} else if (process.argv[4] === 'tls') {
+  const fs = require('fs');
+  const options = { cert: fs.readFileSync(process.argv[5]), key: fs.readFileSync(process.argv[6]) };
+  require('tls').createServer(options, onStream).listen(port, host, listening);
 } else {
   socket.on('message', print);
-  socket.bind(port, host, () => process.stdout.write(JSON.stringify({ listening: port }) + '\n'));
+  socket.bind(port, host, listening);
 }

@@ -21,6 +21,7 @@
 #include "mi/mi.h"
 #include "mi/item.h"
 #include "modules/proto_hep/hep.h"
+#include "modules/tls_mgm/api.h"
 
 #include "shim.h"
 

@@ -11,15 +11,28 @@ use std::sync::Arc;
 pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 pub fn client_config(ca_file: &Path) -> Result<Arc<ClientConfig>, String> {
-    let mut roots = RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(ca_file)
         .map_err(|e| format!("cannot read CA file {}: {e}", ca_file.display()))?;
+    config_with_roots(certs, &ca_file.display().to_string())
+}
+
+/// As `client_config`, with the CA certificates in `pem` itself (`what`
+/// names them in errors).
+pub fn client_config_from_pem(pem: &[u8], what: &str) -> Result<Arc<ClientConfig>, String> {
+    config_with_roots(CertificateDer::pem_slice_iter(pem), what)
+}
+
+fn config_with_roots<E: std::fmt::Display>(
+    certs: impl Iterator<Item = Result<CertificateDer<'static>, E>>,
+    what: &str,
+) -> Result<Arc<ClientConfig>, String> {
+    let mut roots = RootCertStore::empty();
     for cert in certs {
-        let cert = cert.map_err(|e| format!("bad certificate in {}: {e}", ca_file.display()))?;
-        roots.add(cert).map_err(|e| format!("unusable certificate in {}: {e}", ca_file.display()))?;
+        let cert = cert.map_err(|e| format!("bad certificate in {what}: {e}"))?;
+        roots.add(cert).map_err(|e| format!("unusable certificate in {what}: {e}"))?;
     }
     if roots.is_empty() {
-        return Err(format!("no CA certificate in {}", ca_file.display()));
+        return Err(format!("no CA certificate in {what}"));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider)
@@ -57,8 +70,10 @@ mod tests {
         std::fs::write(&empty, "").unwrap();
         assert!(client_config(&empty).unwrap_err().contains("no CA certificate"));
         assert!(client_config(&dir.join("missing.pem")).unwrap_err().contains("cannot read"));
+        assert!(client_config_from_pem(b"", "a blob").unwrap_err().contains("no CA certificate in a blob"));
         if Path::new(SYSTEM_CA_FILE).exists() {
             client_config(Path::new(SYSTEM_CA_FILE)).unwrap();
+            client_config_from_pem(&std::fs::read(SYSTEM_CA_FILE).unwrap(), "the bundle").unwrap();
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
