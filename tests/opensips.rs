@@ -27,8 +27,37 @@ fn opensips_tree(test: &str) -> Option<PathBuf> {
         eprintln!("{test}: skipped: {} has no built opensips binary and tracer module", tree.display());
         return None;
     }
+    let missing: Vec<&str> =
+        MODULES.iter().filter(|m| !tree.join(format!("modules/{m}/{m}.so")).is_file()).copied().collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "{test}: skipped: {} lacks the modules {} (make modules=\"{}\" modules, in that tree)",
+            tree.display(),
+            missing.join(", "),
+            missing.iter().map(|m| format!("modules/{m}")).collect::<Vec<_>>().join(" ")
+        );
+        return None;
+    }
     Some(tree)
 }
+
+/// The modules of the tree the tests load, besides the tracer (proto_udp
+/// is built into OpenSIPS).
+const MODULES: [&str; 13] = [
+    "proto_hep",
+    "tm",
+    "sl",
+    "rr",
+    "sipmsgops",
+    "mi_datagram",
+    "dialog",
+    "db_sqlite",
+    "rest_client",
+    "b2b_entities",
+    "b2b_logic",
+    "tls_mgm",
+    "tls_openssl",
+];
 
 /// Our module built for OpenSIPS, once per test run.
 fn our_module(tree: &Path) -> PathBuf {
