@@ -2,8 +2,8 @@
 //! for every exported parameter (and unknown names), then `validate`;
 //! `CommandFilter::parse`, `DestUri::parse`/`parse_supported`/`literal`,
 //! `Endpoint::parse`, `redact_url`, `Scope::parse`, `TraceTypes::parse`,
-//! and OpenSIPS's `trace_id` and `trace_local_ip` (`trace_id::parse`,
-//! `trace_id::parse_local_ip`).
+//! and OpenSIPS's `trace_id`, `trace_local_ip` and syslog uris
+//! (`trace_id::parse`, `trace_id::parse_local_ip`, `trace_text::parse_syslog`).
 //! None may panic, and what they accept must be self-consistent.
 //! (`DestUri::resolve` is left out: it may ask DNS.)
 
@@ -133,6 +133,12 @@ fn check_redact(url: &str) {
 
 fn check_trace_id(text: &str) {
     use siptrace::core::trace_id::{self, TraceTarget};
+    // A syslog uri: what it accepts names a known facility and a level
+    // that logs.
+    if let Ok(spec) = siptrace::core::trace_text::parse_syslog(text) {
+        assert!(spec.level.is_none_or(|l| l != 0 && siptrace::core::trace_text::LEVELS.contains(&l)));
+        assert!(spec.facility.is_none_or(|f| f & 7 == 0));
+    }
     // trace_local_ip: what it accepts reads the same from its own text.
     if let Ok(end) = trace_id::parse_local_ip(text) {
         assert_eq!(trace_id::parse_local_ip(&end.to_string()), Ok(end));
