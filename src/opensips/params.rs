@@ -1,6 +1,6 @@
-//! The modparams of OpenSIPS's `tracer`. Each one goes through a function,
-//! so that a bad value, or a parameter this module does not implement yet,
-//! stops OpenSIPS at startup with a message that names it.
+//! The modparams of OpenSIPS's `tracer`, all of them. Each one goes through
+//! a function, so that a bad value stops OpenSIPS at startup with a message
+//! that names the parameter and the value.
 
 use crate::core::endpoint::Endpoint;
 use crate::core::trace_id::{self, TraceId};
@@ -57,7 +57,7 @@ pub const COLUMN_PARAMS: [&CStr; 14] = [
     c"trace_attrs_column",
 ];
 
-pub const PARAM_COUNT: usize = 7 + COLUMN_PARAMS.len();
+pub const PARAM_COUNT: usize = 6 + COLUMN_PARAMS.len();
 
 /// `(1U << (8 * sizeof(int) - 1))`, which bindgen cannot evaluate.
 const USE_FUNC_PARAM: sys::modparam_t = 1 << 31;
