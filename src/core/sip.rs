@@ -254,20 +254,23 @@ fn split_line(buf: &[u8]) -> (&[u8], &[u8]) {
 /// folded continuation lines included in the value. `None` at the empty line
 /// that ends the headers, or at the end of the buffer.
 fn next_header(buf: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
-    let (first, _) = split_line(buf);
-    if first.is_empty() {
+    // Each line is scanned once: the end of the first line also says
+    // whether it is the empty one that ends the headers.
+    let mut end = match memchr(b'\n', buf) {
+        Some(i) => i + 1,
+        None => buf.len(),
+    };
+    let first = &buf[..end];
+    let first = first.strip_suffix(b"\n").unwrap_or(first);
+    if first.strip_suffix(b"\r").unwrap_or(first).is_empty() {
         return None;
     }
     // Extend over continuation lines, which start with a space or a tab.
-    let mut end = 0;
-    loop {
+    while end < buf.len() && matches!(buf[end], b' ' | b'\t') {
         end += match memchr(b'\n', &buf[end..]) {
             Some(i) => i + 1,
             None => buf.len() - end,
         };
-        if end >= buf.len() || !matches!(buf[end], b' ' | b'\t') {
-            break;
-        }
     }
     let header = &buf[..end];
     let rest = &buf[end..];
