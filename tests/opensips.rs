@@ -874,6 +874,57 @@ fn mi_trace_start_and_stop_like_opensips_tracer() {
 }
 
 /// The processes `pid` forked.
+/// MI `trace_start` to a file and to syslog (which OpenSIPS 3.6.8's tracer
+/// cannot do: it refuses `syslog:` uris and cannot open the file): every
+/// message of a call while the ids run, in the text form of the static
+/// destinations; nothing after `trace_stop`; MI `trace` lists them without
+/// a type or uri.
+#[test]
+fn mi_trace_start_to_a_file_and_to_syslog() {
+    let Some(tree) = opensips_tree("mi_trace_start_to_a_file_and_to_syslog") else { return };
+    let module = our_module(&tree);
+    let bed = Bed::start(&tree, &module, "os-dyn-sinks", |config, _| {
+        config.replace("trace(\"tid\", \"t\", \"sip\");", "")
+    });
+    let file = bed.dir.file("dynamic.txt");
+    let records = |text: &str, mark: &str| {
+        text.lines()
+            .filter(|l| {
+                [format!("{mark}in udp "), format!("{mark}out udp ")].iter().any(|m| l.contains(m.as_str()))
+            })
+            .count()
+    };
+    let in_file = || records(&fs::read_to_string(&file).unwrap_or_default(), "");
+    let in_log = || records(&bed.proxy.log_text(), "NOTICE:");
+    for (id, uri) in [("df", format!("file:{}", file.display())), ("ds", "syslog:local0:2".to_string())] {
+        let r = mi(
+            bed.ports.proxy,
+            "trace_start",
+            serde_json::json!({"id": id, "uri": uri, "filter": ["caller=uac@siptrace-rs.test"], "scope": "t", "type": "sip"}),
+        );
+        assert_eq!(r["result"], "OK", "trace_start {uri}: {r}");
+    }
+    let listing = mi(bed.ports.proxy, "trace", serde_json::json!({"id": "ds"}));
+    assert_eq!(listing["result"]["trace destinations"][0]["name"], "ds", "{listing}");
+    assert!(listing["result"]["trace destinations"][0].get("uri").is_none(), "{listing}");
+    bed.call("traced");
+    assert!(
+        wait_for(Duration::from_secs(5), || in_file() == 13 && in_log() == 13),
+        "file {}, log {}",
+        in_file(),
+        in_log()
+    );
+    for id in ["df", "ds"] {
+        assert_eq!(mi(bed.ports.proxy, "trace_stop", serde_json::json!({"id": id}))["result"], "OK");
+    }
+    bed.call("stopped");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!((in_file(), in_log()), (13, 13), "nothing after trace_stop");
+    let bad =
+        mi(bed.ports.proxy, "trace_start", serde_json::json!({"id": "x", "uri": "file:/nonexistent/x"}));
+    assert!(bad["error"].to_string().contains("cannot open file"), "{bad}");
+}
+
 fn children(pid: u32) -> Vec<u32> {
     fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()

@@ -1,5 +1,6 @@
 //! Dynamic trace ids, started and stopped with MI `trace_start` and
-//! `trace_stop`: a destination (hep: or sip:), a scope, record types, and
+//! `trace_stop`: a destination (hep:, sip:, file: or syslog), a scope,
+//! record types, and
 //! filters on the caller, the callee or the source IP. Every request that
 //! matches them is traced from the start of its processing, as OpenSIPS's
 //! tracer does. They live in a fixed table in shared memory.
@@ -64,13 +65,29 @@ impl Filter {
     }
 }
 
+/// Where a dynamic trace id sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub enum Target {
+    /// HEP packets to the entry's `dest`.
+    Hep,
+    /// SIP copies to the entry's `dest`.
+    Sip,
+    /// The tracer's text form, appended to the file the entry's `path` names.
+    File,
+    /// The tracer's text form, through OpenSIPS's log.
+    Syslog { facility: i32, level: i32 },
+}
+
 /// One dynamic trace id, plain data so that every process reads it.
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub struct Entry {
+    /// For `Hep` and `Sip`.
     pub dest: Destination,
-    /// Whether `dest` gets HEP packets (else SIP copies).
-    pub hep: bool,
+    pub target: Target,
+    path_len: u8,
+    path: [u8; URI],
     pub scope: usize,
     pub types: u32,
     name_len: u8,
@@ -88,12 +105,22 @@ impl Entry {
         &self.filters[..self.filter_count as usize]
     }
 
-    pub fn outputs(&self) -> Outputs {
+    /// The path of a `File` entry.
+    pub fn path(&self) -> &str {
+        std::str::from_utf8(&self.path[..self.path_len as usize]).unwrap_or_default()
+    }
+
+    /// Where trace id `id`, this entry, sends; rows name the id, and the
+    /// sender finds the entry again by it.
+    pub fn outputs(&self, id: usize) -> Outputs {
         let mut outputs = Outputs::default();
-        if self.hep {
-            outputs.hep.push(self.dest);
-        } else {
-            outputs.duplicate.push(self.dest);
+        match self.target {
+            Target::Hep => outputs.hep.push(self.dest),
+            Target::Sip => outputs.duplicate.push(self.dest),
+            Target::File | Target::Syslog { .. } => {
+                outputs.db = true;
+                outputs.table = Some(crate::opensips::sinks::Sinks::key(id));
+            }
         }
         outputs
     }
@@ -209,17 +236,29 @@ pub fn entry(
         return Err(bad(format!("the id must be 1 to {NAME} bytes and the uri at most {URI}")));
     }
     let scheme = |s: &str| crate::core::trace_id::has_scheme(uri, s);
-    let (dest, hep) = if scheme("hep:") {
-        (module.new_hep_destination(name, &uri[4..]).map_err(bad)?, true)
+    let nowhere =
+        Destination { addr: ([0, 0, 0, 0], 0).into(), transport: crate::core::endpoint::Transport::Udp };
+    let mut path = "";
+    let (dest, target) = if scheme("hep:") {
+        (module.new_hep_destination(name, &uri[4..]).map_err(bad)?, Target::Hep)
     } else if scheme("sip:") {
         let dest = DestUri::parse_supported(uri).and_then(|d| d.resolve()).map_err(|e| bad(e.to_string()))?;
-        (dest, false)
+        (dest, Target::Sip)
+    } else if scheme("file:") {
+        // Made now if need be, so that a path that cannot be written is
+        // refused here rather than costing every trace.
+        path = uri[5..].trim();
+        crate::opensips::sinks::check_file(path, module.defaults.file_mode).map_err(bad)?;
+        (nowhere, Target::File)
+    } else if scheme("syslog") {
+        let spec = crate::core::trace_text::parse_syslog(uri).map_err(|e| bad(format!("'{uri}': {e}")))?;
+        let facility = spec.facility.unwrap_or(module.defaults.syslog_facility);
+        let level = spec.level.unwrap_or(module.defaults.syslog_level);
+        (nowhere, Target::Syslog { facility, level })
     } else if uri.contains("://") {
         return Err((406, "DB not acceptable", "dynamic DB tracing is not yet available".into()));
     } else {
-        // OpenSIPS's tracer takes file: and syslog here too, but cannot
-        // open the file (it hands file_mode to access()).
-        return Err(bad(format!("'{uri}' is neither hep: nor sip: (a dynamic id takes only those)")));
+        return Err(bad(format!("'{uri}' is neither hep:, sip:, file: nor syslog")));
     };
     if filters.len() > FILTERS {
         return Err(bad(format!("at most {FILTERS} filters")));
@@ -230,7 +269,9 @@ pub fn entry(
     }
     let mut e = Entry {
         dest,
-        hep,
+        target,
+        path_len: path.len() as u8,
+        path: [0; URI],
         scope,
         types,
         name_len: name.len() as u8,
@@ -239,5 +280,6 @@ pub fn entry(
         filters: parsed,
     };
     e.name[..name.len()].copy_from_slice(name.as_bytes());
+    e.path[..path.len()].copy_from_slice(path.as_bytes());
     Ok(e)
 }

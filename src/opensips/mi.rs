@@ -133,8 +133,14 @@ fn list(module: &Module, array: *mut sys::mi_item_t, which: impl Fn(usize) -> bo
         // SAFETY: adding to the response's array.
         let item = unsafe { sys::add_mi_object(array, std::ptr::null_mut(), 0) };
         add(item, "name", entry.name());
-        add(item, "type", if entry.hep { "HEP" } else { "SIP" });
-        add(item, "uri", &entry.dest.addr.to_string());
+        // Like static ones, a file or syslog destination shows no type or uri.
+        match entry.target {
+            dynamic::Target::Hep | dynamic::Target::Sip => {
+                add(item, "type", if entry.target == dynamic::Target::Hep { "HEP" } else { "SIP" });
+                add(item, "uri", &entry.dest.addr.to_string());
+            }
+            dynamic::Target::File | dynamic::Target::Syslog { .. } => {}
+        }
         add(item, "state", "dynamic");
         let name = "filters";
         // SAFETY: adding to the item.

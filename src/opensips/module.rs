@@ -40,6 +40,8 @@ pub struct Module {
     pub local_ip: Option<Endpoint>,
     /// The rows' destinations: tables, files and syslog.
     pub sinks: Sinks,
+    /// What `file:` and `syslog` destinations take when they do not say.
+    pub defaults: Defaults,
 }
 
 /// One destination of a trace id, as MI shows it.
@@ -85,7 +87,7 @@ impl Module {
     pub fn outputs(&self, id: usize) -> Option<std::borrow::Cow<'_, Outputs>> {
         match self.ids.get(id) {
             Some((_, outputs)) => Some(std::borrow::Cow::Borrowed(outputs)),
-            None => self.dynamic.get(id - self.ids.len()).map(|e| std::borrow::Cow::Owned(e.outputs())),
+            None => self.dynamic.get(id - self.ids.len()).map(|e| std::borrow::Cow::Owned(e.outputs(id))),
         }
     }
 
@@ -334,6 +336,7 @@ pub fn mod_init() -> Result<(), String> {
         hep_api: api,
         local_ip: params.local_ip,
         sinks,
+        defaults,
     };
     MODULE.set(module).map_err(|_| "initialized twice".to_string())
 }

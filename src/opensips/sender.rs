@@ -6,6 +6,7 @@ use crate::core::dest::Destination;
 use crate::core::record::Row;
 use crate::core::sender::{Sender, SenderHost, SenderSettings};
 use crate::opensips::db::Connection;
+use crate::opensips::dynamic::Target;
 use crate::opensips::module::{self, Module};
 use crate::opensips::sinks::{self, Sink};
 use crate::supervise::{self, Supervision};
@@ -50,6 +51,24 @@ impl Host {
         db.connection.as_ref()
     }
 
+    /// Hands `row` to the file or syslog of the dynamic trace id its table
+    /// field names.
+    fn store_dynamic(&mut self, row: &Row<'_>) -> Result<(), (DropReason, String)> {
+        let module = self.module;
+        let id = std::str::from_utf8(row.table).ok().and_then(|k| k.parse::<usize>().ok());
+        let entry =
+            id.and_then(|id| id.checked_sub(module.ids.len())).and_then(|slot| module.dynamic.get(slot));
+        match entry.map(|e| (e, e.target)) {
+            Some((e, Target::File)) => {
+                sinks::append_file(e.path(), module.defaults.file_mode, row, &mut self.text)
+            }
+            Some((_, Target::Syslog { facility, level })) => {
+                sinks::write_syslog(facility, level, row, &mut self.text)
+            }
+            _ => Err((DropReason::NoDestination, "its trace id was stopped".to_string())),
+        }
+    }
+
     /// Hands `row` to destination `sink`.
     fn store(&mut self, sink: usize, row: &Row<'_>) -> Result<(), (DropReason, String)> {
         match &self.module.sinks.all[sink] {
@@ -80,10 +99,15 @@ impl SenderHost for Host {
         let mut error = None;
         for row in rows {
             let destinations = module.sinks.of_key(row.table);
-            let mut all = !destinations.is_empty();
-            if !all {
-                error = Some((DropReason::NoDestination, "a row of a trace id without rows".to_string()));
+            if destinations.is_empty() {
+                // A dynamic trace id's, if MI has not stopped it meanwhile.
+                match self.store_dynamic(row) {
+                    Ok(()) => stored += 1,
+                    Err(e) => error = Some(e),
+                }
+                continue;
             }
+            let mut all = true;
             for &sink in destinations {
                 if let Err(e) = self.store(sink, row) {
                     all = false;

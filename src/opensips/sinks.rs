@@ -24,6 +24,7 @@ pub enum Sink {
 }
 
 /// The defaults `file:` and `syslog` destinations take.
+#[derive(Debug, Clone, Copy)]
 pub struct Defaults {
     pub file_mode: u32,
     pub syslog_facility: c_int,
@@ -95,6 +96,29 @@ impl Sinks {
         let id = std::str::from_utf8(key).ok().and_then(|k| k.parse::<usize>().ok());
         id.and_then(|id| self.of_id.get(id)).map_or(&[], Vec::as_slice)
     }
+}
+
+/// Whether `path` can be opened for tracing (made with `mode` if need be).
+pub fn check_file(path: &str, mode: u32) -> Result<(), String> {
+    let fd = open(path, mode)?;
+    // SAFETY: closing the descriptor just opened.
+    unsafe { libc::close(fd) };
+    Ok(())
+}
+
+/// Appends `row` to the file at `path`, opened for this row only: a
+/// dynamic trace id's file, which MI may stop at any time.
+pub fn append_file(
+    path: &str,
+    mode: u32,
+    row: &Row<'_>,
+    buf: &mut Vec<u8>,
+) -> Result<(), (DropReason, String)> {
+    let fd = open(path, mode).map_err(|e| (DropReason::SendFailed, e))?;
+    let result = write_file(fd, path, row, buf);
+    // SAFETY: closing the descriptor just opened.
+    unsafe { libc::close(fd) };
+    result
 }
 
 fn open(path: &str, mode: u32) -> Result<c_int, String> {

@@ -205,10 +205,33 @@ pub unsafe extern "C" fn release(param: *mut c_void) {
     })
 }
 
-/// The transaction traced for the message this process works on now, for
-/// the stateless callbacks: (message id, block).
+/// The traces of the message this process works on now, for the
+/// stateless callbacks: its id, and each trace started on it (trace() and
+/// every dynamic trace id that matched it), up to `CURRENT_TRACES`.
 static CURRENT_MSG: AtomicU32 = AtomicU32::new(0);
-static CURRENT_TX: AtomicUsize = AtomicUsize::new(0);
+const CURRENT_TRACES: usize = 8;
+static CURRENT_TX: [AtomicUsize; CURRENT_TRACES] = [const { AtomicUsize::new(0) }; CURRENT_TRACES];
+
+/// Notes trace `tx` as one of message `id`'s. A later trace of the same
+/// trace id takes the place of the earlier (the route's trace() and the
+/// dialog's callback both trace a request within a dialog; what goes out
+/// statelessly for it is traced once, as by OpenSIPS's tracer).
+fn note_current(id: u32, tx: Held) {
+    if CURRENT_MSG.swap(id, Ordering::Relaxed) != id {
+        CURRENT_TX.iter().for_each(|slot| slot.store(0, Ordering::Relaxed));
+    }
+    let trace_id = tx.trace().id;
+    let same_or_free = CURRENT_TX.iter().find(|slot| {
+        // SAFETY: a trace noted for this message, alive while tm holds it.
+        match unsafe { Held::from_param(slot.load(Ordering::Relaxed) as *mut c_void) } {
+            Some(noted) => noted.trace().id == trace_id,
+            None => true,
+        }
+    });
+    if let Some(slot) = same_or_free {
+        slot.store(tx.0, Ordering::Relaxed);
+    }
+}
 
 /// Starts tracing the transaction of `msg`, a request. Returns false when
 /// tm refuses.
@@ -218,8 +241,7 @@ pub fn start(msg: &mut sys::sip_msg, trace: Trace<'_>) -> bool {
         return false;
     }
     msg.msg_flags |= sys::FL_USE_SIPTRACE;
-    CURRENT_MSG.store(msg.id, Ordering::Relaxed);
-    CURRENT_TX.store(tx.0, Ordering::Relaxed);
+    note_current(msg.id, tx);
     true
 }
 
@@ -336,17 +358,19 @@ fn stateless_out(
     if CURRENT_MSG.load(Ordering::Relaxed) != req.id {
         return;
     }
-    // SAFETY: the trace of this message's transaction, alive while tm holds it.
-    let Some(tx) = (unsafe { Held::from_param(CURRENT_TX.load(Ordering::Relaxed) as *mut c_void) }) else {
-        return;
-    };
     // SAFETY: the buffer is valid for its length.
     let bytes = unsafe { tracer::str_bytes(buffer) };
     if bytes.is_empty() {
         return;
     }
     let proto = if proto == 0 { req.rcv.proto } else { proto };
-    tracer::outgoing(module, tx.trace(), Some(req), bytes, sock, proto, to);
+    for slot in &CURRENT_TX {
+        // SAFETY: a trace of this message's transaction, alive while tm holds it.
+        let Some(tx) = (unsafe { Held::from_param(slot.load(Ordering::Relaxed) as *mut c_void) }) else {
+            break;
+        };
+        tracer::outgoing(module, tx.trace(), Some(req), bytes, sock, proto, to);
+    }
 }
 
 unsafe extern "C" fn stateless_sent(
