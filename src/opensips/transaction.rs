@@ -90,7 +90,7 @@ impl TxTrace {
         })
     }
 
-    /// One more holder.
+    /// `n` more holders.
     fn add_refs(&self, n: u32) {
         self.refs.fetch_add(n, Ordering::AcqRel);
     }
