@@ -200,6 +200,15 @@ pub struct Row<'a> {
     pub totag: &'a [u8],
 }
 
+impl Row<'_> {
+    /// The two ends, read back from their `proto:ip:port` texts; None when
+    /// either is not one.
+    pub fn ends(&self) -> Option<(Endpoint, Endpoint)> {
+        let end = |text: &[u8]| Endpoint::parse(std::str::from_utf8(text).ok()?);
+        Some((end(self.fromip)?, end(self.toip)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,6 @@
 //! message, then an empty line. The time is local, to the second. Syslog: the
 //! same line without the time, the message, and a newline.
 
-use crate::core::endpoint::Endpoint;
 use crate::core::record::Row;
 use std::io::Write;
 
@@ -14,8 +13,7 @@ use std::io::Write;
 /// local date and time go into the first line. None when the row's ends
 /// are not `proto:ip:port` texts.
 pub fn write(row: &Row<'_>, time: bool, out: &mut Vec<u8>) -> Option<()> {
-    let from = Endpoint::parse(std::str::from_utf8(row.fromip).ok()?)?;
-    let to = Endpoint::parse(std::str::from_utf8(row.toip).ok()?)?;
+    let (from, to) = row.ends()?;
     // Cannot fail: writing to a Vec.
     let _ = write!(out, "{} {}", row.direction.as_str(), from.transport.name());
     if time {

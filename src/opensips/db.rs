@@ -175,8 +175,7 @@ struct Ends {
 }
 
 fn ends(row: &Row<'_>) -> Option<Ends> {
-    let from = Endpoint::parse(std::str::from_utf8(row.fromip).ok()?)?;
-    let to = Endpoint::parse(std::str::from_utf8(row.toip).ok()?)?;
+    let (from, to) = row.ends()?;
     let ips = [from.addr.ip().to_string(), to.addr.ip().to_string()];
     Some(Ends { from, to, ips })
 }
