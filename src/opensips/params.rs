@@ -109,8 +109,8 @@ const COLUMN_SETTERS: [ParamFn; COLUMN_PARAMS.len()] = [
 ];
 
 unsafe extern "C" fn set_column<const I: usize>(_type: sys::modparam_t, value: *mut c_void) -> c_int {
-    let name = COLUMN_PARAMS[I].to_str().unwrap_or("column");
     guard("modparam", -1, || {
+        let name = COLUMN_PARAMS[I].to_str().unwrap_or("column");
         // SAFETY: a STR modparam's value.
         match unsafe { text(value) }.map(str::trim) {
             Some(column) if is_identifier(column) => {
