@@ -15,6 +15,7 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo:rerun-if-changed=build");
     println!("cargo:rerun-if-changed=wrapper");
+    declare_test_trees();
     let kamailio = env::var_os("CARGO_FEATURE_KAMAILIO").is_some();
     let opensips = env::var_os("CARGO_FEATURE_OPENSIPS").is_some();
     match (kamailio, opensips) {
@@ -26,6 +27,17 @@ fn main() {
         (false, true) => opensips::build(),
         // The unit tests of the host-agnostic core need no host at all.
         (false, false) => {}
+    }
+}
+
+/// Tells the integration tests which optional server trees they can run
+/// against: without one, tests/opensips.rs marks its tests ignored, so the
+/// runner counts them as not run instead of passed.
+fn declare_test_trees() {
+    println!("cargo:rustc-check-cfg=cfg(opensips_tree)");
+    println!("cargo:rerun-if-env-changed=OPENSIPS_SRC");
+    if env::var_os("OPENSIPS_SRC").is_some_and(|tree| PathBuf::from(tree).join("opensips").is_file()) {
+        println!("cargo:rustc-cfg=opensips_tree");
     }
 }
 

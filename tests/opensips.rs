@@ -3,8 +3,10 @@
 //!
 //! OpenSIPS is not packaged by Debian, so these tests need a tree the user
 //! built: set OPENSIPS_SRC to it (its `opensips` binary and modules are
-//! used, and our module is built against it). Without it, each test says
-//! so and passes without running.
+//! used, and our module is built against it). Without it, build.rs leaves
+//! the `opensips_tree` cfg unset and every test here is ignored, which the
+//! runner reports as such. With it, a tree that lacks a module the tests
+//! need fails them, naming the modules.
 
 mod common;
 
@@ -17,28 +19,25 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The built OpenSIPS tree, or None after saying why the test is skipped.
-fn opensips_tree(test: &str) -> Option<PathBuf> {
-    let Some(tree) = std::env::var_os("OPENSIPS_SRC").map(PathBuf::from) else {
-        eprintln!("{test}: skipped: set OPENSIPS_SRC to a built OpenSIPS 3.6 source tree to run it");
-        return None;
-    };
-    if !tree.join("opensips").is_file() || !tree.join("modules/tracer/tracer.so").is_file() {
-        eprintln!("{test}: skipped: {} has no built opensips binary and tracer module", tree.display());
-        return None;
-    }
+/// The built OpenSIPS tree in OPENSIPS_SRC, with every module the tests
+/// load. Only called by tests that run when build.rs saw the tree.
+fn opensips_tree() -> PathBuf {
+    let tree = PathBuf::from(std::env::var_os("OPENSIPS_SRC").expect("OPENSIPS_SRC is set"));
+    assert!(
+        tree.join("modules/tracer/tracer.so").is_file(),
+        "{} has no built tracer module; build the tree with `make all`",
+        tree.display()
+    );
     let missing: Vec<&str> =
         MODULES.iter().filter(|m| !tree.join(format!("modules/{m}/{m}.so")).is_file()).copied().collect();
-    if !missing.is_empty() {
-        eprintln!(
-            "{test}: skipped: {} lacks the modules {} (make modules=\"{}\" modules, in that tree)",
-            tree.display(),
-            missing.join(", "),
-            missing.iter().map(|m| format!("modules/{m}")).collect::<Vec<_>>().join(" ")
-        );
-        return None;
-    }
-    Some(tree)
+    assert!(
+        missing.is_empty(),
+        "{} lacks the modules {} (make modules=\"{}\" modules, in that tree)",
+        tree.display(),
+        missing.join(", "),
+        missing.iter().map(|m| format!("modules/{m}")).collect::<Vec<_>>().join(" ")
+    );
+    tree
 }
 
 /// The modules of the tree the tests load, besides the tracer (proto_udp
@@ -471,8 +470,7 @@ fn differential(scope: &str) {
 
 /// As `differential`, with the config's lines `extra` added.
 fn differential_with(scope: &str, extra: &str) {
-    let test = format!("scope '{scope}' {extra}: HEP matches opensips tracer");
-    let Some(tree) = opensips_tree(&test) else { return };
+    let tree = opensips_tree();
     let ours = our_module(&tree);
     let calls = 3;
     let theirs_module = tree.join("modules/tracer/tracer.so");
@@ -501,16 +499,19 @@ fn label(scope: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(not(opensips_tree), ignore = "needs OPENSIPS_SRC, a built OpenSIPS tree (doc/opensips.md)")]
 fn message_scope_hep_matches_opensips_tracer() {
     differential("m");
 }
 
 #[test]
+#[cfg_attr(not(opensips_tree), ignore = "needs OPENSIPS_SRC, a built OpenSIPS tree (doc/opensips.md)")]
 fn transaction_scope_hep_matches_opensips_tracer() {
     differential("t");
 }
 
 #[test]
+#[cfg_attr(not(opensips_tree), ignore = "needs OPENSIPS_SRC, a built OpenSIPS tree (doc/opensips.md)")]
 fn dialog_scope_hep_matches_opensips_tracer() {
     differential("d");
 }
@@ -518,6 +519,7 @@ fn dialog_scope_hep_matches_opensips_tracer() {
 /// The B2B scope: a top-hiding B2B session of each call, both of its
 /// sides traced through b2b_logic's tracer hook.
 #[test]
+#[cfg_attr(not(opensips_tree), ignore = "needs OPENSIPS_SRC, a built OpenSIPS tree (doc/opensips.md)")]
 fn b2b_scope_hep_matches_opensips_tracer() {
     differential("b");
 }
@@ -527,6 +529,7 @@ fn b2b_scope_hep_matches_opensips_tracer() {
 /// the HEP packets then name the destination's protocol, as OpenSIPS's
 /// tracer's do.
 #[test]
+#[cfg_attr(not(opensips_tree), ignore = "needs OPENSIPS_SRC, a built OpenSIPS tree (doc/opensips.md)")]
 fn trace_local_ip_shows_like_opensips_tracer() {
     differential_with("t", r#"modparam("tracer", "trace_local_ip", "tcp:10.1.1.1:5064")"#);
 }
@@ -534,6 +537,7 @@ fn trace_local_ip_shows_like_opensips_tracer() {
 /// A hep_id with `transport=tcp`: the same packets arrive over a TCP
 /// connection as with OpenSIPS's tracer (which sends through proto_hep).
 #[test]
+#[cfg_attr(not(opensips_tree), ignore = "needs OPENSIPS_SRC, a built OpenSIPS tree (doc/opensips.md)")]
 fn tcp_hep_id_matches_opensips_tracer() {
     differential_with("t", "# the hep_id is over transport=tcp");
 }
@@ -542,6 +546,7 @@ fn tcp_hep_id_matches_opensips_tracer() {
 /// OpenSIPS's tracer, our module checking the collector's certificate
 /// against the CA list of the tls_mgm client domain that matches it.
 #[test]
+#[cfg_attr(not(opensips_tree), ignore = "needs OPENSIPS_SRC, a built OpenSIPS tree (doc/opensips.md)")]
 fn tls_hep_id_matches_opensips_tracer() {
     differential_with("t", "# the hep_id is over transport=tls");
 }
@@ -549,6 +554,7 @@ fn tls_hep_id_matches_opensips_tracer() {
 /// A log line of a traced call goes to the collector as a HEP log record
 /// (type 100), correlated with the call, as with OpenSIPS's tracer.
 #[test]
+#[cfg_attr(not(opensips_tree), ignore = "needs OPENSIPS_SRC, a built OpenSIPS tree (doc/opensips.md)")]
 fn xlog_lines_of_a_traced_transaction_match_opensips_tracer() {
     differential("t sip|xlog");
 }
@@ -560,6 +566,7 @@ fn xlog_lines_of_a_traced_transaction_match_opensips_tracer() {
 /// sends a REST record, then; the test checks that ours sends the same as
 /// OpenSIPS's, and that the query does not disturb the rest.
 #[test]
+#[cfg_attr(not(opensips_tree), ignore = "needs OPENSIPS_SRC, a built OpenSIPS tree (doc/opensips.md)")]
 fn rest_queries_of_a_traced_transaction_match_opensips_tracer() {
     differential("t sip|xlog|rest");
 }
@@ -568,8 +575,9 @@ fn rest_queries_of_a_traced_transaction_match_opensips_tracer() {
 /// for one trace id; the replies and what reaches the collector in each
 /// phase are the same as with OpenSIPS's tracer.
 #[test]
+#[cfg_attr(not(opensips_tree), ignore = "needs OPENSIPS_SRC, a built OpenSIPS tree (doc/opensips.md)")]
 fn mi_trace_switches_tracing_like_opensips_tracer() {
-    let Some(tree) = opensips_tree("mi_trace_switches_tracing_like_opensips_tracer") else { return };
+    let tree = opensips_tree();
     let ours = our_module(&tree);
     let theirs = tree.join("modules/tracer/tracer.so");
     let outcome = |module: &Path, name: &str| -> Vec<String> {
@@ -792,8 +800,9 @@ fn assert_same_rows(what: &str, theirs: &[String], ours: &[String]) {
 }
 
 #[test]
+#[cfg_attr(not(opensips_tree), ignore = "needs OPENSIPS_SRC, a built OpenSIPS tree (doc/opensips.md)")]
 fn transaction_scope_rows_match_opensips_tracer() {
-    let Some(tree) = opensips_tree("transaction_scope_rows_match_opensips_tracer") else { return };
+    let tree = opensips_tree();
     let setup = RowsSetup::default();
     let theirs = traced_rows(&tree, &tree.join("modules/tracer/tracer.so"), "os-rows-tracer", &setup);
     let ours = traced_rows(&tree, &our_module(&tree), "os-rows-ours", &setup);
@@ -805,8 +814,9 @@ fn transaction_scope_rows_match_opensips_tracer() {
 /// syslog destination: each gets every message, and MI `trace` lists them,
 /// as with OpenSIPS's tracer.
 #[test]
+#[cfg_attr(not(opensips_tree), ignore = "needs OPENSIPS_SRC, a built OpenSIPS tree (doc/opensips.md)")]
 fn several_row_destinations_match_opensips_tracer() {
-    let Some(tree) = opensips_tree("several_row_destinations_match_opensips_tracer") else { return };
+    let tree = opensips_tree();
     let setup = RowsSetup {
         renamed: vec![("callid_column", "callid", "call_id"), ("msg_column", "msg", "payload")],
         more_tables: vec!["sip_trace_copy"],
@@ -835,8 +845,9 @@ fn first_line_of(msg: &[u8]) -> String {
 /// until it is stopped; replies, listing and packets are the same as with
 /// OpenSIPS's tracer.
 #[test]
+#[cfg_attr(not(opensips_tree), ignore = "needs OPENSIPS_SRC, a built OpenSIPS tree (doc/opensips.md)")]
 fn mi_trace_start_and_stop_like_opensips_tracer() {
-    let Some(tree) = opensips_tree("mi_trace_start_and_stop_like_opensips_tracer") else { return };
+    let tree = opensips_tree();
     let ours = our_module(&tree);
     let theirs = tree.join("modules/tracer/tracer.so");
     let outcome = |module: &Path, name: &str| -> Vec<String> {
@@ -880,8 +891,9 @@ fn mi_trace_start_and_stop_like_opensips_tracer() {
 /// destinations; nothing after `trace_stop`; MI `trace` lists them without
 /// a type or uri.
 #[test]
+#[cfg_attr(not(opensips_tree), ignore = "needs OPENSIPS_SRC, a built OpenSIPS tree (doc/opensips.md)")]
 fn mi_trace_start_to_a_file_and_to_syslog() {
-    let Some(tree) = opensips_tree("mi_trace_start_to_a_file_and_to_syslog") else { return };
+    let tree = opensips_tree();
     let module = our_module(&tree);
     let bed = Bed::start(&tree, &module, "os-dyn-sinks", |config, _| {
         config.replace("trace(\"tid\", \"t\", \"sip\");", "")
@@ -935,8 +947,9 @@ fn children(pid: u32) -> Vec<u32> {
 
 /// A killed sending process is replaced, and OpenSIPS goes on tracing.
 #[test]
+#[cfg_attr(not(opensips_tree), ignore = "needs OPENSIPS_SRC, a built OpenSIPS tree (doc/opensips.md)")]
 fn a_killed_sending_process_is_replaced() {
-    let Some(tree) = opensips_tree("a_killed_sending_process_is_replaced") else { return };
+    let tree = opensips_tree();
     let module = our_module(&tree);
     let bed = Bed::start(&tree, &module, "os-killed", |config, _| config);
     bed.call("before");
@@ -960,8 +973,9 @@ fn a_killed_sending_process_is_replaced() {
 /// Loaded before proto_hep in the config, the module still finds its
 /// hep_id: its dependency on proto_hep orders their initialization.
 #[test]
+#[cfg_attr(not(opensips_tree), ignore = "needs OPENSIPS_SRC, a built OpenSIPS tree (doc/opensips.md)")]
 fn loaded_before_proto_hep_it_still_starts() {
-    let Some(tree) = opensips_tree("loaded_before_proto_hep_it_still_starts") else { return };
+    let tree = opensips_tree();
     let module = our_module(&tree);
     let dir = TestDir::new("os-order");
     let port = free_port();
@@ -975,8 +989,9 @@ fn loaded_before_proto_hep_it_still_starts() {
 }
 
 #[test]
+#[cfg_attr(not(opensips_tree), ignore = "needs OPENSIPS_SRC, a built OpenSIPS tree (doc/opensips.md)")]
 fn bad_or_unimplemented_parameters_refuse_the_start() {
-    let Some(tree) = opensips_tree("bad_or_unimplemented_parameters_refuse_the_start") else { return };
+    let tree = opensips_tree();
     let module = our_module(&tree);
     for (line, says) in [
         (r#"modparam("tracer", "trace_id", "[f]uri=file:/nonexistent/trace")"#, "cannot open file"),

@@ -6,7 +6,7 @@
 mod common;
 
 use common::calls::*;
-use common::diff::C_MODULE;
+use common::diff::c_module;
 use common::*;
 use std::path::Path;
 
@@ -111,7 +111,7 @@ fn headers_written_by_the_c_module_are_read() {
     let uas = SippUas::start(&dir, "127.0.0.1", free_port());
     let port = free_port();
     let setup = ProxySetup {
-        module: Path::new(C_MODULE),
+        module: &c_module(),
         listen: &[format!("udp:127.0.0.1:{port}")],
         uas_uri: &format!("sip:127.0.0.1:{}", uas.port),
         children: 1,

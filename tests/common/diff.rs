@@ -54,8 +54,11 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-/// Debian's build of the C module, from the kamailio package.
-pub const C_MODULE: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules/siptrace.so";
+/// The C module of the server under test: Debian's from the kamailio
+/// package on 5.6, the one built from the same tree on 6.0.
+pub fn c_module() -> PathBuf {
+    Path::new(&modules_dir()).join("siptrace.so")
+}
 
 /// The capture id both configs set.
 pub const CAPTURE_ID: u32 = 2468;
@@ -75,7 +78,7 @@ pub enum Side {
 impl Side {
     pub fn module(self) -> PathBuf {
         match self {
-            Side::C => PathBuf::from(C_MODULE),
+            Side::C => c_module(),
             Side::Ours => module_path(),
         }
     }

@@ -18,14 +18,40 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub const KAMAILIO: &str = "/usr/sbin/kamailio";
-pub const KAMCMD: &str = "/usr/sbin/kamcmd";
-pub const MODULES_DIR: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules";
+/// The server under test, from the environment, so that the same suite
+/// runs against every supported Kamailio build; the defaults are Debian's
+/// installed one. scripts/test.sh sets these for the 6.0 build.
+fn env_path(var: &str, default: &str) -> String {
+    std::env::var(var).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
+}
 
-/// The module cargo built for this test run. `cargo test` leaves the
-/// cdylib beside the test executables in target/<profile>/deps/; only
-/// `cargo build` copies it up to target/<profile>/, where it may be stale.
+/// The `kamailio` binary (`KAMAILIO_BIN`).
+pub fn kamailio_bin() -> String {
+    env_path("KAMAILIO_BIN", "/usr/sbin/kamailio")
+}
+
+/// The `kamcmd` binary (`KAMCMD_BIN`).
+pub fn kamcmd_bin() -> String {
+    env_path("KAMCMD_BIN", "/usr/sbin/kamcmd")
+}
+
+/// The server's modules directory (`KAMAILIO_MODULES_DIR`), where the C
+/// siptrace.so and every other module the tests load are.
+pub fn modules_dir() -> String {
+    env_path("KAMAILIO_MODULES_DIR", "/usr/lib/x86_64-linux-gnu/kamailio/modules")
+}
+
+/// The module under test: `SIPTRACE_MODULE` when set (an installed
+/// package's, say), else the one cargo built for this test run. `cargo
+/// test` leaves the cdylib beside the test executables in
+/// target/<profile>/deps/; only `cargo build` copies it up to
+/// target/<profile>/, where it may be stale.
 pub fn module_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("SIPTRACE_MODULE").filter(|v| !v.is_empty()) {
+        let so = PathBuf::from(path);
+        assert!(so.exists(), "SIPTRACE_MODULE={} does not exist", so.display());
+        return so;
+    }
     let exe = std::env::current_exe().expect("test executable path");
     let deps = exe.parent().expect("target/<profile>/deps");
     let so = deps.join("libsiptrace.so");
@@ -93,10 +119,11 @@ pub fn config_head_children(dir: &TestDir, name: &str, listen: &str, children: u
         "#!KAMAILIO\n\
          debug=2\nlog_stderror=yes\nmemdbg=5\nmemlog=5\nchildren={children}\nauto_aliases=no\n\
          listen={listen}\n\
-         mpath=\"{MODULES_DIR}\"\n\
+         mpath=\"{modules}\"\n\
          loadmodule \"ctl.so\"\n\
          modparam(\"ctl\", \"binrpc\", \"unix:{ctl}\")\n",
-        ctl = dir.file(&format!("{name}.ctl")).display()
+        ctl = dir.file(&format!("{name}.ctl")).display(),
+        modules = modules_dir(),
     )
 }
 
@@ -119,7 +146,7 @@ impl Kamailio {
         let cfg = dir.file(&format!("{name}.cfg"));
         fs::write(&cfg, config).unwrap();
         let log = dir.file(&format!("{name}.log"));
-        let child = Command::new(KAMAILIO)
+        let child = Command::new(kamailio_bin())
             .args(["-f", cfg.to_str().unwrap(), "-DD", "-E", "-m", "64", "-M", "8"])
             .args(["-Y", dir.path.to_str().unwrap()])
             .env("TZ", "UTC")
@@ -147,7 +174,7 @@ impl Kamailio {
 
     /// Runs an RPC command with kamcmd; the reply text, or the error text.
     pub fn try_rpc(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new(KAMCMD)
+        let out = Command::new(kamcmd_bin())
             .arg("-s")
             .arg(format!("unix:{}", self.ctl.display()))
             .args(args)
