@@ -48,8 +48,18 @@ pub struct Supervision<'a> {
 }
 
 /// Supervises the sending process, which runs `work` and then exits, for
-/// the life of this process.
+/// the life of this process. This process was forked by the host from one
+/// of its own: it never returns into the host's code, not even on a panic.
 pub fn run(s: Supervision<'_>, work: &dyn Fn()) -> ! {
+    let name = s.name.clone();
+    // `supervise` never returns, so getting past this line means it panicked.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| supervise(s, work)));
+    crate::log_error!("{name}: the supervising process stopped on an internal error");
+    // SAFETY: leaving this forked process without unwinding into the host.
+    unsafe { libc::_exit(1) }
+}
+
+fn supervise(s: Supervision<'_>, work: &dyn Fn()) -> ! {
     catch_stop_signal();
     // SAFETY: the default disposition, so that waitpid sees the child's end.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
@@ -66,9 +76,18 @@ pub fn run(s: Supervision<'_>, work: &dyn Fn()) -> ! {
                     libc::_exit(0);
                 }
             }
-            work();
-            // SAFETY: the sending process is done.
-            unsafe { libc::_exit(0) }
+            // The fork boundary: a panic in the sending process ends it here,
+            // logged, and never unwinds into the host's child_init code.
+            let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+                Ok(()) => 0,
+                Err(_) => {
+                    crate::log_error!("{}: the sending process stopped on an internal error", s.name);
+                    1
+                }
+            };
+            // SAFETY: the sending process is done; `_exit` skips the host's
+            // atexit handlers, which belong to the process it was forked from.
+            unsafe { libc::_exit(code) }
         }
         if pid < 0 {
             crate::log_error!("{} cannot fork its sending process; no traces will be sent", s.name);
@@ -150,14 +169,14 @@ pub fn send(
     sender.take_over(queue, host);
     while !stopping() {
         tick();
-        let taken = crate::guard::guard("the sender", 0, || sender.step(queue, host));
+        let taken = crate::ffi::guard::guard("the sender", 0, || sender.step(queue, host));
         if taken < sender.batch_size() {
             std::thread::sleep(sender.flush_interval());
         }
     }
     // The server is stopping: deliver what the workers queued and what is
     // held back, within a bounded time, so that nothing accepted goes unsaid.
-    let left = crate::guard::guard("the sender", queue.depth(), || sender.drain(queue, host, drain_time));
+    let left = crate::ffi::guard::guard("the sender", queue.depth(), || sender.drain(queue, host, drain_time));
     if left > 0 {
         crate::log_warn!("{name} stopped with {left} bytes of traces undelivered");
     } else {

@@ -49,6 +49,7 @@ pub struct Ring {
 // SAFETY: all shared state is accessed through atomics or under the
 // process-shared lock; the consumer side is used by one process only.
 unsafe impl Send for Ring {}
+// SAFETY: as for Send.
 unsafe impl Sync for Ring {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +140,8 @@ impl Ring {
         // above, and contiguous by construction.
         let record = unsafe { std::slice::from_raw_parts_mut(self.data.add(start + PREFIX), len) };
         fill(record);
+        // SAFETY: `start` is 8-byte aligned and the record's prefix fits
+        // before the end, as `need` was reserved at `start`.
         unsafe { self.write_prefix(start, len as u32) };
         h.head.store(head + need as u64, Ordering::Release);
         Ok(())
@@ -147,6 +150,7 @@ impl Ring {
     /// # Safety
     /// `offset` must be aligned and leave PREFIX bytes before the end.
     unsafe fn write_prefix(&self, offset: usize, value: u32) {
+        // SAFETY: per the contract; the data area is ours to write there.
         unsafe { (self.data.add(offset) as *mut u32).write(value) };
     }
 
@@ -263,6 +267,7 @@ pub(crate) mod tests {
 
     fn ring(data_bytes: usize) -> Ring {
         let len = Ring::header_size() + data_bytes;
+        // SAFETY: a fresh shared mapping of `len` bytes, kept for the test.
         unsafe { Ring::init(shared_memory(len), len).unwrap() }
     }
 
@@ -383,6 +388,7 @@ pub(crate) mod tests {
                         Err(_) => std::thread::yield_now(),
                     }
                 }
+                // SAFETY: the forked producer is done; leave without unwinding.
                 unsafe { libc::_exit(0) };
             }
             pids.push(pid);
@@ -399,6 +405,7 @@ pub(crate) mod tests {
             }
         }
         for pid in pids {
+            // SAFETY: waiting for our own children.
             unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
         }
         assert_eq!(r.depth(), 0);

@@ -14,6 +14,7 @@ pub struct ProcessMutex {
 // SAFETY: the pthread mutex is made for concurrent use; it is only used
 // through pthread calls.
 unsafe impl Sync for ProcessMutex {}
+// SAFETY: as for Sync; a process-shared mutex is not tied to a thread.
 unsafe impl Send for ProcessMutex {}
 
 pub struct ProcessMutexGuard<'a> {
@@ -28,6 +29,7 @@ impl ProcessMutex {
     /// and stay mapped for as long as any process uses it.
     pub unsafe fn init_at(place: *mut ProcessMutex) -> io::Result<()> {
         let check = |rc: libc::c_int| if rc == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(rc)) };
+        // SAFETY: all-zero bytes are a valid value to hand to pthread_mutexattr_init.
         let mut attr: libc::pthread_mutexattr_t = unsafe { std::mem::zeroed() };
         // SAFETY: standard attribute set-up on a local attribute object.
         unsafe {
@@ -42,6 +44,7 @@ impl ProcessMutex {
 
     /// Takes the lock, waiting at most `timeout`; `None` if it stayed busy.
     pub fn lock_timeout(&self, timeout: Duration) -> Option<ProcessMutexGuard<'_>> {
+        // SAFETY: a timespec is plain integers; zero is valid.
         let mut now: libc::timespec = unsafe { std::mem::zeroed() };
         // SAFETY: writes the current time into `now`.
         unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
@@ -114,9 +117,11 @@ mod tests {
         let pid = unsafe { libc::fork() };
         if pid == 0 {
             std::mem::forget(m.lock_timeout(Duration::from_secs(1)));
+            // SAFETY: the child leaves without unwinding into the test runner.
             unsafe { libc::_exit(0) };
         }
         let mut status = MaybeUninit::uninit();
+        // SAFETY: waiting for our own child.
         unsafe { libc::waitpid(pid, status.as_mut_ptr(), 0) };
         assert!(m.lock_timeout(Duration::from_secs(1)).is_some(), "lock recovered from a dead holder");
     }

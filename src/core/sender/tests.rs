@@ -42,6 +42,7 @@ impl SenderHost for FakeHost {
 
 fn ring() -> Ring {
     let len = Ring::header_size() + (256 << 10);
+    // SAFETY: a fresh shared mapping of `len` bytes, kept for the test.
     unsafe { Ring::init(shared_memory(len), len).unwrap() }
 }
 
