@@ -1,20 +1,27 @@
-//! siptrace-rs: a SIP trace module for Kamailio, loaded in place of the C
-//! `siptrace` module.
+//! siptrace-rs: a SIP trace module for Kamailio (module `siptrace`) and
+//! OpenSIPS (module `tracer`), loaded in place of the servers' own C modules.
 //!
-//! [`core`] holds what is independent of the host server; `kamailio` is the
-//! thin binding that Kamailio loads, and `opensips` the one OpenSIPS loads
-//! (one per build, chosen by cargo feature).
+//! - [`core`]: everything independent of the host server, unit-tested
+//!   without one;
+//! - [`ffi`]: the FFI toolbox both bindings share;
+//! - `kamailio` and `opensips`: the two bindings, one per build, chosen by
+//!   cargo feature. Each has a host layer (the only code that touches the
+//!   server's structs), policy code on top of it, and its export tables.
+//!   Their modparam surfaces are plain Rust and always built, for unit
+//!   tests and fuzzing.
+//!
+//! doc/architecture.md describes the layers and how a record travels.
 
 pub mod core;
-
-#[cfg(all(any(feature = "kamailio", feature = "opensips"), not(test)))]
-mod guard;
+pub mod ffi;
+pub mod kamailio;
+pub mod opensips;
 
 #[cfg(all(any(feature = "kamailio", feature = "opensips"), not(test)))]
 mod supervise;
 
+/// The log of the server this build is for, behind the shared log macros.
 #[cfg(all(feature = "kamailio", not(test)))]
-mod kamailio;
-
+use kamailio::host::log as host_log;
 #[cfg(all(feature = "opensips", not(test)))]
-mod opensips;
+use opensips::host::log as host_log;

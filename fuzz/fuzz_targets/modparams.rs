@@ -11,7 +11,9 @@
 
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use siptrace::core::config::{self, CommandFilter, Config, ParamType, ParamValue, PARAMS};
+use siptrace::core::rpc_command::CommandFilter;
+use siptrace::core::sql::redact_url;
+use siptrace::kamailio::config::{self, Config, ParamType, ParamValue, PARAMS};
 use siptrace::core::dest::{DestUri, Host};
 use siptrace::core::endpoint::{Endpoint, Transport};
 use siptrace::core::event::TraceTypes;
@@ -61,7 +63,7 @@ fn check_config(u: &mut Unstructured<'_>) -> Result<()> {
             assert_eq!(e.param, name);
             let shown = match name {
                 "auth_key" => "***".to_string(),
-                "db_url" => siptrace::core::config::redact_url(&value.to_string()),
+                "db_url" => redact_url(&value.to_string()),
                 _ => value.to_string(),
             };
             assert_eq!(e.value, shown);

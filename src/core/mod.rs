@@ -1,7 +1,6 @@
 //! The host-agnostic core: everything that does not need a running server.
 //! It is plain Rust and is unit-tested without one.
 
-pub mod config;
 pub mod counters;
 pub mod dest;
 pub mod endpoint;
@@ -12,6 +11,7 @@ pub mod record;
 pub mod ring;
 pub mod rpc_command;
 pub mod sender;
+pub mod settings;
 pub mod shared;
 pub mod shmlock;
 pub mod sip;

@@ -200,6 +200,51 @@ impl Execution {
     }
 }
 
+/// Which RPC commands are traced: `allow:` or `deny:` then a list of
+/// names separated by commas, semicolons or blanks; a name ending in `*`
+/// covers every command it begins.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommandFilter {
+    allow: bool,
+    names: Vec<String>,
+}
+
+impl CommandFilter {
+    pub fn parse(text: &str) -> Result<CommandFilter, String> {
+        let (kind, list) = text.split_once(':').ok_or("expected allow: or deny: before the command names")?;
+        let allow = match kind.trim().to_ascii_lowercase().as_str() {
+            "allow" => true,
+            "deny" => false,
+            other => return Err(format!("'{other}' is neither allow nor deny")),
+        };
+        let names: Vec<String> = list
+            .split(|c: char| c == ',' || c == ';' || c.is_whitespace())
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .collect();
+        if let Some(bad) = names.iter().find(|n| n.strip_suffix('*').unwrap_or(n).contains('*')) {
+            return Err(format!("'{bad}': '*' may only end a name"));
+        }
+        if names.is_empty() {
+            return Err("the list names no command".into());
+        }
+        Ok(CommandFilter { allow, names })
+    }
+
+    /// Whether `command` is traced. With no filter every command is.
+    pub fn traces(&self, command: &str) -> bool {
+        let listed = self.names.iter().any(|n| match n.strip_suffix('*') {
+            Some(prefix) => command.starts_with(prefix),
+            None => n == command,
+        });
+        if self.names.is_empty() {
+            true
+        } else {
+            listed == self.allow
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,5 +318,33 @@ mod tests {
         let mut e = Execution::new();
         e.param(&[b'\n'; 3000], true);
         json(&e.parameters().unwrap());
+    }
+
+    #[test]
+    fn rpc_command_filters_with_names_ending_in_a_multibyte_character() {
+        // Found by the modparams fuzz target: the '*' check sliced the name
+        // one byte before its end, inside the last character.
+        let f = CommandFilter::parse("allow: e.uptime,\u{31b}").unwrap();
+        assert!(f.traces("\u{31b}") && !f.traces("e.upti"));
+        let f = CommandFilter::parse("deny: dlg.é, stats.ü*").unwrap();
+        assert!(!f.traces("dlg.é") && !f.traces("stats.üx") && f.traces("dlg.e"));
+        assert!(CommandFilter::parse("allow: é*é").unwrap_err().contains("é*é"));
+    }
+
+    #[test]
+    fn rpc_command_filters() {
+        let any = CommandFilter::default();
+        assert!(any.traces("core.uptime"));
+        let allow = CommandFilter::parse("allow: core.uptime, dlg.*").unwrap();
+        assert!(allow.traces("core.uptime") && allow.traces("dlg.list"));
+        assert!(!allow.traces("core.version") && !allow.traces("dl"));
+        let deny = CommandFilter::parse("DENY:stats.get_statistics;core.*").unwrap();
+        assert!(!deny.traces("core.echo") && !deny.traces("stats.get_statistics"));
+        assert!(deny.traces("tm.stats"));
+        assert!(CommandFilter::parse("core.uptime").is_err());
+        assert!(CommandFilter::parse("maybe: core.uptime").unwrap_err().contains("maybe"));
+        assert!(CommandFilter::parse("allow:").is_err());
+        assert!(CommandFilter::parse("allow: co*re").unwrap_err().contains("co*re"));
+        assert!(CommandFilter::parse("allow: a**").unwrap_err().contains("a**"));
     }
 }

@@ -5,7 +5,6 @@
 //! The values are written exactly as Kamailio's own drivers write them for
 //! a single-row insert, so a row reads back the same either way.
 
-use crate::core::config::Columns;
 use crate::core::record::Row;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +22,59 @@ impl Dialect {
             "postgres" | "postgresql" | "pgsql" => Some(Dialect::Postgres),
             _ => None,
         }
+    }
+}
+
+/// The `sip_trace` table version this module writes (Kamailio's siptrace schema).
+pub const TABLE_VERSION: u32 = 4;
+
+/// Column names of the `sip_trace` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Columns {
+    pub msg: String,
+    pub callid: String,
+    pub method: String,
+    pub status: String,
+    pub fromip: String,
+    pub toip: String,
+    pub date: String,
+    pub direction: String,
+    pub fromtag: String,
+    pub traced_user: String,
+    pub time_us: String,
+    pub totag: String,
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Columns {
+            msg: "msg".into(),
+            callid: "callid".into(),
+            method: "method".into(),
+            status: "status".into(),
+            fromip: "fromip".into(),
+            toip: "toip".into(),
+            date: "time_stamp".into(),
+            direction: "direction".into(),
+            fromtag: "fromtag".into(),
+            traced_user: "traced_user".into(),
+            time_us: "time_us".into(),
+            totag: "totag".into(),
+        }
+    }
+}
+
+/// A database URL with its password masked, for log lines.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let Some(at) = url.rfind('@').filter(|&at| at > scheme_end) else {
+        return url.to_string();
+    };
+    match url[scheme_end..at].split_once(':') {
+        Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end], &url[at..]),
+        None => url.to_string(),
     }
 }
 
@@ -136,6 +188,7 @@ pub fn local_time_text(secs: i64) -> String {
     let t = secs as libc::time_t;
     // SAFETY: zeroed tm is valid output space; localtime_r fills it.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals.
     if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
         return "1970-01-01 00:00:00".into();
     }
@@ -223,5 +276,16 @@ mod tests {
         let text = local_time_text(0);
         assert_eq!(text.len(), 19);
         assert_eq!(&text[4..5], "-");
+    }
+
+    #[test]
+    fn passwords_are_masked_in_urls() {
+        assert_eq!(
+            redact_url("mysql://kamailio:kamailiorw@localhost/kamailio"),
+            "mysql://kamailio:***@localhost/kamailio"
+        );
+        assert_eq!(redact_url("postgres://u:p@ss@db:5432/k"), "postgres://u:***@db:5432/k");
+        assert_eq!(redact_url("sqlite:///var/lib/trace.db"), "sqlite:///var/lib/trace.db");
+        assert_eq!(redact_url("mysql://user@host/db"), "mysql://user@host/db");
     }
 }

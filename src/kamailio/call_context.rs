@@ -11,7 +11,7 @@
 
 use crate::core::endpoint::Endpoint;
 use crate::core::event::TraceTypes;
-use crate::kamailio::guard::guard;
+use crate::ffi::guard::guard;
 use crate::kamailio::trace_info::TraceInfo;
 use crate::kamailio::tracer::ScriptTarget;
 use crate::kamailio::{connections, net, sys};

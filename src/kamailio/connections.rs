@@ -13,7 +13,7 @@ use crate::core::endpoint::{Endpoint, Transport};
 use crate::core::event::{JsonObject, NetEvent};
 use crate::core::hep::proto_type;
 use crate::core::record::{Direction, Timestamp, TraceRecord};
-use crate::kamailio::guard::guard;
+use crate::ffi::guard::guard;
 use crate::kamailio::{module, net, sys, tracer};
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};

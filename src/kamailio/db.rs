@@ -3,7 +3,8 @@
 //! Senders write a batch of rows in one transaction where the driver
 //! allows it.
 
-use crate::core::config::{redact_url, Columns, Config, TABLE_VERSION};
+use crate::core::sql::{redact_url, Columns, TABLE_VERSION};
+use crate::kamailio::config::Config;
 use crate::core::record::{Direction, Row};
 use crate::core::sql::{self, Dialect};
 use crate::kamailio::{shared, sys};

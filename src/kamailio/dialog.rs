@@ -12,7 +12,7 @@
 //! callback, which runs while the same request is routed; the slot is
 //! emptied when that request's script ends, whatever happened.
 
-use crate::kamailio::guard::guard;
+use crate::ffi::guard::guard;
 use crate::kamailio::sys;
 use crate::kamailio::trace_info::{release_callback, TraceInfo};
 use crate::kamailio::{call_context, transaction};

@@ -4,7 +4,7 @@
 use crate::core::endpoint::Endpoint;
 use crate::core::hep::proto_type::SIP;
 use crate::core::record::{Direction, Outputs, Timestamp, TraceRecord};
-use crate::kamailio::guard::guard;
+use crate::ffi::guard::guard;
 use crate::kamailio::{module, msg_event, net, shared, sys, tracer};
 use std::os::raw::c_int;
 

@@ -4,8 +4,9 @@
 
 use crate::core::counters::DropReason;
 use crate::core::record::Scope;
-use crate::kamailio::guard::guard;
-use crate::kamailio::{net, script, sys, tracer, Export};
+use crate::ffi::guard::guard;
+use crate::ffi::Export;
+use crate::kamailio::{net, script, sys, tracer};
 use std::os::raw::{c_char, c_int, c_void};
 
 type Msg = *mut sys::sip_msg;

@@ -6,7 +6,7 @@
 use crate::core::event::{JsonObject, TraceTypes};
 use crate::core::hep::proto_type;
 use crate::core::record::{Direction, Timestamp, TraceRecord};
-use crate::kamailio::guard::guard;
+use crate::ffi::guard::guard;
 use crate::kamailio::{call_context, sys, tracer};
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int};

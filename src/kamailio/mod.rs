@@ -1,115 +1,50 @@
-//! The Kamailio binding: the export tables Kamailio reads when it loads the
-//! module, and the glue from its callbacks to the core.
+//! The Kamailio binding (module `siptrace`).
+//!
+//! - `config`: the modparam surface of Kamailio's siptrace, plain Rust, so
+//!   that it is unit-tested and fuzzed without a server;
+//! - `host`: the host layer, the only code that touches Kamailio's structs
+//!   and C API;
+//! - the policy files (what to trace, where, in which scope), which use the
+//!   host layer's safe wrappers;
+//! - `exports`: the tables Kamailio reads when it loads the module.
+//!
+//! Everything but `config` links against Kamailio, so it is built only for
+//! the module itself, not for unit tests or fuzzing.
 
-#[macro_use]
-pub mod log;
+pub mod config;
 
-mod avp;
-mod call_context;
-mod connections;
-mod db;
-mod dialog;
-mod events;
-mod guard;
-mod kemi;
-mod log_lines;
-mod module;
-mod msg_event;
-mod net;
-mod params;
-mod rest;
-mod rpc;
-mod rpc_trace;
-mod script;
-mod send_socket;
-mod sender;
-mod shared;
-mod stats;
-mod sys;
-mod trace_info;
-mod tracer;
-mod transaction;
-mod users;
-
-use guard::guard;
-use std::os::raw::{c_char, c_int, c_void};
-
-/// Kamailio reads these tables and strings through dlsym and never writes
-/// them; they hold only pointers to static data and functions.
-#[repr(transparent)]
-pub struct Export<T>(T);
-// SAFETY: immutable after compilation, see above.
-unsafe impl<T> Sync for Export<T> {}
-
-/// Compared by Kamailio with its own `SER_FULL_VERSION`, at load time.
-#[no_mangle]
-pub static module_version: Export<*const c_char> =
-    Export(std::ptr::addr_of!(sys::siptrace_shim_module_version) as *const c_char);
-
-/// Compared by Kamailio with its own `SER_COMPILE_FLAGS`, at load time.
-#[no_mangle]
-pub static module_flags: Export<*const c_char> =
-    Export(std::ptr::addr_of!(sys::siptrace_shim_module_flags) as *const c_char);
-
-#[no_mangle]
-pub static module_interface_ver: Export<u32> = Export(sys::MODULE_INTERFACE_VER);
-
-static CMDS: Export<[sys::cmd_export_t; script::CMD_COUNT + 1]> = Export(script::cmd_exports());
-static PARAMS: Export<[sys::param_export_t; params::PARAM_COUNT + 1]> = Export(params::param_exports());
-static RPCS: Export<[sys::rpc_export_t; rpc::RPC_COUNT + 1]> = Export(rpc::rpc_exports());
-static PVS: Export<[sys::pv_export_t; 2]> = Export(msg_event::pv_exports());
-
-#[no_mangle]
-pub static exports: Export<sys::module_exports> = Export(sys::module_exports {
-    name: c"siptrace".as_ptr() as *mut c_char,
-    dlflags: 0,
-    cmds: CMDS.0.as_ptr() as *mut sys::cmd_export_t,
-    params: PARAMS.0.as_ptr() as *mut sys::param_export_t,
-    rpc_methods: RPCS.0.as_ptr() as *mut sys::rpc_export_t,
-    pv_items: PVS.0.as_ptr() as *mut sys::pv_export_t,
-    response_f: None,
-    init_mod_f: Some(mod_init),
-    init_child_f: Some(child_init),
-    // Nothing to free: the shared state outlives the senders' last work.
-    destroy_mod_f: None,
-});
-
-/// Called by Kamailio right after loading the module, before any parameter.
-#[no_mangle]
-pub unsafe extern "C" fn mod_register(
-    _path: *mut c_char,
-    _dlflags: *mut c_int,
-    _p1: *mut c_void,
-    _p2: *mut c_void,
-) -> c_int {
-    guard("mod_register", -1, || {
-        guard::install_panic_hook();
-        match kemi::register() {
-            Ok(()) => 0,
-            Err(e) => {
-                log_error!("{e}");
-                -1
-            }
-        }
-    })
+/// Items that exist only in the module Kamailio loads.
+macro_rules! binding {
+    ($($item:item)*) => { $( #[cfg(all(feature = "kamailio", not(test)))] $item )* };
 }
 
-unsafe extern "C" fn mod_init() -> c_int {
-    guard("mod_init", -1, || match module::mod_init() {
-        Ok(()) => 0,
-        Err(e) => {
-            log_error!("{e}");
-            -1
-        }
-    })
-}
-
-unsafe extern "C" fn child_init(rank: c_int) -> c_int {
-    guard("child_init", -1, || match module::child_init(rank) {
-        Ok(()) => 0,
-        Err(e) => {
-            log_error!("process rank {rank}: {e}");
-            -1
-        }
-    })
+binding! {
+    pub mod host;
+    mod avp;
+    mod call_context;
+    mod connections;
+    mod db;
+    mod dialog;
+    mod events;
+    mod exports;
+    mod kemi;
+    mod log_lines;
+    mod module;
+    mod msg_event;
+    mod net;
+    mod params;
+    mod rest;
+    mod rpc;
+    mod rpc_trace;
+    mod script;
+    mod send_socket;
+    mod sender;
+    mod shared;
+    mod stats;
+    mod trace_info;
+    mod tracer;
+    mod transaction;
+    mod users;
+    // Until every policy file goes through the host layer's wrappers.
+    use host::sys;
 }

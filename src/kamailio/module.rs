@@ -2,7 +2,8 @@
 //! read, mod_init in the main process, child_init in every forked process,
 //! and the sender processes forked from the main one.
 
-use crate::core::config::{redact_url, Config, ConfigError, InitMode, ParamValue};
+use crate::core::sql::redact_url;
+use crate::kamailio::config::{Config, ConfigError, InitMode, ParamValue};
 use crate::core::dest::{DestUri, Destination};
 use crate::core::endpoint::Transport;
 use crate::core::ring::Ring;
@@ -60,8 +61,8 @@ pub fn set_param(name: &str, value: ParamValue<'_>) -> Result<(), ConfigError> {
 /// mod_init has run.
 fn tls_ca_file() -> String {
     match get() {
-        Some(m) => m.config.senders.tls_ca_file.clone(),
-        None => lock(&PENDING).get_or_insert_with(Config::default).senders.tls_ca_file.clone(),
+        Some(m) => m.config.settings.senders.tls_ca_file.clone(),
+        None => lock(&PENDING).get_or_insert_with(Config::default).settings.senders.tls_ca_file.clone(),
     }
 }
 
@@ -121,10 +122,10 @@ pub fn mod_init() -> Result<(), String> {
         duplicates.push(dest);
     }
     msg_event::init(config.evcb_msg.as_deref());
-    let queues = (0..config.senders.count)
-        .map(|_| shared::new_queue(config.senders.queue_bytes))
+    let queues = (0..config.settings.senders.count)
+        .map(|_| shared::new_queue(config.settings.senders.queue_bytes))
         .collect::<Result<Vec<Ring>, String>>()?;
-    let count = config.senders.count as i32;
+    let count = config.settings.senders.count as i32;
     // SAFETY: plain registration calls, made from mod_init as required.
     unsafe {
         if sys::register_procs(count) < 0 {
@@ -176,8 +177,8 @@ pub fn mod_init() -> Result<(), String> {
                 .collect::<Vec<_>>()
                 .join(", ")
         },
-        config.senders.count,
-        config.senders.queue_bytes / 1024,
+        config.settings.senders.count,
+        config.settings.senders.queue_bytes / 1024,
     );
     MODULE.set(Module { config, duplicates, queues }).map_err(|_| "initialized twice".to_string())
 }

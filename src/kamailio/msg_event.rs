@@ -10,7 +10,7 @@
 
 use crate::core::endpoint::Endpoint;
 use crate::core::record::{Direction, TraceRecord};
-use crate::kamailio::guard::guard;
+use crate::ffi::guard::guard;
 use crate::kamailio::{net, sys};
 use std::cell::{Cell, RefCell};
 use std::os::raw::{c_char, c_int};

@@ -2,8 +2,8 @@
 //! so a bad value is refused while Kamailio reads the config, with a line
 //! that names the parameter and the value.
 
-use crate::core::config::{ParamType, ParamValue, PARAMS};
-use crate::kamailio::guard::guard;
+use crate::kamailio::config::{ParamType, ParamValue, PARAMS};
+use crate::ffi::guard::guard;
 use crate::kamailio::{module, sys};
 use std::ffi::{c_void, CStr};
 use std::os::raw::{c_char, c_int};

@@ -10,7 +10,7 @@ use crate::core::event::{JsonObject, TraceTypes};
 use crate::core::hep::proto_type;
 use crate::core::record::{Direction, Timestamp, TraceRecord};
 use crate::kamailio::call_context::{self, CallContext};
-use crate::kamailio::guard::guard;
+use crate::ffi::guard::guard;
 use crate::kamailio::{net, sys, tracer};
 use std::ffi::{c_void, CStr, CString};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

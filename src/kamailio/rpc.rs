@@ -1,6 +1,6 @@
 //! RPC commands, for kamcmd and every other RPC transport.
 
-use crate::kamailio::guard::guard;
+use crate::ffi::guard::guard;
 use crate::kamailio::{shared, stats, sys};
 use std::ffi::{c_void, CStr};
 use std::os::raw::c_char;

@@ -14,12 +14,12 @@
 //! queued. Tracing failures never reach the command: a panic in the tracing
 //! code leaves the command running untraced, or its records unsent.
 
-use crate::core::config::CommandFilter;
+use crate::core::rpc_command::CommandFilter;
 use crate::core::endpoint::{Endpoint, Transport};
 use crate::core::hep::proto_type;
 use crate::core::record::{Direction, Timestamp, TraceRecord};
 use crate::core::rpc_command::Execution;
-use crate::kamailio::guard::guard;
+use crate::ffi::guard::guard;
 use crate::kamailio::{net, sys, tracer};
 use std::cell::RefCell;
 use std::ffi::{c_void, CStr};

@@ -6,7 +6,7 @@ use crate::core::counters::DropReason;
 use crate::core::endpoint::{Endpoint, Transport};
 use crate::core::event::TraceTypes;
 use crate::core::record::{Direction, Outputs, Scope, Timestamp, TraceRecord};
-use crate::kamailio::guard::guard;
+use crate::ffi::guard::guard;
 use crate::kamailio::tracer::ScriptTarget;
 use crate::kamailio::transaction::{self, Start};
 use crate::kamailio::users::{self, Users};

@@ -7,7 +7,7 @@
 //! from its IP address. A name or address that matches no listen socket
 //! stops the server at startup.
 
-use crate::core::config::Config;
+use crate::kamailio::config::Config;
 use crate::core::endpoint::{Endpoint, Transport};
 use crate::kamailio::{net, sys};
 use std::net::UdpSocket;

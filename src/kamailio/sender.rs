@@ -46,7 +46,7 @@ fn work(module: &'static Module, index: usize, shared: &'static Shared) -> ! {
     let config = &module.config;
     let settings = SenderSettings {
         source_ip: send_socket::source().map(|s| s.addr.ip()),
-        ..SenderSettings::from_config(config)
+        ..SenderSettings::from_settings(&config.settings)
     };
     let mut host =
         Host { shared, uses_db: config.uses_database(), db: None, next_db_attempt: Instant::now() };
@@ -130,7 +130,7 @@ impl SenderHost for Host {
     fn tls_for(&self, dest: Destination) -> Option<(Arc<ClientConfig>, ServerName<'static>)> {
         // Called once per new connection to a collector: no need to keep it.
         let name = tls::server_name(&module::tls_name(dest)).ok()?;
-        let file = &module::get()?.config.senders.tls_ca_file;
+        let file = &module::get()?.config.settings.senders.tls_ca_file;
         match tls::client_config(Path::new(file)) {
             Ok(config) => Some((config, name)),
             Err(e) => {

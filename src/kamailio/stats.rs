@@ -52,7 +52,7 @@ pub const STATS: [(&CStr, Reader); 25] = [
 /// Kamailio reads a function statistic through a function without
 /// arguments, so each statistic gets its own instance.
 unsafe extern "C" fn read<const I: usize>() -> sys::counter_val_t {
-    crate::kamailio::guard::guard("statistics", 0, || STATS[I].1() as sys::counter_val_t)
+    crate::ffi::guard::guard("statistics", 0, || STATS[I].1() as sys::counter_val_t)
 }
 
 #[rustfmt::skip]

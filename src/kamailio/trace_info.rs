@@ -9,7 +9,7 @@
 
 use crate::core::counters::Counters;
 use crate::core::event::TraceTypes;
-use crate::kamailio::guard::guard;
+use crate::ffi::guard::guard;
 use crate::kamailio::tracer::ScriptTarget;
 use crate::kamailio::{shared, sys};
 use std::ffi::c_void;

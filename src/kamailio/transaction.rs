@@ -18,7 +18,7 @@ use crate::core::endpoint::Endpoint;
 use crate::core::event::TraceTypes;
 use crate::core::record::Scope;
 use crate::core::record::{Direction, Timestamp, TraceRecord};
-use crate::kamailio::guard::guard;
+use crate::ffi::guard::guard;
 use crate::kamailio::trace_info::{release_callback, TraceInfo};
 use crate::kamailio::tracer::{self, ScriptTarget};
 use crate::kamailio::users::{self, Users};

@@ -6,7 +6,7 @@
 //! at once, and tm callbacks on the transaction trace the rest, as in the
 //! transaction scope.
 
-use crate::guard::guard;
+use crate::ffi::guard::guard;
 use crate::opensips::module;
 use crate::opensips::sys;
 use crate::opensips::tracer::{self, Trace};

@@ -66,7 +66,7 @@ pub fn bind(databases: &[(String, Vec<String>)], columns: &[String; 14]) -> Resu
 }
 
 fn bind_one(url: &str, tables: &[String], columns: &[String; 14]) -> Result<Bound, String> {
-    let redacted = crate::core::config::redact_url(url);
+    let redacted = crate::core::sql::redact_url(url);
     let url_str = leak(url);
     let mut funcs = sys::db_func_t::default();
     // SAFETY: a valid str; the driver fills `funcs`.

@@ -3,7 +3,7 @@
 //! transaction, as OpenSIPS's tracer does; the INVITE's own transaction is
 //! traced as in the transaction scope, and a CANCEL of it too.
 
-use crate::guard::guard;
+use crate::ffi::guard::guard;
 use crate::opensips::sys;
 use crate::opensips::tracer::{self, Trace};
 use crate::opensips::transaction::{self, Held};

@@ -2,7 +2,7 @@
 //! the trace ids and switches tracing on and off, globally or per id;
 //! `trace_start` and `trace_stop` add and remove dynamic trace ids.
 
-use crate::guard::guard;
+use crate::ffi::guard::guard;
 use crate::opensips::module::{self, Module};
 use crate::opensips::sys;
 use crate::opensips::{dynamic, script, trace_api};

@@ -1,7 +1,7 @@
 //! Module state: the trace ids resolved at startup, the queues and the
 //! shared block, set up in mod_init before OpenSIPS forks.
 
-use crate::core::config::Config;
+use crate::core::settings::Settings;
 use crate::core::dest::{DestUri, Destination};
 use crate::core::endpoint::{Endpoint, Transport};
 use crate::core::hep::{ChunkLayout, HepSettings};
@@ -21,7 +21,7 @@ pub struct Module {
     pub ids: Vec<(String, Outputs)>,
     pub queues: Vec<Ring>,
     pub shared: &'static Shared,
-    pub config: Config,
+    pub settings: Settings,
     /// proto_hep's `homer5_delim` when its `homer5_on` is set: records of
     /// the trace API then join their payload parts with it.
     pub homer5_delimiter: Option<Vec<u8>>,
@@ -213,7 +213,7 @@ fn proto_hep_settings() -> (u32, Option<Vec<u8>>) {
 
 pub fn mod_init() -> Result<(), String> {
     let params = std::mem::take(&mut *PARAMS.lock().unwrap_or_else(|e| e.into_inner()));
-    let mut config = Config::default();
+    let mut settings = Settings::default();
     let api = bind_proto_hep();
     let mut ids: Vec<(String, Outputs)> = Vec::new();
     let mut hep_version = None;
@@ -263,7 +263,7 @@ pub fn mod_init() -> Result<(), String> {
             }
             TraceTarget::Db { url, .. } => {
                 sinks.add(at, target, &defaults).map_err(|e| format!("trace_id '[{name}]': {e}"))?;
-                let uri = crate::core::config::redact_url(url);
+                let uri = crate::core::sql::redact_url(url);
                 listing.push(Listing { id: at, kind: "Database", uri });
             }
             TraceTarget::File(_) | TraceTarget::Syslog(_) => {
@@ -295,11 +295,11 @@ pub fn mod_init() -> Result<(), String> {
         crate::opensips::trace_api::init(api)?;
     }
     let (capture_id, homer5_delimiter) = proto_hep_settings();
-    config.hep = HepSettings {
+    settings.hep = HepSettings {
         version: hep_version.unwrap_or(3),
         layout: ChunkLayout::OpenSips,
         capture_id,
-        ..config.hep
+        ..settings.hep
     };
     // SAFETY: plain allocation from OpenSIPS's shared memory.
     let p = unsafe { sys::siptrace_os_shm_malloc(std::mem::size_of::<Shared>()) } as *mut Shared;
@@ -312,13 +312,13 @@ pub fn mod_init() -> Result<(), String> {
     // SAFETY: initialized just above.
     let shared: &'static Shared = unsafe { &*p };
     let queues =
-        (0..config.senders.count).map(|_| new_queue(config.senders.queue_bytes)).collect::<Result<_, _>>()?;
+        (0..settings.senders.count).map(|_| new_queue(settings.senders.queue_bytes)).collect::<Result<_, _>>()?;
     crate::log_info!(
         "{} trace id(s), HEP version {}, {} sender(s) with {} KiB queues",
         ids.len(),
-        config.hep.version,
-        config.senders.count,
-        config.senders.queue_bytes / 1024
+        settings.hep.version,
+        settings.senders.count,
+        settings.senders.queue_bytes / 1024
     );
     let switches = shared_switches(ids.len(), params.trace_on.unwrap_or(true))?;
     let dynamic = crate::opensips::dynamic::Table::new_in_shm()?;
@@ -327,7 +327,7 @@ pub fn mod_init() -> Result<(), String> {
         ids,
         queues,
         shared,
-        config,
+        settings,
         homer5_delimiter,
         hep_ids,
         switches,

@@ -4,7 +4,7 @@
 
 use crate::core::endpoint::Endpoint;
 use crate::core::trace_id::{self, TraceId};
-use crate::guard::guard;
+use crate::ffi::guard::guard;
 use crate::opensips::sys;
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};
@@ -209,7 +209,7 @@ unsafe extern "C" fn set_trace_id(_type: sys::modparam_t, value: *mut c_void) ->
             Err(e) => {
                 crate::log_error!(
                     "modparam 'trace_id' has a bad value '{}': {e}",
-                    crate::core::config::redact_url(text)
+                    crate::core::sql::redact_url(text)
                 );
                 -1
             }

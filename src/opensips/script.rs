@@ -3,7 +3,7 @@
 //! scopes are implemented; the others are refused at startup.
 
 use crate::core::counters::DropReason;
-use crate::guard::guard;
+use crate::ffi::guard::guard;
 use crate::opensips::module::Module;
 use crate::opensips::tracer::{self, Trace};
 use crate::opensips::{b2b, dialog, dynamic, module, sys, trace_api, transaction};

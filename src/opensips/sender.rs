@@ -144,7 +144,7 @@ impl SenderHost for Host {
 /// The body of sender process `index`, which OpenSIPS forks: it
 /// supervises the process that does the sending (see `crate::supervise`).
 pub unsafe extern "C" fn run(index: libc::c_int) {
-    crate::guard::guard("the sender", (), || {
+    crate::ffi::guard::guard("the sender", (), || {
         let Some(module) = module::get() else { return };
         let supervision = Supervision {
             name: format!("sender {index}"),
@@ -161,7 +161,7 @@ fn work(module: &'static Module, index: libc::c_int) -> ! {
     if let Some(queue) = module.queues.get(index as usize) {
         // Records from OpenSIPS never carry X-Siptrace headers.
         let settings =
-            SenderSettings { xheaders_write: false, ..SenderSettings::from_config(&module.config) };
+            SenderSettings { xheaders_write: false, ..SenderSettings::from_settings(&module.settings) };
         let databases = module
             .sinks
             .databases

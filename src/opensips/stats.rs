@@ -6,13 +6,13 @@ use std::os::raw::{c_ulong, c_void};
 use std::sync::atomic::Ordering;
 
 unsafe extern "C" fn traced_requests(_ctx: *mut c_void) -> c_ulong {
-    crate::guard::guard("statistics", 0, || {
+    crate::ffi::guard::guard("statistics", 0, || {
         module::get().map_or(0, |m| m.shared.counters.traced_requests.load(Ordering::Relaxed) as c_ulong)
     })
 }
 
 unsafe extern "C" fn traced_replies(_ctx: *mut c_void) -> c_ulong {
-    crate::guard::guard("statistics", 0, || {
+    crate::ffi::guard::guard("statistics", 0, || {
         module::get().map_or(0, |m| m.shared.counters.traced_replies.load(Ordering::Relaxed) as c_ulong)
     })
 }

@@ -14,7 +14,7 @@ use crate::core::endpoint::{Endpoint, Transport};
 use crate::core::event::JsonObject;
 use crate::core::record::{Direction, Outputs, Timestamp, TraceRecord};
 use crate::core::shared::enqueue;
-use crate::guard::guard;
+use crate::ffi::guard::guard;
 use crate::opensips::module::{self, HepApi, Module};
 use crate::opensips::sys;
 use crate::opensips::tracer;

@@ -4,7 +4,7 @@
 //! replies). What tm forwards statelessly (the ACK of a 2xx, say) is caught
 //! by the core's stateless callbacks, for messages flagged by `trace()`.
 
-use crate::guard::guard;
+use crate::ffi::guard::guard;
 use crate::opensips::module;
 use crate::opensips::sys;
 use crate::opensips::trace_api;

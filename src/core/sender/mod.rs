@@ -60,16 +60,16 @@ impl SenderSettings {
 
     /// The settings the module's parameters give; the host adds the source
     /// address when it has one.
-    pub fn from_config(config: &crate::core::config::Config) -> SenderSettings {
-        let s = &config.senders;
+    pub fn from_settings(settings: &crate::core::settings::Settings) -> SenderSettings {
+        let s = &settings.senders;
         SenderSettings {
             batch_size: s.batch_size,
             flush_interval: Duration::from_millis(s.flush_interval_ms),
-            hep: config.hep.clone(),
+            hep: settings.hep.clone(),
             stream_backlog: Self::STREAM_BACKLOG,
             db_flush_interval: Duration::from_millis(s.db_flush_interval_ms),
             db_batch_size: s.db_batch_size,
-            xheaders_write: config.xheaders_write,
+            xheaders_write: settings.xheaders_write,
             source_ip: None,
         }
     }

@@ -3,6 +3,6 @@
 //! `crate::opensips` touches them.
 
 #![allow(non_camel_case_types, non_upper_case_globals, non_snake_case, dead_code, unused_imports)]
-#![allow(clippy::all)]
+#![allow(clippy::all, clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
