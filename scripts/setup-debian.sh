@@ -1,10 +1,31 @@
 #!/bin/sh
 # Installs everything the build, the demo and the tests need on Debian
 # bookworm, as root. Safe to run again: each step checks before it acts.
+#
+# KAMAILIO_VERSION selects the server to build for:
+#   unset, 5.6 or 5.6.3: Debian bookworm's installed Kamailio 5.6.3, its
+#       source unpacked in .deps/kamailio-5.6.3 (KAMAILIO_SRC).
+#   6.0: all of the above, plus Kamailio 6.0.1 built from Debian trixie's
+#       source package by scripts/setup-kamailio-6.0.sh, which checks that it
+#       prints the version and flags of Debian's trixie binary:
+#         .deps/kamailio-6.0/sbin/kamailio, .deps/kamailio-6.0/sbin/kamcmd
+#         .deps/kamailio-6.0/lib/x86_64-linux-gnu/kamailio/modules
+#         .deps/kamailio-6.0/share/kamailio
+#         .deps/kamailio-6.0/src-tree (KAMAILIO_SRC)
+#       6.0 has no libsrdb1.so: the DB API is in the kamailio binary.
+#       The first run builds core plus 19 modules (127 to 278 s with make -j2
+#       on a shared 2-core machine); later runs reuse the tree once its
+#       strings check out.
 set -eu
 
 export DEBIAN_FRONTEND=noninteractive
-KAMAILIO_VERSION=5.6.3
+case "${KAMAILIO_VERSION:-}" in
+    ""|5.6|5.6.3) build_60=no ;;
+    6.0) build_60=yes ;;
+    *) echo "setup: KAMAILIO_VERSION=$KAMAILIO_VERSION is not supported: use 5.6 (the default) or 6.0" >&2; exit 1 ;;
+esac
+# Bookworm's Kamailio: always installed, the tests run on it in any case.
+DEBIAN_KAMAILIO=5.6.3
 here=$(cd "$(dirname "$0")/.." && pwd)
 deps="$here/.deps"
 
@@ -41,15 +62,19 @@ command -v npm >/dev/null 2>&1 || apt-get install -y -q --no-install-recommends 
 
 installed=$(dpkg-query -W -f='${Version}' kamailio)
 case "$installed" in
-    "$KAMAILIO_VERSION"-*) ;;
-    *) echo "setup: kamailio $installed is installed, but this module is built for $KAMAILIO_VERSION" >&2; exit 1 ;;
+    "$DEBIAN_KAMAILIO"-*) ;;
+    *) echo "setup: kamailio $installed is installed, but this module is built for $DEBIAN_KAMAILIO" >&2; exit 1 ;;
 esac
 
 # The source tree of exactly the installed version, for bindgen and for
 # the build defines (build.rs reads it through KAMAILIO_SRC).
-if [ ! -f "$deps/kamailio-$KAMAILIO_VERSION/src/Makefile.defs" ]; then
+if [ ! -f "$deps/kamailio-$DEBIAN_KAMAILIO/src/Makefile.defs" ]; then
     mkdir -p "$deps"
     (cd "$deps" && apt-get source -q "kamailio=$installed")
+fi
+
+if [ "$build_60" = yes ]; then
+    sh "$here/scripts/setup-kamailio-6.0.sh"
 fi
 
 # Rust: Debian's own is too old for this crate.
@@ -60,4 +85,7 @@ fi
 # The hep-js decoder the tests and the demo use.
 (cd "$here/tests/hepjs" && npm ci --no-audit --no-fund --loglevel=error)
 
-echo "setup: done (KAMAILIO_SRC=$deps/kamailio-$KAMAILIO_VERSION)"
+echo "setup: done (KAMAILIO_SRC=$deps/kamailio-$DEBIAN_KAMAILIO)"
+if [ "$build_60" = yes ]; then
+    echo "setup: Kamailio 6.0: KAMAILIO_SRC=$deps/kamailio-6.0/src-tree KAMAILIO_BIN=$deps/kamailio-6.0/sbin/kamailio"
+fi
