@@ -1,5 +1,12 @@
 //! The Kamailio binding's build: KAMAILIO_SRC's headers, the defines of
 //! `make printcdefs`, and the strings `kamailio -V` prints.
+//!
+//! One release at a time, read from the tree: `KAMAILIO_VERSION=6.0`
+//! builds for the 6.0 server scripts/setup-debian.sh builds under
+//! .deps/kamailio-6.0, and without it the build is for Debian's installed
+//! 5.6. KAMAILIO_SRC and KAMAILIO_BIN point at another tree and binary.
+//! The release becomes a cfg (`kamailio_5_6`, `kamailio_6_0`) that the
+//! host layer, and the tests, select their version-specific code with.
 
 use crate::{expanded_string, fail, split_shell_words};
 use std::env;
@@ -7,18 +14,68 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub fn build() {
-    for var in ["KAMAILIO_SRC", "KAMAILIO_BIN", "KAMAILIO_LIB_DIR"] {
+    for var in ["KAMAILIO_VERSION", "KAMAILIO_SRC", "KAMAILIO_BIN", "KAMAILIO_LIB_DIR"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     let host = KamailioHost::discover();
+    for release in SUPPORTED {
+        println!("cargo:rustc-check-cfg=cfg({})", release.cfg);
+    }
+    println!("cargo:rustc-cfg={}", host.release.cfg);
     host.check_module_strings();
     host.generate_bindings();
     host.compile_shim();
-    host.link_srdb1();
+    if host.release.has_srdb1_library {
+        host.link_srdb1();
+    }
+}
+
+/// A Kamailio release this module is built and tested for.
+struct Release {
+    /// `major.minor`, as KAMAILIO_VERSION gives it.
+    name: &'static str,
+    /// The cfg the host layer selects this release's code with.
+    cfg: &'static str,
+    /// Where scripts/setup-debian.sh leaves its source tree and binary,
+    /// relative to the crate; the binary is the installed one without.
+    src: &'static str,
+    bin: Option<&'static str>,
+    /// 5.6 keeps the DB API in libsrdb1.so; from 6.0 it is in the
+    /// kamailio binary, which exports db_bind_mod itself.
+    has_srdb1_library: bool,
+}
+
+const SUPPORTED: &[Release] = &[
+    Release {
+        name: "5.6",
+        cfg: "kamailio_5_6",
+        src: ".deps/kamailio-5.6.3",
+        bin: None,
+        has_srdb1_library: true,
+    },
+    Release {
+        name: "6.0",
+        cfg: "kamailio_6_0",
+        src: ".deps/kamailio-6.0/src-tree",
+        bin: Some(".deps/kamailio-6.0/sbin/kamailio"),
+        has_srdb1_library: false,
+    },
+];
+
+fn supported_names() -> String {
+    SUPPORTED.iter().map(|r| r.name).collect::<Vec<_>>().join(" and ")
+}
+
+fn release_named(name: &str) -> &'static Release {
+    SUPPORTED.iter().find(|r| r.name == name).unwrap_or_else(|| {
+        fail(&format!("Kamailio {name} is not supported; the supported releases are {}", supported_names()))
+    })
 }
 
 struct KamailioHost {
     src: PathBuf,
+    release: &'static Release,
+    bin: String,
     defines: Vec<String>,
     version_line: String,
     flags_line: String,
@@ -26,26 +83,43 @@ struct KamailioHost {
 
 impl KamailioHost {
     fn discover() -> Self {
-        let src = match env::var_os("KAMAILIO_SRC") {
-            Some(dir) => PathBuf::from(dir),
-            None => fail(
-                "KAMAILIO_SRC is not set. Point it at the Kamailio source tree that \
-                 matches the installed server (scripts/setup-debian.sh unpacks Debian's \
-                 with `apt-get source kamailio` into .deps/).",
-            ),
-        };
+        let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+        let asked = env::var("KAMAILIO_VERSION").ok().filter(|v| !v.is_empty());
+        // "6.0" and "6.0.1" both ask for the 6.0 release.
+        let asked = asked.as_deref().map(|v| release_named(&major_minor(v)));
+        let default = asked.unwrap_or(&SUPPORTED[0]);
+        let src = env::var_os("KAMAILIO_SRC").map_or_else(|| manifest.join(default.src), PathBuf::from);
         let src = src.canonicalize().unwrap_or(src);
         if !src.join("src/Makefile.defs").is_file() {
             fail(&format!(
-                "KAMAILIO_SRC={} does not look like a Kamailio source tree \
-                 (src/Makefile.defs is missing)",
-                src.display()
+                "{} does not look like a Kamailio source tree (src/Makefile.defs is missing). \
+                 Run `{}scripts/setup-debian.sh`, or set KAMAILIO_SRC to the source tree of \
+                 your Kamailio.",
+                src.display(),
+                asked.map_or(String::new(), |r| format!("KAMAILIO_VERSION={} ", r.name)),
             ));
         }
+        let tree_version = tree_version(&src.join("src"));
+        let release = release_named(&major_minor(&tree_version));
+        if let Some(asked) = asked {
+            if asked.name != release.name {
+                fail(&format!(
+                    "KAMAILIO_VERSION={} but the tree {} is Kamailio {tree_version}",
+                    asked.name,
+                    src.display()
+                ));
+            }
+        }
+        let bin = env::var("KAMAILIO_BIN").ok().filter(|b| !b.is_empty()).unwrap_or_else(|| {
+            match release.bin {
+                Some(bin) if env::var_os("KAMAILIO_SRC").is_none() => manifest.join(bin).display().to_string(),
+                _ => installed_binary(),
+            }
+        });
         let mut defines = build_file_defines(&src.join("src"));
         defines.push("-DMOD_NAME=\"siptrace\"".to_string());
-        let (version_line, flags_line) = installed_version();
-        KamailioHost { src, defines, version_line, flags_line }
+        let (version_line, flags_line) = binary_version(&bin);
+        KamailioHost { src, release, bin, defines, version_line, flags_line }
     }
 
     fn include_dirs(&self) -> Vec<PathBuf> {
@@ -76,9 +150,11 @@ impl KamailioHost {
 
         if version.trim() != self.version_line {
             fail(&format!(
-                "module_version would be '{version}' but the installed kamailio reports \
-                 '{}'. KAMAILIO_SRC must be the source of the installed version \
+                "module_version would be '{version}' (from the tree {}) but {} reports \
+                 '{}'. KAMAILIO_SRC must be the source of that binary's version \
                  (set KAMAILIO_BIN if another kamailio binary is meant).",
+                self.src.display(),
+                self.bin,
                 self.version_line
             ));
         }
@@ -88,11 +164,12 @@ impl KamailioHost {
             let missing: Vec<&&str> = theirs.iter().filter(|f| !ours.contains(f)).collect();
             let extra: Vec<&&str> = ours.iter().filter(|f| !theirs.contains(f)).collect();
             fail(&format!(
-                "module_flags would differ from the installed kamailio's, and it would \
+                "module_flags would differ from {}'s, and it would \
                  refuse to load the module.\n  ours:   {flags}\n  kamailio -V: {}\n  \
                  missing: {missing:?}  extra: {extra:?}\n\
                  The defines come from `make printcdefs` in KAMAILIO_SRC/src; \
                  TLS_PTHREAD_MUTEX_SHARED needs libssl-dev installed.",
+                self.bin,
                 self.flags_line
             ));
         }
@@ -308,16 +385,37 @@ fn build_file_defines(src: &Path) -> Vec<String> {
     defines
 }
 
-/// The "Version:" and "flags:" lines of the installed `kamailio -V`.
-fn installed_version() -> (String, String) {
-    let bin = env::var("KAMAILIO_BIN").unwrap_or_else(|_| {
-        ["/usr/sbin/kamailio", "/usr/local/sbin/kamailio"]
-            .iter()
-            .find(|p| Path::new(p).exists())
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| "kamailio".to_string())
-    });
-    let out = Command::new(&bin).arg("-V").output().unwrap_or_else(|e| {
+fn major_minor(version: &str) -> String {
+    version.split('.').take(2).collect::<Vec<_>>().join(".")
+}
+
+/// The version of a source tree, `major.minor.sub`, from its Makefile.defs.
+fn tree_version(src: &Path) -> String {
+    let defs = std::fs::read_to_string(src.join("Makefile.defs"))
+        .unwrap_or_else(|e| fail(&format!("cannot read {}/Makefile.defs: {e}", src.display())));
+    let field = |name: &str| -> String {
+        defs.lines()
+            .find_map(|l| {
+                let (key, value) = l.split_once('=')?;
+                (key.trim() == name).then(|| value.trim().to_string())
+            })
+            .unwrap_or_else(|| fail(&format!("{}/Makefile.defs has no {name} line", src.display())))
+    };
+    format!("{}.{}.{}", field("VERSION"), field("PATCHLEVEL"), field("SUBLEVEL"))
+}
+
+/// The kamailio binary installed on this machine.
+fn installed_binary() -> String {
+    ["/usr/sbin/kamailio", "/usr/local/sbin/kamailio"]
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "kamailio".to_string())
+}
+
+/// The "Version:" and "flags:" lines of `bin -V`.
+fn binary_version(bin: &str) -> (String, String) {
+    let out = Command::new(bin).arg("-V").output().unwrap_or_else(|e| {
         fail(&format!("cannot run `{bin} -V` ({e}); install Kamailio or set KAMAILIO_BIN to its binary"))
     });
     // Some builds print the version to stderr.
