@@ -69,28 +69,24 @@ pub struct Column<const I: usize>;
 impl<const I: usize> StrSetter for Column<I> {
     const NAME: &'static CStr = COLUMN_PARAMS[I];
 
+    /// The name goes to the DB layer as a column name: a plain SQL
+    /// identifier, as for Kamailio's column parameters.
     fn set(value: Option<&str>) -> bool {
         let name = Self::NAME.to_str().unwrap_or("column");
         match value.map(str::trim) {
-            Some(column) if is_identifier(column) => {
+            Some(column) if crate::core::sql::is_identifier(column.as_bytes()) => {
                 with_params(|p| p.columns[I] = Some(column.to_string()));
                 true
             }
             other => {
                 crate::log_error!(
-                    "modparam '{name}' has a bad value '{}': a column name is letters, digits and _",
+                    "modparam '{name}' has a bad value '{}': a column name is letters, digits, _ and .",
                     other.unwrap_or("")
                 );
                 false
             }
         }
     }
-}
-
-fn is_identifier(name: &str) -> bool {
-    name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && name.len() <= 64
 }
 
 pub struct FileMode;
