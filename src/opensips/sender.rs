@@ -86,7 +86,7 @@ impl Host {
                 }
                 result
             }
-            Sink::File { path, fd } => sinks::write_file(*fd, path, row, &mut self.text),
+            Sink::File { path, file } => sinks::write_file(file, path, row, &mut self.text),
             Sink::Syslog { facility, level } => sinks::write_syslog(*facility, *level, row, &mut self.text),
         }
     }

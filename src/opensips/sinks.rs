@@ -10,7 +10,11 @@ use crate::core::trace_id::TraceTarget;
 use crate::core::trace_text;
 use crate::opensips::host::log;
 use crate::opensips::state::{Defaults, Sink, Sinks};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::os::raw::c_int;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Arc;
 
 /// Adds a row destination to trace id `id`. Returns false for a target
 /// that is not one (hep:, sip:). A file that cannot be opened is an
@@ -19,14 +23,14 @@ pub fn add(sinks: &mut Sinks, id: usize, target: &TraceTarget, defaults: &Defaul
     let sink = match target {
         TraceTarget::Db { url, table } => Sink::Db { db: sinks.database(url, table), table: table.clone() },
         TraceTarget::File(path) => {
-            let fd = match sinks.all.iter().find_map(|s| match s {
-                Sink::File { path: p, fd } if p == path => Some(*fd),
+            let file = match sinks.all.iter().find_map(|s| match s {
+                Sink::File { path: p, file } if p == path => Some(file.clone()),
                 _ => None,
             }) {
-                Some(fd) => fd,
-                None => open(path, defaults.file_mode)?,
+                Some(file) => file,
+                None => Arc::new(open(path, defaults.file_mode)?),
             };
-            Sink::File { path: path.clone(), fd }
+            Sink::File { path: path.clone(), file }
         }
         TraceTarget::Syslog(uri) => {
             let spec = trace_text::parse_syslog(uri).map_err(|e| format!("'{uri}': {e}"))?;
@@ -43,10 +47,7 @@ pub fn add(sinks: &mut Sinks, id: usize, target: &TraceTarget, defaults: &Defaul
 
 /// Whether `path` can be opened for tracing (made with `mode` if need be).
 pub fn check_file(path: &str, mode: u32) -> Result<(), String> {
-    let fd = open(path, mode)?;
-    // SAFETY: closing the descriptor just opened.
-    unsafe { libc::close(fd) };
-    Ok(())
+    open(path, mode).map(drop)
 }
 
 /// Appends `row` to the file at `path`, opened for this row only: a
@@ -57,22 +58,17 @@ pub fn append_file(
     row: &Row<'_>,
     buf: &mut Vec<u8>,
 ) -> Result<(), (DropReason, String)> {
-    let fd = open(path, mode).map_err(|e| (DropReason::SendFailed, e))?;
-    let result = write_file(fd, path, row, buf);
-    // SAFETY: closing the descriptor just opened.
-    unsafe { libc::close(fd) };
-    result
+    let file = open(path, mode).map_err(|e| (DropReason::SendFailed, e))?;
+    write_file(&file, path, row, buf)
 }
 
-fn open(path: &str, mode: u32) -> Result<c_int, String> {
-    let c_path = std::ffi::CString::new(path).map_err(|_| format!("file '{path}' has a NUL in its name"))?;
-    let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC;
-    // SAFETY: a NUL-terminated path; the descriptor is kept until exit.
-    let fd = unsafe { libc::open(c_path.as_ptr(), flags, mode as libc::c_uint) };
-    if fd < 0 {
-        return Err(format!("cannot open file '{path}' for tracing: {}", std::io::Error::last_os_error()));
-    }
-    Ok(fd)
+fn open(path: &str, mode: u32) -> Result<File, String> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| format!("cannot open file '{path}' for tracing: {e}"))
 }
 
 /// The tracer's text form of `row` in `buf`, with the time for a file.
@@ -82,24 +78,19 @@ fn text_of(row: &Row<'_>, time: bool, buf: &mut Vec<u8>) -> Result<(), (DropReas
         .ok_or((DropReason::Unparsable, "a row without its addresses".to_string()))
 }
 
-/// Writes `row` to file descriptor `fd` in the tracer's text form, in one
-/// write, so that rows from several processes never interleave.
+/// Writes `row` to `file` in the tracer's text form, in one write, so
+/// that rows from several processes never interleave.
 pub fn write_file(
-    fd: c_int,
+    mut file: &File,
     path: &str,
     row: &Row<'_>,
     buf: &mut Vec<u8>,
 ) -> Result<(), (DropReason, String)> {
     text_of(row, true, buf)?;
-    // SAFETY: writing `buf`'s bytes to a descriptor we opened.
-    let n = unsafe { libc::write(fd, buf.as_ptr() as *const libc::c_void, buf.len()) };
-    match n {
-        n if n as usize == buf.len() => Ok(()),
-        n if n < 0 => {
-            let e = std::io::Error::last_os_error();
-            Err((DropReason::SendFailed, format!("cannot write to '{path}': {e}")))
-        }
-        n => Err((DropReason::SendFailed, format!("'{path}' took {n} of {} bytes", buf.len()))),
+    match file.write(buf) {
+        Ok(n) if n == buf.len() => Ok(()),
+        Ok(n) => Err((DropReason::SendFailed, format!("'{path}' took {n} of {} bytes", buf.len()))),
+        Err(e) => Err((DropReason::SendFailed, format!("cannot write to '{path}': {e}"))),
     }
 }
 

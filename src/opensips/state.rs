@@ -14,9 +14,10 @@ use crate::core::ring::Ring;
 use crate::core::settings::Settings;
 use crate::core::shared::Shared;
 use std::borrow::Cow;
+use std::fs::File;
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 pub struct State {
     /// Each trace id name with where its traces go.
@@ -105,7 +106,7 @@ pub enum Sink {
     /// A table of database `db` (an index into `Sinks::databases`).
     Db { db: usize, table: String },
     /// A file opened at startup, before OpenSIPS forks.
-    File { path: String, fd: c_int },
+    File { path: String, file: Arc<File> },
     /// OpenSIPS's log, with a syslog facility and an OpenSIPS log level.
     Syslog { facility: c_int, level: c_int },
 }
