@@ -3,112 +3,54 @@
 //! transaction, as OpenSIPS's tracer does; the INVITE's own transaction is
 //! traced as in the transaction scope, and a CANCEL of it too.
 
-use crate::ffi::guard::guard;
-use crate::opensips::sys;
-use crate::opensips::tracer::{self, Trace};
-use crate::opensips::transaction::{self, Held};
-use crate::opensips::{module, trace_api};
-use std::os::raw::c_int;
-use std::sync::OnceLock;
-
-struct Dialog(sys::dlg_binds);
-// SAFETY: a table of function pointers filled once before forking.
-unsafe impl Sync for Dialog {}
-unsafe impl Send for Dialog {}
-
-static DIALOG: OnceLock<Option<Dialog>> = OnceLock::new();
-
-/// Binds the dialog module if it is loaded. From mod_init.
-pub fn init() {
-    // SAFETY: looking up another module's export by name.
-    let load = unsafe { sys::find_export(c"load_dlg".as_ptr(), 0) };
-    let binds = load.and_then(|f| {
-        let mut binds = sys::dlg_binds::default();
-        // SAFETY: the dialog module's load_dlg has this signature.
-        let load: sys::load_dlg_f = unsafe { std::mem::transmute(f) };
-        load.is_some_and(|load| unsafe { load(&mut binds) } >= 0).then_some(Dialog(binds))
-    });
-    let _ = DIALOG.set(binds);
-}
-
-pub fn loaded() -> bool {
-    DIALOG.get().is_some_and(Option::is_some)
-}
+use crate::opensips::host::dialog::{self, Event};
+use crate::opensips::host::held::{Held, Trace};
+use crate::opensips::host::msg::Msg;
+use crate::opensips::host::tm;
+use crate::opensips::{state, trace_api, tracer, transaction};
 
 /// Starts tracing the dialog of `msg`, an initial INVITE, and its
 /// transaction. Returns false when the dialog or tm module refuses.
-pub fn start(msg: &mut sys::sip_msg, trace: Trace<'_>) -> bool {
-    let Some(Some(dialog)) = DIALOG.get() else { return false };
-    let (Some(create), Some(get), Some(register)) =
-        (dialog.0.create_dlg, dialog.0.get_dlg, dialog.0.register_dlgcb)
-    else {
-        return false;
-    };
-    // SAFETY: the dialog module's API on the message being processed.
-    if unsafe { create(msg, 0) } < 1 {
+pub fn start(msg: &mut Msg, trace: Trace<'_>) -> bool {
+    let Some(dlg) = dialog::create(msg) else { return false };
+    // Each callback holds a reference, released with the dialog (or the
+    // transaction, for the CANCEL's).
+    let Some(held) = Held::new(trace) else { return false };
+    let within = dlg.register::<InDialog>(Event::RequestWithin, held.clone());
+    if !dlg.register::<InDialog>(Event::Terminated, held.clone()) {
         return false;
     }
-    let dlg = unsafe { get() };
-    if dlg.is_null() {
-        return false;
-    }
-    // Held by the TERMINATED callback, whose release frees it; the other
-    // callbacks run before it.
-    let Some(info) = Held::new(trace, 1) else { return false };
-    // SAFETY: registering on the dialog just made.
-    let within =
-        unsafe { register(dlg, sys::DLGCB_REQ_WITHIN as c_int, Some(in_dialog), info.param(), None) };
-    let end = unsafe {
-        register(
-            dlg,
-            sys::DLGCB_TERMINATED as c_int,
-            Some(in_dialog),
-            info.param(),
-            Some(transaction::release),
-        )
-    };
-    if end != 0 {
-        // SAFETY: nobody else holds the block.
-        unsafe { transaction::release(info.param()) };
-        return false;
-    }
-    within == 0
+    within
         && transaction::start(msg, trace)
-        && transaction::register(msg, sys::TMCB_TRANS_CANCELLED, Some(cancelled), info.param())
+        && tm::register::<Cancelled>(&mut tm::On::Msg(msg), tm::Event::Cancelled, held)
 }
 
 /// Traces `msg`, received within the dialog, and its transaction.
-fn trace_request(info: Held, msg: &mut sys::sip_msg) {
-    let Some(module) = module::get() else { return };
-    let trace = info.trace();
-    trace_api::enter(msg.id, trace.id, trace.types);
+fn trace_request(held: &Held, msg: &mut Msg) {
+    let Some(state) = state::get() else { return };
+    let trace = held.trace();
+    trace_api::enter(msg.id(), trace.id, trace.types);
     transaction::start(msg, trace);
-    tracer::incoming(module, trace, msg, false);
+    tracer::incoming(state, trace, msg, false);
 }
 
-unsafe extern "C" fn in_dialog(_dlg: *mut sys::dlg_cell, _type: c_int, params: *mut sys::dlg_cb_params) {
-    guard("dialog callback", (), || {
-        // SAFETY: the dialog module's parameters for our registration.
-        let Some(params) = (unsafe { params.as_ref() }) else { return };
-        let Some(info) = (unsafe { Held::from_param(*params.param) }) else { return };
-        // SAFETY: the message of the callback, when there is one.
-        let Some(msg) = (unsafe { params.msg.as_mut() }) else { return };
+struct InDialog;
+
+impl dialog::Handler for InDialog {
+    fn run(msg: &mut Msg, held: &Held) {
         // A message the dialog module made up (to end a dialog) is not traced.
-        if unsafe { sys::is_dummy_sip_msg(msg) } == 0 {
-            return;
+        if !msg.is_dummy() {
+            trace_request(held, msg);
         }
-        trace_request(info, msg);
-    })
+    }
 }
 
-unsafe extern "C" fn cancelled(_t: *mut sys::cell, _type: c_int, ps: *mut sys::tmcb_params) {
-    guard("tm callback", (), || {
-        // SAFETY: tm's parameters for our registration.
-        let Some(ps) = (unsafe { ps.as_ref() }) else { return };
-        let Some(info) = (unsafe { Held::from_param(*ps.param) }) else { return };
-        // SAFETY: the CANCEL, when tm passes it.
-        if let Some(cancel) = unsafe { ps.req.as_mut() } {
-            trace_request(info, cancel);
+struct Cancelled;
+
+impl tm::Handler for Cancelled {
+    fn run(cb: tm::Callback<'_>) {
+        if let Some(cancel) = cb.request {
+            trace_request(cb.held, cancel);
         }
-    })
+    }
 }

@@ -1,33 +1,74 @@
-//! The tables OpenSIPS reads through dlsym when it loads the module, and
-//! the life-cycle entry points they name.
+//! The tables OpenSIPS reads through dlsym when it loads the module, built
+//! from the host layer's entries and the policy's handlers, and mod_init.
 
 use crate::ffi::guard::{guard, install_panic_hook};
 use crate::ffi::Export;
-use crate::opensips::{mi, module, params, script, sender, stats, sys};
+use crate::opensips::host::{mi, modparam, process, script, stats, sys};
+use crate::opensips::mi::{SetGlobal, SetId, ShowAll, ShowId, Start, Stop};
+use crate::opensips::params::{
+    Column, FileMode, LocalIp, SyslogFacility, SyslogLevel, TraceIdNeeds, TraceIdParam, TraceOn,
+};
+use crate::opensips::{sender, startup, stats as tracer_stats};
 use std::os::raw::{c_char, c_int};
 
-static CMDS: Export<[sys::cmd_export_t; script::CMD_COUNT + 1]> = Export(script::cmd_exports());
-static PARAMS: Export<[sys::param_export_t; params::PARAM_COUNT + 1]> = Export(params::param_exports());
-static STATS: Export<[sys::stat_export_t; 3]> = Export(stats::stat_exports());
-static MI: Export<[sys::mi_export_t; 4]> = Export(mi::mi_exports());
-static PROCS: Export<[sys::proc_export_t; 2]> = Export([
-    sys::proc_export_t {
-        name: c"siptrace sender".as_ptr(),
-        pre_fork_function: None,
-        post_fork_function: None,
-        function: Some(sender::run),
-        no: 1,
-        flags: 0,
-    },
-    sys::proc_export_t {
-        name: std::ptr::null(),
-        pre_fork_function: None,
-        post_fork_function: None,
-        function: None,
-        no: 0,
-        flags: 0,
-    },
+static CMDS: Export<[sys::cmd_export_t; 2]> =
+    Export([script::export::<crate::opensips::script::TraceFn>(), script::END]);
+
+static PARAMS: Export<[sys::param_export_t; 21]> = Export([
+    modparam::string::<TraceIdParam>(),
+    modparam::int::<TraceOn>(),
+    modparam::string::<LocalIp>(),
+    modparam::int::<FileMode>(),
+    modparam::int::<SyslogLevel>(),
+    modparam::string::<SyslogFacility>(),
+    modparam::string::<Column<0>>(),
+    modparam::string::<Column<1>>(),
+    modparam::string::<Column<2>>(),
+    modparam::string::<Column<3>>(),
+    modparam::string::<Column<4>>(),
+    modparam::string::<Column<5>>(),
+    modparam::string::<Column<6>>(),
+    modparam::string::<Column<7>>(),
+    modparam::string::<Column<8>>(),
+    modparam::string::<Column<9>>(),
+    modparam::string::<Column<10>>(),
+    modparam::string::<Column<11>>(),
+    modparam::string::<Column<12>>(),
+    modparam::string::<Column<13>>(),
+    modparam::END,
 ]);
+
+static STATS: Export<[sys::stat_export_t; 3]> = Export([
+    stats::export::<tracer_stats::TracedRequests>(),
+    stats::export::<tracer_stats::TracedReplies>(),
+    stats::END,
+]);
+
+static MI: Export<[sys::mi_export_t; 4]> = Export([
+    mi::export(
+        c"trace",
+        true,
+        &[
+            mi::recipe::<ShowAll>(&[]),
+            mi::recipe::<ShowId>(&[c"id"]),
+            mi::recipe::<SetGlobal>(&[c"mode"]),
+            mi::recipe::<SetId>(&[c"id", c"mode"]),
+        ],
+    ),
+    mi::export(
+        c"trace_start",
+        false,
+        &[
+            mi::recipe::<Start>(&[c"id", c"uri"]),
+            mi::recipe::<Start>(&[c"id", c"uri", c"filter"]),
+            mi::recipe::<Start>(&[c"id", c"uri", c"filter", c"scope", c"type"]),
+        ],
+    ),
+    mi::export(c"trace_stop", false, &[mi::recipe::<Stop>(&[c"id"])]),
+    mi::END,
+]);
+
+static PROCS: Export<[sys::proc_export_t; 2]> = Export([process::export::<sender::Senders>(1), process::END]);
 
 /// OpenSIPS's dep_export_t: fixed module dependencies (none), then the
 /// modparam ones, each list ending with an empty entry.
@@ -46,13 +87,7 @@ const NO_MODULE: sys::module_dependency_t = sys::module_dependency_t {
 
 static DEPS: Export<Deps> = Export(Deps {
     modules: [NO_MODULE; sys::MAX_MOD_DEPS as usize],
-    params: [
-        sys::modparam_dependency_t {
-            script_param: c"trace_id".as_ptr() as *mut c_char,
-            get_deps_f: Some(params::trace_id_deps),
-        },
-        sys::modparam_dependency_t { script_param: std::ptr::null_mut(), get_deps_f: None },
-    ],
+    params: [modparam::dependency::<TraceIdNeeds>(), modparam::DEPENDENCY_END],
 });
 
 #[no_mangle]
@@ -89,7 +124,7 @@ pub static exports: Export<sys::module_exports> = Export(sys::module_exports {
 unsafe extern "C" fn mod_init() -> c_int {
     guard("mod_init", -1, || {
         install_panic_hook();
-        match module::mod_init() {
+        match startup::mod_init() {
             Ok(()) => 0,
             Err(e) => {
                 crate::log_error!("{e}");

@@ -1,315 +1,225 @@
 //! The tracer's MI commands, as OpenSIPS's tracer has them: `trace` shows
 //! the trace ids and switches tracing on and off, globally or per id;
-//! `trace_start` and `trace_stop` add and remove dynamic trace ids.
+//! `trace_start` and `trace_stop` add and remove dynamic trace ids
+//! (`state::dynamic`). exports.rs lists them with their parameters.
 
-use crate::ffi::guard::guard;
-use crate::opensips::module::{self, Module};
-use crate::opensips::sys;
-use crate::opensips::{dynamic, script, trace_api};
-use std::os::raw::{c_char, c_int};
-use std::sync::atomic::Ordering;
+use crate::core::dest::{DestUri, Destination};
+use crate::core::endpoint::Transport;
+use crate::opensips::host::mi::{Handler, Item, Params, Response};
+use crate::opensips::state::dynamic::{self, Entry, Filter, FilterKind, Target};
+use crate::opensips::state::{self, State};
+use crate::opensips::{hep, script, sinks, trace_api};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-type Handler = unsafe extern "C" fn(*const sys::mi_params_t, *mut sys::mi_handler) -> *mut sys::mi_response_t;
-
-const fn recipe(
-    cmd: Option<Handler>,
-    params: [&'static std::ffi::CStr; 5],
-    count: usize,
-) -> sys::mi_recipe_t {
-    let mut names = [std::ptr::null_mut(); sys::MAX_MI_PARAMS as usize];
-    let mut i = 0;
-    while i < count {
-        names[i] = params[i].as_ptr() as *mut c_char;
-        i += 1;
-    }
-    sys::mi_recipe_t { cmd, params: names }
+fn internal_error() -> Response {
+    Response::error(500, "Internal error", "")
 }
 
-const EMPTY: sys::mi_recipe_t =
-    sys::mi_recipe_t { cmd: None, params: [std::ptr::null_mut(); sys::MAX_MI_PARAMS as usize] };
-
-const fn export(name: &'static std::ffi::CStr, flags: u32, recipes: &[sys::mi_recipe_t]) -> sys::mi_export_t {
-    let mut table = [EMPTY; sys::MAX_MI_RECIPES as usize];
-    let mut i = 0;
-    while i < recipes.len() {
-        table[i] = recipes[i];
-        i += 1;
-    }
-    sys::mi_export_t {
-        name: name.as_ptr() as *mut c_char,
-        help: std::ptr::null_mut(),
-        flags,
-        init_f: None,
-        recipes: table,
-    }
+/// Sets `switch` as the `mode` parameter says: `on` or `off`, in any case.
+fn switch(params: &Params<'_>, switch: &AtomicBool) -> Response {
+    let on = match params.string(c"mode").map(|m| m.to_ascii_lowercase()).as_deref() {
+        Some("on") => true,
+        Some("off") => false,
+        _ => return Response::error(500, "Bad parameter value", "trace mode should be 'on' or 'off'"),
+    };
+    switch.store(on, Ordering::Relaxed);
+    Response::ok()
 }
 
-pub const fn mi_exports() -> [sys::mi_export_t; 4] {
-    let none = c"";
-    [
-        export(
-            c"trace",
-            sys::MI_NAMED_PARAMS_ONLY,
-            &[
-                recipe(Some(show_all), [none; 5], 0),
-                recipe(Some(show_id), [c"id", none, none, none, none], 1),
-                recipe(Some(set_global), [c"mode", none, none, none, none], 1),
-                recipe(Some(set_id), [c"id", c"mode", none, none, none], 2),
-            ],
-        ),
-        export(
-            c"trace_start",
-            0,
-            &[
-                recipe(Some(start), [c"id", c"uri", none, none, none], 2),
-                recipe(Some(start), [c"id", c"uri", c"filter", none, none], 3),
-                recipe(Some(start), [c"id", c"uri", c"filter", c"scope", c"type"], 5),
-            ],
-        ),
-        export(c"trace_stop", 0, &[recipe(Some(stop), [c"id", none, none, none, none], 1)]),
-        sys::mi_export_t {
-            name: std::ptr::null_mut(),
-            help: std::ptr::null_mut(),
-            flags: 0,
-            init_f: None,
-            recipes: [EMPTY; sys::MAX_MI_RECIPES as usize],
-        },
-    ]
+/// The destinations of the trace ids `which` selects, the static ones
+/// after the dynamic ones; with the global switch when `global`.
+fn destinations(state: &State, global: bool, which: impl Fn(usize) -> bool) -> Response {
+    Response::object(|object| {
+        if global {
+            let on = state.shared.trace_on.load(Ordering::Relaxed);
+            object.add_string("global", if on { "on" } else { "off" });
+        }
+        list(state, object.add_array("trace destinations"), which);
+    })
 }
 
-fn error(code: c_int, text: &str, details: &str) -> *mut sys::mi_response_t {
-    // SAFETY: the texts are valid for their lengths; OpenSIPS copies them.
-    unsafe {
-        sys::init_mi_error_extra(
-            code,
-            text.as_ptr() as *const c_char,
-            text.len() as c_int,
-            if details.is_empty() { std::ptr::null() } else { details.as_ptr() as *const c_char },
-            details.len() as c_int,
-        )
-    }
-}
-
-fn ok() -> *mut sys::mi_response_t {
-    // SAFETY: a static text.
-    unsafe { sys::init_mi_result_string(c"OK".as_ptr(), 2) }
-}
-
-fn add(to: *mut sys::mi_item_t, name: &str, value: &str) {
-    // SAFETY: an item of a response being built; OpenSIPS copies the texts.
-    unsafe {
-        sys::add_mi_string(
-            to,
-            name.as_ptr() as *mut c_char,
-            name.len() as c_int,
-            value.as_ptr() as *const c_char,
-            value.len() as c_int,
-        );
-    }
-}
-
-/// A string parameter, when given.
-fn param(params: *const sys::mi_params_t, name: &std::ffi::CStr) -> Option<String> {
-    let mut value: *mut c_char = std::ptr::null_mut();
-    let mut len: c_int = 0;
-    // SAFETY: the parameters OpenSIPS passes; it fills `value` and `len`.
-    let rc =
-        unsafe { sys::try_get_mi_string_param(params, name.as_ptr() as *mut c_char, &mut value, &mut len) };
-    if rc < 0 || value.is_null() {
-        return None;
-    }
-    // SAFETY: `len` bytes at `value`.
-    let bytes = unsafe { std::slice::from_raw_parts(value as *const u8, len.max(0) as usize) };
-    Some(String::from_utf8_lossy(bytes).into_owned())
-}
-
-/// Adds the destinations of the trace ids `which` selects to `array`:
-/// the static ones, then the dynamic ones.
-fn list(module: &Module, array: *mut sys::mi_item_t, which: impl Fn(usize) -> bool) {
-    for (slot, entry) in module.dynamic.snapshot() {
-        if !which(module.ids.len() + slot) {
+fn list(state: &State, array: Item<'_>, which: impl Fn(usize) -> bool) {
+    for (slot, entry) in state.dynamic.snapshot() {
+        if !which(state.ids.len() + slot) {
             continue;
         }
-        // SAFETY: adding to the response's array.
-        let item = unsafe { sys::add_mi_object(array, std::ptr::null_mut(), 0) };
-        add(item, "name", entry.name());
+        let item = array.add_object();
+        item.add_string("name", entry.name());
         // Like static ones, a file or syslog destination shows no type or uri.
         match entry.target {
-            dynamic::Target::Hep | dynamic::Target::Sip => {
-                add(item, "type", if entry.target == dynamic::Target::Hep { "HEP" } else { "SIP" });
-                add(item, "uri", &entry.dest.addr.to_string());
+            Target::Hep | Target::Sip => {
+                item.add_string("type", if entry.target == Target::Hep { "HEP" } else { "SIP" });
+                item.add_string("uri", &entry.dest.addr.to_string());
             }
-            dynamic::Target::File | dynamic::Target::Syslog { .. } => {}
+            Target::File | Target::Syslog { .. } => {}
         }
-        add(item, "state", "dynamic");
-        let name = "filters";
-        // SAFETY: adding to the item.
-        let filters = unsafe { sys::add_mi_array(item, name.as_ptr() as *mut c_char, name.len() as c_int) };
+        item.add_string("state", "dynamic");
+        let filters = item.add_array("filters");
         for f in entry.filters() {
-            // SAFETY: adding to the array.
-            let object = unsafe { sys::add_mi_object(filters, std::ptr::null_mut(), 0) };
             let kind = match f.kind {
-                dynamic::FilterKind::Caller => "caller",
-                dynamic::FilterKind::Callee => "callee",
-                dynamic::FilterKind::Ip => "ip",
+                FilterKind::Caller => "caller",
+                FilterKind::Callee => "callee",
+                FilterKind::Ip => "ip",
             };
-            add(object, kind, &String::from_utf8_lossy(f.text()));
+            filters.add_object().add_string(kind, &String::from_utf8_lossy(f.text()));
         }
     }
-    for entry in module.listing.iter().filter(|e| which(e.id)) {
-        // SAFETY: adding to the response's array.
-        let item = unsafe { sys::add_mi_object(array, std::ptr::null_mut(), 0) };
-        add(item, "name", &module.ids[entry.id].0);
+    for entry in state.listing.iter().filter(|e| which(e.id)) {
+        let item = array.add_object();
+        item.add_string("name", &state.ids[entry.id].0);
         if !entry.kind.is_empty() {
-            add(item, "type", entry.kind);
-            add(item, "uri", &entry.uri);
+            item.add_string("type", entry.kind);
+            item.add_string("uri", &entry.uri);
         }
         // The id's own switch, whatever the global one says.
-        let on = module.switches.get(entry.id).is_some_and(|s| s.load(Ordering::Relaxed));
-        add(item, "state", if on { "on" } else { "off" });
+        let on = state.switches.get(entry.id).is_some_and(|s| s.load(Ordering::Relaxed));
+        item.add_string("state", if on { "on" } else { "off" });
     }
 }
 
-fn destinations(module: &Module, global: bool, which: impl Fn(usize) -> bool) -> *mut sys::mi_response_t {
-    let mut object: *mut sys::mi_item_t = std::ptr::null_mut();
-    // SAFETY: a new response; OpenSIPS owns it once returned.
-    let response = unsafe { sys::init_mi_result_object(&mut object) };
-    if response.is_null() {
-        return response;
-    }
-    if global {
-        add(object, "global", if module.shared.trace_on.load(Ordering::Relaxed) { "on" } else { "off" });
-    }
-    let name = "trace destinations";
-    // SAFETY: adding to the response.
-    let array = unsafe { sys::add_mi_array(object, name.as_ptr() as *mut c_char, name.len() as c_int) };
-    list(module, array, which);
-    response
-}
+/// `trace`: every trace id, and the global switch.
+pub struct ShowAll;
 
-/// `on` or `off`, in any case.
-fn mode(text: &str) -> Option<bool> {
-    match text.to_ascii_lowercase().as_str() {
-        "on" => Some(true),
-        "off" => Some(false),
-        _ => None,
-    }
-}
-
-unsafe extern "C" fn show_all(
-    _p: *const sys::mi_params_t,
-    _h: *mut sys::mi_handler,
-) -> *mut sys::mi_response_t {
-    guard("MI trace", std::ptr::null_mut(), || match module::get() {
-        Some(module) => destinations(module, true, |_| true),
-        None => error(500, "Internal error", ""),
-    })
-}
-
-unsafe extern "C" fn show_id(
-    p: *const sys::mi_params_t,
-    _h: *mut sys::mi_handler,
-) -> *mut sys::mi_response_t {
-    guard("MI trace", std::ptr::null_mut(), || {
-        let Some(module) = module::get() else { return error(500, "Internal error", "") };
-        let Some(name) = param(p, c"id") else { return error(400, "Bad trace id value", "") };
-        if let Some(index) = module.id_index(&name) {
-            return destinations(module, false, |i| i == index);
+impl Handler for ShowAll {
+    const NAME: &'static str = "MI trace";
+    fn run(_params: &Params<'_>) -> Response {
+        match state::get() {
+            Some(state) => destinations(state, true, |_| true),
+            None => internal_error(),
         }
-        match module.dynamic.snapshot().into_iter().find(|(_, e)| e.name() == name) {
-            Some((slot, _)) => destinations(module, false, |i| i == module.ids.len() + slot),
-            None => error(400, "Bad trace id value", ""),
-        }
-    })
+    }
 }
 
-unsafe extern "C" fn set_global(
-    p: *const sys::mi_params_t,
-    _h: *mut sys::mi_handler,
-) -> *mut sys::mi_response_t {
-    guard("MI trace", std::ptr::null_mut(), || {
-        let Some(module) = module::get() else { return error(500, "Internal error", "") };
-        match param(p, c"mode").as_deref().and_then(mode) {
-            Some(on) => {
-                module.shared.trace_on.store(on, Ordering::Relaxed);
-                ok()
-            }
-            None => error(500, "Bad parameter value", "trace mode should be 'on' or 'off'"),
+/// `trace id=...`: one trace id, static or dynamic.
+pub struct ShowId;
+
+impl Handler for ShowId {
+    const NAME: &'static str = "MI trace";
+    fn run(params: &Params<'_>) -> Response {
+        let Some(state) = state::get() else { return internal_error() };
+        let Some(name) = params.string(c"id") else { return Response::error(400, "Bad trace id value", "") };
+        if let Some(index) = state.id_index(&name) {
+            return destinations(state, false, |i| i == index);
         }
-    })
+        match state.dynamic.snapshot().into_iter().find(|(_, e)| e.name() == name) {
+            Some((slot, _)) => destinations(state, false, |i| i == state.ids.len() + slot),
+            None => Response::error(400, "Bad trace id value", ""),
+        }
+    }
 }
 
-unsafe extern "C" fn set_id(p: *const sys::mi_params_t, _h: *mut sys::mi_handler) -> *mut sys::mi_response_t {
-    guard("MI trace", std::ptr::null_mut(), || {
-        let Some(module) = module::get() else { return error(500, "Internal error", "") };
-        let Some(index) = param(p, c"id").and_then(|id| module.id_index(&id)) else {
-            return error(400, "Bad parameter value", "");
+/// `trace mode=on|off`: the global switch.
+pub struct SetGlobal;
+
+impl Handler for SetGlobal {
+    const NAME: &'static str = "MI trace";
+    fn run(params: &Params<'_>) -> Response {
+        match state::get() {
+            Some(state) => switch(params, &state.shared.trace_on),
+            None => internal_error(),
+        }
+    }
+}
+
+/// `trace id=... mode=on|off`: a static trace id's switch.
+pub struct SetId;
+
+impl Handler for SetId {
+    const NAME: &'static str = "MI trace";
+    fn run(params: &Params<'_>) -> Response {
+        let Some(state) = state::get() else { return internal_error() };
+        let Some(index) = params.string(c"id").and_then(|id| state.id_index(&id)) else {
+            return Response::error(400, "Bad parameter value", "");
         };
-        match param(p, c"mode").as_deref().and_then(mode) {
-            Some(on) => {
-                module.switches[index].store(on, Ordering::Relaxed);
-                ok()
-            }
-            None => error(500, "Bad parameter value", "trace mode should be 'on' or 'off'"),
-        }
-    })
-}
-
-/// The strings of an array parameter, when given.
-fn array_param(params: *const sys::mi_params_t, name: &std::ffi::CStr) -> Vec<String> {
-    let mut array: *mut sys::mi_item_t = std::ptr::null_mut();
-    let mut count: c_int = 0;
-    // SAFETY: the parameters OpenSIPS passes; it fills `array` and `count`.
-    if unsafe { sys::try_get_mi_array_param(params, name.as_ptr() as *mut c_char, &mut array, &mut count) }
-        < 0
-    {
-        return Vec::new();
+        switch(params, &state.switches[index])
     }
-    (0..count)
-        .filter_map(|i| {
-            let mut value: *mut c_char = std::ptr::null_mut();
-            let mut len: c_int = 0;
-            // SAFETY: an element of the array OpenSIPS gave.
-            let rc = unsafe { sys::try_get_mi_arr_param_string(array, i, &mut value, &mut len) };
-            (rc == 0 && !value.is_null()).then(|| {
-                // SAFETY: `len` bytes at `value`.
-                let bytes = unsafe { std::slice::from_raw_parts(value as *const u8, len.max(0) as usize) };
-                String::from_utf8_lossy(bytes).into_owned()
-            })
-        })
-        .collect()
 }
 
-unsafe extern "C" fn start(p: *const sys::mi_params_t, _h: *mut sys::mi_handler) -> *mut sys::mi_response_t {
-    guard("MI trace_start", std::ptr::null_mut(), || {
-        let Some(module) = module::get() else { return error(500, "Internal error", "") };
-        let (Some(name), Some(uri)) = (param(p, c"id"), param(p, c"uri")) else {
-            return error(400, "Bad parameter value", "");
+/// `trace_start id=... uri=... [filter=[...]] [scope=...] [type=...]`.
+pub struct Start;
+
+impl Handler for Start {
+    const NAME: &'static str = "MI trace_start";
+    fn run(params: &Params<'_>) -> Response {
+        let Some(state) = state::get() else { return internal_error() };
+        let (Some(name), Some(uri)) = (params.string(c"id"), params.string(c"uri")) else {
+            return Response::error(400, "Bad parameter value", "");
         };
-        if module.id_index(&name).is_some() {
-            return error(500, "Bad parameter value", "trace id already used");
+        if state.id_index(&name).is_some() {
+            return Response::error(500, "Bad parameter value", "trace id already used");
         }
         // The dialog scope and every record type when not given, as
         // OpenSIPS's tracer does.
-        let scope = param(p, c"scope").and_then(|s| script::scope_value(s.as_bytes())).unwrap_or(3);
-        let types = param(p, c"type").and_then(|t| trace_api::mask_of(t.as_bytes()).ok()).unwrap_or(u32::MAX);
-        let entry = match dynamic::entry(module, &name, &uri, scope, types, &array_param(p, c"filter")) {
+        let scope = params.string(c"scope").and_then(|s| script::scope_value(s.as_bytes())).unwrap_or(3);
+        let types =
+            params.string(c"type").and_then(|t| trace_api::mask_of(t.as_bytes()).ok()).unwrap_or(u32::MAX);
+        let entry = match entry(state, &name, &uri, scope, types, &params.strings(c"filter")) {
             Ok(entry) => entry,
-            Err((code, text, details)) => return error(code as c_int, text, &details),
+            Err((code, text, details)) => return Response::error(code, text, &details),
         };
-        match module.dynamic.start(entry) {
-            Ok(()) => ok(),
-            Err(details) => error(500, "Bad parameter value", &details),
+        match state.dynamic.start(entry) {
+            Ok(()) => Response::ok(),
+            Err(details) => Response::error(500, "Bad parameter value", &details),
         }
-    })
+    }
 }
 
-unsafe extern "C" fn stop(p: *const sys::mi_params_t, _h: *mut sys::mi_handler) -> *mut sys::mi_response_t {
-    guard("MI trace_stop", std::ptr::null_mut(), || {
-        let Some(module) = module::get() else { return error(500, "Internal error", "") };
-        match param(p, c"id") {
-            Some(name) if module.dynamic.stop(&name) => ok(),
-            _ => error(400, "Bad parameter value", ""),
+/// `trace_stop id=...`.
+pub struct Stop;
+
+impl Handler for Stop {
+    const NAME: &'static str = "MI trace_stop";
+    fn run(params: &Params<'_>) -> Response {
+        let Some(state) = state::get() else { return internal_error() };
+        match params.string(c"id") {
+            Some(name) if state.dynamic.stop(&name) => Response::ok(),
+            _ => Response::error(400, "Bad parameter value", ""),
         }
-    })
+    }
+}
+
+/// A dynamic trace id from `trace_start`'s parameters, or the error to
+/// answer.
+fn entry(
+    state: &State,
+    name: &str,
+    uri: &str,
+    scope: usize,
+    types: u32,
+    filters: &[String],
+) -> Result<Entry, (i32, &'static str, String)> {
+    use dynamic::{FILTERS, NAME, URI};
+    let bad = |details: String| (500, "Bad parameter value", details);
+    if name.is_empty() || name.len() > NAME || uri.len() > URI {
+        return Err(bad(format!("the id must be 1 to {NAME} bytes and the uri at most {URI}")));
+    }
+    let scheme = |s: &str| crate::core::trace_id::has_scheme(uri, s);
+    let nowhere = Destination { addr: ([0, 0, 0, 0], 0).into(), transport: Transport::Udp };
+    let mut path = "";
+    let (dest, target) = if scheme("hep:") {
+        (hep::new_dynamic(name, &uri[4..]).map_err(bad)?, Target::Hep)
+    } else if scheme("sip:") {
+        let dest = DestUri::parse_supported(uri).and_then(|d| d.resolve()).map_err(|e| bad(e.to_string()))?;
+        (dest, Target::Sip)
+    } else if scheme("file:") {
+        // Made now if need be, so that a path that cannot be written is
+        // refused here rather than costing every trace.
+        path = uri[5..].trim();
+        sinks::check_file(path, state.defaults.file_mode).map_err(bad)?;
+        (nowhere, Target::File)
+    } else if scheme("syslog") {
+        let spec = crate::core::trace_text::parse_syslog(uri).map_err(|e| bad(format!("'{uri}': {e}")))?;
+        let facility = spec.facility.unwrap_or(state.defaults.syslog_facility);
+        let level = spec.level.unwrap_or(state.defaults.syslog_level);
+        (nowhere, Target::Syslog { facility, level })
+    } else if uri.contains("://") {
+        return Err((406, "DB not acceptable", "dynamic DB tracing is not yet available".into()));
+    } else {
+        return Err(bad(format!("'{uri}' is neither hep:, sip:, file: nor syslog")));
+    };
+    if filters.len() > FILTERS {
+        return Err(bad(format!("at most {FILTERS} filters")));
+    }
+    let filters = filters.iter().map(|f| Filter::parse(f)).collect::<Result<Vec<_>, _>>().map_err(bad)?;
+    Ok(Entry::new(name, dest, target, path, scope, types, &filters))
 }

@@ -4,13 +4,14 @@
 //!
 //! Implemented: every modparam of the tracer (`trace_id` with `hep:`, `sip:`,
 //! database, `file:` and `syslog` destinations; the column names;
-//! `trace_local_ip`), `trace()` in the message, transaction and dialog
+//! `trace_local_ip`), `trace()` in the message, transaction, dialog and B2B
 //! scopes, for SIP and for the kinds of records the trace API carries
-//! (xlog, rest), the MI commands, and the statistics. The B2B scope is
-//! refused at startup with a message.
+//! (xlog, rest), the MI commands, and the statistics.
 //!
-//! Everything here links against OpenSIPS, so it is built only for the
-//! module itself, not for unit tests or fuzzing.
+//! `host/` is the only code that touches OpenSIPS; `state.rs` holds what
+//! mod_init (`startup.rs`) settles; the other files are policy on top of
+//! the host layer. Everything here links against OpenSIPS, so it is built
+//! only for the module itself, not for unit tests or fuzzing.
 
 /// Items that exist only in the module OpenSIPS loads.
 macro_rules! binding {
@@ -22,19 +23,18 @@ binding! {
     mod b2b;
     mod db;
     mod dialog;
-    mod dynamic;
     mod exports;
+    mod hep;
     mod mi;
-    mod module;
     mod params;
     mod script;
     mod sender;
     mod sinks;
+    mod startup;
+    mod state;
     mod stats;
     mod tls;
     mod trace_api;
     mod tracer;
     mod transaction;
-    // Until every policy file goes through the host layer's wrappers.
-    use host::sys;
 }

@@ -5,10 +5,12 @@ use crate::core::counters::{Counters, DropReason};
 use crate::core::dest::Destination;
 use crate::core::record::Row;
 use crate::core::sender::{Sender, SenderHost, SenderSettings};
-use crate::opensips::db::Connection;
-use crate::opensips::dynamic::Target;
-use crate::opensips::module::{self, Module};
-use crate::opensips::sinks::{self, Sink};
+use crate::opensips::db;
+use crate::opensips::host::db::Connection;
+use crate::opensips::host::process::{self, Process};
+use crate::opensips::sinks;
+use crate::opensips::state::dynamic::Target;
+use crate::opensips::state::{self, Sink, State};
 use crate::supervise::{self, Supervision};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
@@ -23,7 +25,7 @@ const DRAIN_TIME: Duration = Duration::from_secs(3);
 const DB_RETRY: Duration = Duration::from_secs(5);
 
 struct Host {
-    module: &'static Module,
+    state: &'static State,
     /// A connection to each database, opened on first use.
     databases: Vec<Database>,
     /// Where a row's text is made, for files and syslog.
@@ -54,13 +56,13 @@ impl Host {
     /// Hands `row` to the file or syslog of the dynamic trace id its table
     /// field names.
     fn store_dynamic(&mut self, row: &Row<'_>) -> Result<(), (DropReason, String)> {
-        let module = self.module;
+        let state = self.state;
         let id = std::str::from_utf8(row.table).ok().and_then(|k| k.parse::<usize>().ok());
         let entry =
-            id.and_then(|id| id.checked_sub(module.ids.len())).and_then(|slot| module.dynamic.get(slot));
+            id.and_then(|id| id.checked_sub(state.ids.len())).and_then(|slot| state.dynamic.get(slot));
         match entry.map(|e| (e, e.target)) {
             Some((e, Target::File)) => {
-                sinks::append_file(e.path(), module.defaults.file_mode, row, &mut self.text)
+                sinks::append_file(e.path(), state.defaults.file_mode, row, &mut self.text)
             }
             Some((_, Target::Syslog { facility, level })) => {
                 sinks::write_syslog(facility, level, row, &mut self.text)
@@ -71,20 +73,20 @@ impl Host {
 
     /// Hands `row` to destination `sink`.
     fn store(&mut self, sink: usize, row: &Row<'_>) -> Result<(), (DropReason, String)> {
-        match &self.module.sinks.all[sink] {
+        match &self.state.sinks.all[sink] {
             Sink::Db { db, table } => {
                 let db = *db;
                 let Some(connection) = self.database(db) else {
                     return Err((DropReason::DbUnavailable, format!("no connection to database {db}")));
                 };
-                let result = connection.insert(row, table);
+                let result = db::insert(connection, row, table);
                 if matches!(&result, Err((DropReason::DbFailed, _))) {
                     // Reconnect next time: the driver may not recover by itself.
                     self.databases[db].connection = None;
                 }
                 result
             }
-            Sink::File { path, fd } => sinks::write_file(*fd, path, row, &mut self.text),
+            Sink::File { path, file } => sinks::write_file(file, path, row, &mut self.text),
             Sink::Syslog { facility, level } => sinks::write_syslog(*facility, *level, row, &mut self.text),
         }
     }
@@ -94,11 +96,11 @@ impl SenderHost for Host {
     /// Every row goes to each destination of its trace id; one that misses
     /// any of them is counted as dropped, with the last reason.
     fn store_rows(&mut self, rows: &[Row<'_>]) -> (usize, Option<(DropReason, String)>) {
-        let module = self.module;
+        let state = self.state;
         let mut stored = 0;
         let mut error = None;
         for row in rows {
-            let destinations = module.sinks.of_key(row.table);
+            let destinations = state.sinks.of_key(row.table);
             if destinations.is_empty() {
                 // A dynamic trace id's, if MI has not stopped it meanwhile.
                 match self.store_dynamic(row) {
@@ -131,7 +133,7 @@ impl SenderHost for Host {
     }
 
     fn dropped(&self, reason: DropReason, _count: u64, detail: &dyn Display) {
-        if let Some(line) = self.module.shared.drop_line(reason, detail) {
+        if let Some(line) = self.state.shared.drop_line(reason, detail) {
             crate::log_warn!("{line}");
         }
     }
@@ -141,37 +143,37 @@ impl SenderHost for Host {
     }
 }
 
-/// The body of sender process `index`, which OpenSIPS forks: it
-/// supervises the process that does the sending (see `crate::supervise`).
-pub unsafe extern "C" fn run(index: libc::c_int) {
-    crate::ffi::guard::guard("the sender", (), || {
-        let Some(module) = module::get() else { return };
+/// The sender processes OpenSIPS forks for the module (its `procs` export).
+pub struct Senders;
+
+impl Process for Senders {
+    const NAME: &'static std::ffi::CStr = c"siptrace sender";
+
+    /// Supervises the process that does the sending (see `crate::supervise`).
+    fn run(index: i32) {
+        let Some(state) = state::get() else { return };
         let supervision = Supervision {
             name: format!("sender {index}"),
             drain_time: DRAIN_TIME,
             tick: &|| {},
-            restarted: &|| Counters::add(&module.shared.counters.sender_restarts),
+            restarted: &|| Counters::add(&state.shared.counters.sender_restarts),
         };
-        supervise::run(supervision, &|| work(module, index))
-    })
+        supervise::run(supervision, &|| work(state, index))
+    }
 }
 
 /// The sending process: drains queue `index` until asked to stop.
-fn work(module: &'static Module, index: libc::c_int) -> ! {
-    if let Some(queue) = module.queues.get(index as usize) {
+fn work(state: &'static State, index: i32) -> ! {
+    if let Some(queue) = usize::try_from(index).ok().and_then(|i| state.queues.get(i)) {
         // Records from OpenSIPS never carry X-Siptrace headers.
         let settings =
-            SenderSettings { xheaders_write: false, ..SenderSettings::from_settings(&module.settings) };
-        let databases = module
-            .sinks
-            .databases
-            .iter()
-            .map(|_| Database { connection: None, next_attempt: Instant::now() });
-        let mut host = Host { module, databases: databases.collect(), text: Vec::new() };
-        let mut sender = Sender::new(settings, &module.shared.counters);
+            SenderSettings { xheaders_write: false, ..SenderSettings::from_settings(&state.settings) };
+        let databases =
+            state.sinks.databases.iter().map(|_| Database { connection: None, next_attempt: Instant::now() });
+        let mut host = Host { state, databases: databases.collect(), text: Vec::new() };
+        let mut sender = Sender::new(settings, &state.shared.counters);
         let name = format!("sender {index}");
         supervise::send(&name, &mut sender, queue, &mut host, DRAIN_TIME, &|| {});
     }
-    // SAFETY: leaving the process; OpenSIPS's exit path is the main process's.
-    unsafe { libc::_exit(0) }
+    process::exit(0)
 }

@@ -1,109 +1,53 @@
-//! The row destinations of OpenSIPS's trace ids: database tables (of one
-//! or several databases), `file:` paths and `syslog`. A trace id may have
-//! any number of each; every SIP record traced to it becomes one row,
-//! which the sender process hands to each of them. (HEP and SIP copies go
-//! through the core's sender as on Kamailio.)
-//!
-//! The queued record names its trace id in the row's table field; the
-//! sender looks the id's destinations up here.
+//! The row destinations of OpenSIPS's trace ids (`state::Sinks`):
+//! database tables (of one or several databases), `file:` paths and
+//! `syslog`. A trace id may have any number of each. Here they are set up
+//! at startup, and the sender process writes the files and the log lines.
+//! (HEP and SIP copies go through the core's sender as on Kamailio.)
 
 use crate::core::counters::DropReason;
 use crate::core::record::Row;
 use crate::core::trace_id::TraceTarget;
 use crate::core::trace_text;
-use crate::opensips::sys;
+use crate::opensips::host::log;
+use crate::opensips::state::{Defaults, Sink, Sinks};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::os::raw::c_int;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Arc;
 
-pub enum Sink {
-    /// A table of database `db` (an index into `Sinks::databases`).
-    Db { db: usize, table: String },
-    /// A file opened at startup, before OpenSIPS forks.
-    File { path: String, fd: c_int },
-    /// OpenSIPS's log, with a syslog facility and an OpenSIPS log level.
-    Syslog { facility: c_int, level: c_int },
-}
-
-/// The defaults `file:` and `syslog` destinations take.
-#[derive(Debug, Clone, Copy)]
-pub struct Defaults {
-    pub file_mode: u32,
-    pub syslog_facility: c_int,
-    pub syslog_level: c_int,
-}
-
-#[derive(Default)]
-pub struct Sinks {
-    pub all: Vec<Sink>,
-    /// The destinations of each trace id, by the id's index.
-    of_id: Vec<Vec<usize>>,
-    /// Each database URL with its tables, for `db::bind`.
-    pub databases: Vec<(String, Vec<String>)>,
-}
-
-impl Sinks {
-    /// Adds a row destination to trace id `id`. Returns false for a target
-    /// that is not one (hep:, sip:). A file that cannot be opened is an
-    /// error, as it is for OpenSIPS's tracer.
-    pub fn add(&mut self, id: usize, target: &TraceTarget, defaults: &Defaults) -> Result<bool, String> {
-        let sink = match target {
-            TraceTarget::Db { url, table } => {
-                let db = match self.databases.iter().position(|(u, _)| u == url) {
-                    Some(db) => db,
-                    None => {
-                        self.databases.push((url.clone(), Vec::new()));
-                        self.databases.len() - 1
-                    }
-                };
-                if !self.databases[db].1.contains(table) {
-                    self.databases[db].1.push(table.clone());
-                }
-                Sink::Db { db, table: table.clone() }
-            }
-            TraceTarget::File(path) => {
-                let fd = match self.all.iter().find_map(|s| match s {
-                    Sink::File { path: p, fd } if p == path => Some(*fd),
-                    _ => None,
-                }) {
-                    Some(fd) => fd,
-                    None => open(path, defaults.file_mode)?,
-                };
-                Sink::File { path: path.clone(), fd }
-            }
-            TraceTarget::Syslog(uri) => {
-                let spec = trace_text::parse_syslog(uri).map_err(|e| format!("'{uri}': {e}"))?;
-                Sink::Syslog {
-                    facility: spec.facility.unwrap_or(defaults.syslog_facility),
-                    level: spec.level.unwrap_or(defaults.syslog_level),
-                }
-            }
-            TraceTarget::Hep(_) | TraceTarget::Sip(_) => return Ok(false),
-        };
-        if self.of_id.len() <= id {
-            self.of_id.resize(id + 1, Vec::new());
+/// Adds a row destination to trace id `id`. Returns false for a target
+/// that is not one (hep:, sip:). A file that cannot be opened is an
+/// error, as it is for OpenSIPS's tracer.
+pub fn add(sinks: &mut Sinks, id: usize, target: &TraceTarget, defaults: &Defaults) -> Result<bool, String> {
+    let sink = match target {
+        TraceTarget::Db { url, table } => Sink::Db { db: sinks.database(url, table), table: table.clone() },
+        TraceTarget::File(path) => {
+            let file = match sinks.all.iter().find_map(|s| match s {
+                Sink::File { path: p, file } if p == path => Some(file.clone()),
+                _ => None,
+            }) {
+                Some(file) => file,
+                None => Arc::new(open(path, defaults.file_mode)?),
+            };
+            Sink::File { path: path.clone(), file }
         }
-        self.all.push(sink);
-        self.of_id[id].push(self.all.len() - 1);
-        Ok(true)
-    }
-
-    /// The row table field that names trace id `id` in a queued record.
-    pub fn key(id: usize) -> Box<[u8]> {
-        id.to_string().into_bytes().into()
-    }
-
-    /// The destinations of the trace id a row's table field names.
-    pub fn of_key(&self, key: &[u8]) -> &[usize] {
-        let id = std::str::from_utf8(key).ok().and_then(|k| k.parse::<usize>().ok());
-        id.and_then(|id| self.of_id.get(id)).map_or(&[], Vec::as_slice)
-    }
+        TraceTarget::Syslog(uri) => {
+            let spec = trace_text::parse_syslog(uri).map_err(|e| format!("'{uri}': {e}"))?;
+            Sink::Syslog {
+                facility: spec.facility.unwrap_or(defaults.syslog_facility),
+                level: spec.level.unwrap_or(defaults.syslog_level),
+            }
+        }
+        TraceTarget::Hep(_) | TraceTarget::Sip(_) => return Ok(false),
+    };
+    sinks.push(id, sink);
+    Ok(true)
 }
 
 /// Whether `path` can be opened for tracing (made with `mode` if need be).
 pub fn check_file(path: &str, mode: u32) -> Result<(), String> {
-    let fd = open(path, mode)?;
-    // SAFETY: closing the descriptor just opened.
-    unsafe { libc::close(fd) };
-    Ok(())
+    open(path, mode).map(drop)
 }
 
 /// Appends `row` to the file at `path`, opened for this row only: a
@@ -114,22 +58,17 @@ pub fn append_file(
     row: &Row<'_>,
     buf: &mut Vec<u8>,
 ) -> Result<(), (DropReason, String)> {
-    let fd = open(path, mode).map_err(|e| (DropReason::SendFailed, e))?;
-    let result = write_file(fd, path, row, buf);
-    // SAFETY: closing the descriptor just opened.
-    unsafe { libc::close(fd) };
-    result
+    let file = open(path, mode).map_err(|e| (DropReason::SendFailed, e))?;
+    write_file(&file, path, row, buf)
 }
 
-fn open(path: &str, mode: u32) -> Result<c_int, String> {
-    let c_path = std::ffi::CString::new(path).map_err(|_| format!("file '{path}' has a NUL in its name"))?;
-    let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC;
-    // SAFETY: a NUL-terminated path; the descriptor is kept until exit.
-    let fd = unsafe { libc::open(c_path.as_ptr(), flags, mode as libc::c_uint) };
-    if fd < 0 {
-        return Err(format!("cannot open file '{path}' for tracing: {}", std::io::Error::last_os_error()));
-    }
-    Ok(fd)
+fn open(path: &str, mode: u32) -> Result<File, String> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| format!("cannot open file '{path}' for tracing: {e}"))
 }
 
 /// The tracer's text form of `row` in `buf`, with the time for a file.
@@ -139,24 +78,19 @@ fn text_of(row: &Row<'_>, time: bool, buf: &mut Vec<u8>) -> Result<(), (DropReas
         .ok_or((DropReason::Unparsable, "a row without its addresses".to_string()))
 }
 
-/// Writes `row` to file descriptor `fd` in the tracer's text form, in one
-/// write, so that rows from several processes never interleave.
+/// Writes `row` to `file` in the tracer's text form, in one write, so
+/// that rows from several processes never interleave.
 pub fn write_file(
-    fd: c_int,
+    mut file: &File,
     path: &str,
     row: &Row<'_>,
     buf: &mut Vec<u8>,
 ) -> Result<(), (DropReason, String)> {
     text_of(row, true, buf)?;
-    // SAFETY: writing `buf`'s bytes to a descriptor we opened.
-    let n = unsafe { libc::write(fd, buf.as_ptr() as *const libc::c_void, buf.len()) };
-    match n {
-        n if n as usize == buf.len() => Ok(()),
-        n if n < 0 => {
-            let e = std::io::Error::last_os_error();
-            Err((DropReason::SendFailed, format!("cannot write to '{path}': {e}")))
-        }
-        n => Err((DropReason::SendFailed, format!("'{path}' took {n} of {} bytes", buf.len()))),
+    match file.write(buf) {
+        Ok(n) if n == buf.len() => Ok(()),
+        Ok(n) => Err((DropReason::SendFailed, format!("'{path}' took {n} of {} bytes", buf.len()))),
+        Err(e) => Err((DropReason::SendFailed, format!("cannot write to '{path}': {e}"))),
     }
 }
 
@@ -169,8 +103,6 @@ pub fn write_syslog(
     buf: &mut Vec<u8>,
 ) -> Result<(), (DropReason, String)> {
     text_of(row, false, buf)?;
-    let len = c_int::try_from(buf.len()).unwrap_or(c_int::MAX);
-    // SAFETY: `buf` is valid for `len` bytes; the shim logs it with "%.*s".
-    unsafe { sys::siptrace_os_log_to(facility, level, buf.as_ptr() as *const libc::c_char, len) };
+    log::write_to(facility, level, buf);
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! OpenSIPS's log, for the shared log macros (`crate::ffi::log`). The text
-//! always goes through the shim's fixed "%.*s" format.
+//! OpenSIPS's log: for the shared log macros (`crate::ffi::log`), for
+//! `syslog` trace destinations, and the core's log settings they default
+//! to. Text always goes through the shim's fixed "%.*s" format.
 
 use super::sys;
 use crate::ffi::log::Level;
@@ -25,4 +26,24 @@ pub fn write(at: Level, _func: &'static str, text: &str) {
     let len = c_int::try_from(text.len()).unwrap_or(c_int::MAX);
     // SAFETY: `text` is valid for `len` bytes; the shim prints it with "%.*s".
     unsafe { sys::siptrace_os_log(level(at), text.as_ptr() as *const c_char, len) }
+}
+
+/// The core's `log_facility`, the default of `syslog` destinations.
+pub fn core_facility() -> c_int {
+    // SAFETY: reads a core setting.
+    unsafe { sys::siptrace_os_log_facility() }
+}
+
+/// The core's `log_level`, the default level of `syslog` destinations.
+pub fn core_level() -> c_int {
+    // SAFETY: reads a core setting.
+    unsafe { sys::siptrace_os_log_level() }
+}
+
+/// Logs `text` as it is, at OpenSIPS log level `level` with syslog
+/// `facility`, through every log output OpenSIPS has: a `syslog` trace.
+pub fn write_to(facility: c_int, level: c_int, text: &[u8]) {
+    let len = c_int::try_from(text.len()).unwrap_or(c_int::MAX);
+    // SAFETY: `text` is valid for `len` bytes; the shim logs it with "%.*s".
+    unsafe { sys::siptrace_os_log_to(facility, level, text.as_ptr() as *const c_char, len) }
 }
