@@ -8,15 +8,26 @@
 //! changed, selected by the cfgs build.rs emits for the tree it builds
 //! against.
 
+pub mod avp;
+pub mod cmd;
+pub mod db;
 pub mod dialog;
 pub mod events;
+pub mod http;
+pub mod kemi;
 pub mod log;
+pub mod modparam;
 pub mod msg;
 pub mod net;
+pub mod process;
+pub mod pv;
+pub mod route;
+pub mod rpc;
 pub mod script_cb;
 pub mod shm;
 pub mod sl;
 pub mod socket;
+pub mod stats;
 pub mod sys;
 pub mod tcp;
 pub mod tm;
