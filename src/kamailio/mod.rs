@@ -4,6 +4,7 @@
 //!   that it is unit-tested and fuzzed without a server;
 //! - `host`: the host layer, the only code that touches Kamailio's structs
 //!   and C API;
+//! - `state`: what mod_init settles; `startup`: mod_init and child_init;
 //! - the policy files (what to trace, where, in which scope), which use the
 //!   host layer's safe wrappers;
 //! - `exports`: the tables Kamailio reads when it loads the module.
@@ -20,7 +21,6 @@ macro_rules! binding {
 
 binding! {
     pub mod host;
-    mod avp;
     mod call_context;
     mod connections;
     mod db;
@@ -29,9 +29,7 @@ binding! {
     mod exports;
     mod kemi;
     mod log_lines;
-    mod module;
     mod msg_event;
-    mod net;
     mod params;
     mod rest;
     mod rpc;
@@ -39,12 +37,11 @@ binding! {
     mod script;
     mod send_socket;
     mod sender;
-    mod shared;
+    mod startup;
+    mod state;
     mod stats;
     mod trace_info;
     mod tracer;
     mod transaction;
     mod users;
-    // Until every policy file goes through the host layer's wrappers.
-    use host::sys;
 }
