@@ -14,6 +14,11 @@
 
 pub mod config;
 
+// The host layer's formatting of RPC values, unit-tested against the C
+// library.
+#[cfg(any(test, feature = "kamailio"))]
+mod c_format;
+
 /// Items that exist only in the module Kamailio loads.
 macro_rules! binding {
     ($($item:item)*) => { $( #[cfg(all(feature = "kamailio", not(test)))] $item )* };

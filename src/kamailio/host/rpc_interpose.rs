@@ -7,7 +7,8 @@
 //! `function`. Before any process is forked, each traced command's
 //! `function` is replaced with a trampoline that knows the command's
 //! index. The trampoline hands the command an `rpc_t` whose functions
-//! forward to the transport's own and report what passes (in the C shim).
+//! forward to the transport's own and report what passes: the variadic
+//! ones are C (wrapper/kamailio/rpc_interpose.c), the others are here.
 //! When the command returns, the handler gets what was seen. Tracing
 //! failures never reach the command: a panic in the tracing code leaves
 //! the command running untraced, or its records unsent.
@@ -18,9 +19,10 @@ use crate::core::endpoint::Endpoint;
 use crate::core::rpc_command::Execution;
 use crate::ffi::guard::guard;
 use crate::ffi::lock;
-use std::cell::RefCell;
+use crate::kamailio::c_format::format_g;
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_void, CStr};
-use std::os::raw::{c_char, c_int};
+use std::os::raw::{c_char, c_int, c_long, c_longlong, c_uint, c_ulong, c_ulonglong};
 use std::sync::{Mutex, OnceLock};
 
 type RpcFunction = unsafe extern "C" fn(*mut sys::rpc_t, *mut c_void);
@@ -98,6 +100,8 @@ thread_local! {
     /// The executions under way in this process, innermost last: a
     /// command may run another.
     static RUNNING: RefCell<Vec<Execution>> = const { RefCell::new(Vec::new()) };
+    /// The transport's rpc_t the forwarding functions call.
+    static ORIGINAL: Cell<*const sys::rpc_t> = const { Cell::new(std::ptr::null()) };
 }
 
 /// Runs traced command `index` on behalf of a transport.
@@ -121,13 +125,16 @@ unsafe fn run(index: usize, rpc: *mut sys::rpc_t, ctx: *mut c_void) {
         unsafe { (command.original)(rpc, ctx) };
         return;
     };
-    // SAFETY: the shim's forwarding functions reach the transport's through
-    // the original set here, which stays valid (transports keep their
-    // rpc_t in static storage).
-    unsafe {
-        let previous = sys::siptrace_shim_rpc_enter(rpc);
-        (command.original)(wrapped as *const sys::rpc_t as *mut sys::rpc_t, ctx);
-        sys::siptrace_shim_rpc_leave(previous);
+    // The forwarding functions reach the transport's through the original
+    // set here, which stays valid: transports keep their rpc_t in static
+    // storage. The last one stays in place after the outermost command,
+    // for a command that would use its rpc_t after returning.
+    let previous = ORIGINAL.replace(rpc);
+    // SAFETY: the command's own function, with a table that forwards to
+    // its transport's.
+    unsafe { (command.original)(wrapped as *const sys::rpc_t as *mut sys::rpc_t, ctx) };
+    if !previous.is_null() {
+        ORIGINAL.set(previous);
     }
     let execution = RUNNING.with(|r| r.try_borrow_mut().ok().and_then(|mut r| r.pop()));
     guard("RPC tracing", (), || {
@@ -148,11 +155,79 @@ fn wrapped_for(rpc: &sys::rpc_t) -> &'static sys::rpc_t {
     if let Some((_, w)) = known.iter().find(|(k, _)| *k == key) {
         return w;
     }
-    let wrapped: &'static mut sys::rpc_t = Box::leak(Box::default());
-    // SAFETY: fills `wrapped` from the transport's table.
-    unsafe { sys::siptrace_shim_rpc_wrap(rpc, wrapped) };
+    let wrapped: &'static sys::rpc_t = Box::leak(Box::new(wrap(rpc)));
     known.push((key, wrapped));
     wrapped
+}
+
+/// A table whose functions forward to those of `orig` (none where it has
+/// none) and report what passes.
+fn wrap(orig: &sys::rpc_t) -> sys::rpc_t {
+    fn like<T>(theirs: Option<T>, ours: T) -> Option<T> {
+        theirs.map(|_| ours)
+    }
+    sys::rpc_t {
+        fault: like(orig.fault, sys::siptrace_shim_rpc_fault),
+        send: like(orig.send, send),
+        add: like(orig.add, sys::siptrace_shim_rpc_add),
+        scan: like(orig.scan, sys::siptrace_shim_rpc_scan),
+        rpl_printf: like(orig.rpl_printf, sys::siptrace_shim_rpc_rpl_printf),
+        struct_add: like(orig.struct_add, sys::siptrace_shim_rpc_struct_add),
+        array_add: like(orig.array_add, sys::siptrace_shim_rpc_array_add),
+        struct_scan: like(orig.struct_scan, sys::siptrace_shim_rpc_struct_scan),
+        struct_printf: like(orig.struct_printf, sys::siptrace_shim_rpc_struct_printf),
+        capabilities: like(orig.capabilities, capabilities),
+        delayed_ctx_new: like(orig.delayed_ctx_new, delayed_ctx_new),
+        delayed_ctx_close: like(orig.delayed_ctx_close, delayed_ctx_close),
+    }
+}
+
+/// The transport's function `pick` chooses, for the running command's
+/// call.
+fn transport_fn<F>(pick: impl FnOnce(&sys::rpc_t) -> Option<F>) -> Option<F> {
+    guard("RPC forwarding", None, || {
+        // SAFETY: null or a transport's table, kept in static storage.
+        unsafe { ORIGINAL.get().as_ref() }.and_then(pick)
+    })
+}
+
+/// For the C forwarders: the transport's table, or null.
+#[no_mangle]
+pub extern "C" fn siptrace_rpc_original() -> *const sys::rpc_t {
+    guard("RPC forwarding", std::ptr::null(), || ORIGINAL.get())
+}
+
+unsafe extern "C" fn send(ctx: *mut c_void) -> c_int {
+    match transport_fn(|o| o.send) {
+        // SAFETY: the transport's function, with its own context.
+        Some(send) => unsafe { send(ctx) },
+        None => -1,
+    }
+}
+
+unsafe extern "C" fn capabilities(ctx: *mut c_void) -> sys::rpc_capabilities_t {
+    match transport_fn(|o| o.capabilities) {
+        // SAFETY: as above.
+        Some(capabilities) => unsafe { capabilities(ctx) },
+        None => 0,
+    }
+}
+
+unsafe extern "C" fn delayed_ctx_new(ctx: *mut c_void) -> *mut sys::rpc_delayed_ctx {
+    let Some(new) = transport_fn(|o| o.delayed_ctx_new) else { return std::ptr::null_mut() };
+    // SAFETY: as above.
+    let delayed = unsafe { new(ctx) };
+    if !delayed.is_null() {
+        guard("RPC tracing", (), || with_running(Execution::delayed));
+    }
+    delayed
+}
+
+unsafe extern "C" fn delayed_ctx_close(dctx: *mut sys::rpc_delayed_ctx) {
+    if let Some(close) = transport_fn(|o| o.delayed_ctx_close) {
+        // SAFETY: as above.
+        unsafe { close(dctx) };
+    }
 }
 
 fn with_running(f: impl FnOnce(&mut Execution)) {
@@ -165,71 +240,138 @@ fn with_running(f: impl FnOnce(&mut Execution)) {
     });
 }
 
-/// # Safety
-/// `text` points at `len` bytes, or is null.
-unsafe fn bytes<'a>(text: *const c_char, len: c_int) -> &'a [u8] {
-    if text.is_null() || len <= 0 {
-        return &[];
-    }
-    // SAFETY: see above.
-    unsafe { std::slice::from_raw_parts(text as *const u8, len as usize) }
-}
-
-/// From the shim: a parameter the running command read.
+/// `len` bytes at `text`: none for null or a negative length.
 ///
 /// # Safety
-/// `text` points at `len` bytes, or is null.
+/// Otherwise `text` points at `len` bytes.
+unsafe fn bytes<'a>(text: *const c_char, len: c_int) -> Option<&'a [u8]> {
+    let len = usize::try_from(len).ok()?;
+    if text.is_null() {
+        return None;
+    }
+    // SAFETY: see above.
+    Some(unsafe { std::slice::from_raw_parts(text as *const u8, len) })
+}
+
+/// A NUL-terminated string, or none for null.
+///
+/// # Safety
+/// `text` is null or NUL-terminated.
+unsafe fn c_bytes<'a>(text: *const c_char) -> Option<&'a [u8]> {
+    // SAFETY: see above.
+    (!text.is_null()).then(|| unsafe { CStr::from_ptr(text) }.to_bytes())
+}
+
+/// The text of the value of format character `c` at `p`; `None` for what
+/// is not reported. `scanned`: written by a scan, where `b` and `t` are
+/// unsigned; else an argument given to an add.
+///
+/// # Safety
+/// `p` points at a value of the type `c` gives it.
+unsafe fn value_text(c: u8, p: *const c_void, scanned: bool) -> Option<(Vec<u8>, bool)> {
+    // SAFETY: per the contract, for each format character.
+    let number = unsafe {
+        match c {
+            b'd' => (*(p as *const c_int)).to_string(),
+            b'b' | b't' if scanned => (*(p as *const c_uint)).to_string(),
+            b'b' => (*(p as *const c_int)).to_string(),
+            // An int for some transports, a time_t for others: the whole
+            // argument slot was passed on, and is shown as an int.
+            b't' => (*(p as *const c_longlong) as c_int).to_string(),
+            b'u' => (*(p as *const c_uint)).to_string(),
+            b'f' => format_g(*(p as *const f64)),
+            b'l' => (*(p as *const c_long)).to_string(),
+            b'j' => (*(p as *const c_ulong)).to_string(),
+            b'L' => (*(p as *const c_longlong)).to_string(),
+            b'J' => (*(p as *const c_ulonglong)).to_string(),
+            b's' => return c_bytes(*(p as *const *const c_char)).map(|s| (s.to_vec(), true)),
+            b'S' => {
+                // A scan writes the str itself; a reply is given its address.
+                let s = if scanned {
+                    (p as *const sys::str_).as_ref()
+                } else {
+                    (*(p as *const *const sys::str_)).as_ref()
+                };
+                let s = s?;
+                return bytes(s.s, s.len).map(|s| (s.to_vec(), true));
+            }
+            b'{' | b'[' if !scanned => return None,
+            _ if scanned => {
+                let close = if c == b'{' { b'}' } else { c };
+                return Some((vec![c, b'.', b'.', b'.', close], false));
+            }
+            _ => return None,
+        }
+    };
+    Some((number.into_bytes(), false))
+}
+
+/// From the C forwarders: a parameter the running command scanned, of
+/// format character `c`, written at `p`.
+///
+/// # Safety
+/// `p` is null or where the scan wrote a value of that type.
 #[no_mangle]
-pub unsafe extern "C" fn siptrace_rpc_param(text: *const c_char, len: c_int, is_str: c_int) {
-    guard("siptrace_rpc_param", (), || {
-        // SAFETY: the shim passes `len` bytes.
-        let text = unsafe { bytes(text, len) };
-        with_running(|e| e.param(text, is_str != 0));
+pub unsafe extern "C" fn siptrace_rpc_scanned(c: c_char, p: *const c_void) {
+    guard("siptrace_rpc_scanned", (), || {
+        if p.is_null() {
+            return;
+        }
+        // SAFETY: per the contract.
+        if let Some((text, is_str)) = unsafe { value_text(c as u8, p, true) } {
+            with_running(|e| e.param(&text, is_str));
+        }
     })
 }
 
-/// From the shim: a value the running command added to its reply.
+/// From the C forwarders: a value of format character `c`, at `p`, that
+/// the running command added to its reply; `name` is its member name in a
+/// structure, or null.
 ///
 /// # Safety
-/// `name` and `text` point at `name_len` and `len` bytes, or are null.
+/// `name` is null or NUL-terminated; `p` points at the value as passed.
 #[no_mangle]
-pub unsafe extern "C" fn siptrace_rpc_value(
-    name: *const c_char,
-    name_len: c_int,
-    text: *const c_char,
-    len: c_int,
-    _is_str: c_int,
-) {
-    guard("siptrace_rpc_value", (), || {
-        // SAFETY: the shim passes `name_len` and `len` bytes.
-        let (name, text) = unsafe { ((!name.is_null()).then(|| bytes(name, name_len)), bytes(text, len)) };
+pub unsafe extern "C" fn siptrace_rpc_added(name: *const c_char, c: c_char, p: *const c_void) {
+    guard("siptrace_rpc_added", (), || {
+        // SAFETY: per the contract.
+        let Some((text, _)) = (unsafe { value_text(c as u8, p, false) }) else { return };
+        // SAFETY: per the contract.
+        let name = unsafe { c_bytes(name) };
+        with_running(|e| e.value(name, &text));
+    })
+}
+
+/// From the C forwarders: text the running command printed into its
+/// reply; `name` is its member name in a structure, or null.
+///
+/// # Safety
+/// `name` is null or NUL-terminated; `text` holds `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn siptrace_rpc_printed(name: *const c_char, text: *const c_char, len: c_int) {
+    guard("siptrace_rpc_printed", (), || {
+        // SAFETY: per the contract.
+        let (name, text) = unsafe { (c_bytes(name), bytes(text, len).unwrap_or_default()) };
         with_running(|e| e.value(name, text));
     })
 }
 
-/// From the shim: the running command replied with a fault.
+/// From the C forwarders: the running command replied with a fault.
 ///
 /// # Safety
-/// `text` points at `len` bytes, or is null.
+/// `text` holds `len` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn siptrace_rpc_fault_seen(code: c_int, text: *const c_char, len: c_int) {
     guard("siptrace_rpc_fault_seen", (), || {
-        // SAFETY: the shim passes `len` bytes.
-        let text = unsafe { bytes(text, len) };
+        // SAFETY: per the contract.
+        let text = unsafe { bytes(text, len) }.unwrap_or_default();
         with_running(|e| e.fault(code, text));
     })
 }
 
-/// From the shim: a failed parameter scan, or a delayed reply.
+/// From the C forwarders: a scan that failed or found too few values.
 #[no_mangle]
-pub extern "C" fn siptrace_rpc_event(what: c_int) {
-    guard("siptrace_rpc_event", (), || {
-        with_running(|e| match what as u32 {
-            sys::SIPTRACE_RPC_SCAN_FAILED => e.scan_failed(),
-            sys::SIPTRACE_RPC_DELAYED => e.delayed(),
-            _ => {}
-        })
-    })
+pub extern "C" fn siptrace_rpc_scan_failed() {
+    guard("siptrace_rpc_scan_failed", (), || with_running(Execution::scan_failed))
 }
 
 /// The file name, without `.so`, of the module that holds `addr`.
