@@ -17,8 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn thread_cpu() -> (f64, f64) {
-    // SAFETY: getrusage writes into the zeroed struct we pass.
+    // SAFETY: an all-zero rusage is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we pass.
     unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     (seconds(usage.ru_utime), seconds(usage.ru_stime))

@@ -176,7 +176,8 @@ pub fn send(
     }
     // The server is stopping: deliver what the workers queued and what is
     // held back, within a bounded time, so that nothing accepted goes unsaid.
-    let left = crate::ffi::guard::guard("the sender", queue.depth(), || sender.drain(queue, host, drain_time));
+    let left =
+        crate::ffi::guard::guard("the sender", queue.depth(), || sender.drain(queue, host, drain_time));
     if left > 0 {
         crate::log_warn!("{name} stopped with {left} bytes of traces undelivered");
     } else {

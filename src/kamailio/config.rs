@@ -306,7 +306,9 @@ impl Config {
             ("flush_interval", ParamValue::Int(n)) => {
                 self.settings.senders.flush_interval_ms = int_in(name, n, 1, 1000)? as u64
             }
-            ("tls_ca_file", ParamValue::Str(s)) => self.settings.senders.tls_ca_file = non_empty(name, s)?.to_string(),
+            ("tls_ca_file", ParamValue::Str(s)) => {
+                self.settings.senders.tls_ca_file = non_empty(name, s)?.to_string()
+            }
             ("db_batch_size", ParamValue::Int(n)) => {
                 self.settings.senders.db_batch_size = int_in(name, n, 1, 100_000)? as usize
             }
@@ -466,9 +468,9 @@ fn sql_identifier(param: &str, s: &str) -> Result<String, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::dest::Host;
     use crate::core::hep::HepSettings;
     use crate::core::settings::Senders;
-    use crate::core::dest::Host;
 
     fn set(c: &mut Config, name: &str, value: ParamValue<'_>) -> Result<(), ConfigError> {
         let (_, ty) = PARAMS.iter().find(|(n, _)| n.to_str() == Ok(name)).expect("known parameter");

@@ -4,6 +4,7 @@
 //!   that it is unit-tested and fuzzed without a server;
 //! - `host`: the host layer, the only code that touches Kamailio's structs
 //!   and C API;
+//! - `state`: what mod_init settles; `startup`: mod_init and child_init;
 //! - the policy files (what to trace, where, in which scope), which use the
 //!   host layer's safe wrappers;
 //! - `exports`: the tables Kamailio reads when it loads the module.
@@ -13,6 +14,11 @@
 
 pub mod config;
 
+// The host layer's formatting of RPC values, unit-tested against the C
+// library.
+#[cfg(any(test, feature = "kamailio"))]
+mod c_format;
+
 /// Items that exist only in the module Kamailio loads.
 macro_rules! binding {
     ($($item:item)*) => { $( #[cfg(all(feature = "kamailio", not(test)))] $item )* };
@@ -20,7 +26,6 @@ macro_rules! binding {
 
 binding! {
     pub mod host;
-    mod avp;
     mod call_context;
     mod connections;
     mod db;
@@ -29,9 +34,7 @@ binding! {
     mod exports;
     mod kemi;
     mod log_lines;
-    mod module;
     mod msg_event;
-    mod net;
     mod params;
     mod rest;
     mod rpc;
@@ -39,12 +42,11 @@ binding! {
     mod script;
     mod send_socket;
     mod sender;
-    mod shared;
+    mod startup;
+    mod state;
     mod stats;
     mod trace_info;
     mod tracer;
     mod transaction;
     mod users;
-    // Until every policy file goes through the host layer's wrappers.
-    use host::sys;
 }

@@ -6,10 +6,10 @@ use crate::core::counters::{Counters, DropReason};
 use crate::core::dest::Destination;
 use crate::core::record::Row;
 use crate::core::sender::{tls, Sender, SenderHost, SenderSettings};
-use crate::kamailio::db::DbConn;
-use crate::kamailio::module::{self, Module};
-use crate::kamailio::shared::{self, Shared};
-use crate::kamailio::{db, send_socket, sys, tracer};
+use crate::kamailio::db::{self, DbConn, DbSetup};
+use crate::kamailio::host::process;
+use crate::kamailio::state::State;
+use crate::kamailio::{send_socket, tracer};
 use crate::supervise::{self, Supervision};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
@@ -23,46 +23,45 @@ const DB_RETRY: Duration = Duration::from_secs(5);
 
 /// Runs sender `index` for the life of the process: it supervises the
 /// process that does the sending (see `crate::supervise`).
-pub fn run(module: &'static Module, index: usize) -> ! {
-    let Some(shared) = shared::get() else { exit(index, "no shared state") };
-    // SAFETY: a process forked by fork_process after cfg_register_child.
-    if unsafe { sys::cfg_child_init() } != 0 {
+pub fn run(state: &'static State, index: usize) -> ! {
+    if !process::cfg_child_init() {
         exit(index, "cannot join the config framework");
     }
     let supervision = Supervision {
         name: format!("sender {index}"),
         drain_time: DRAIN_TIME,
-        // SAFETY: the cfg_update macro, for a process that joined the framework.
-        tick: &|| unsafe { sys::siptrace_shim_cfg_update() },
-        restarted: &|| Counters::add(&shared.counters.sender_restarts),
+        tick: &process::cfg_update,
+        restarted: &|| Counters::add(&state.shared.counters.sender_restarts),
     };
-    supervise::run(supervision, &|| work(module, index, shared))
+    supervise::run(supervision, &|| work(state, index))
 }
 
 /// The sending process: drains queue `index` until asked to stop.
-fn work(module: &'static Module, index: usize, shared: &'static Shared) -> ! {
-    // SAFETY: a config reference of this process's own.
-    unsafe { sys::siptrace_shim_cfg_worker_init() };
-    let config = &module.config;
+fn work(state: &'static State, index: usize) -> ! {
+    process::cfg_worker_init();
+    let config = &state.config;
     let settings = SenderSettings {
-        source_ip: send_socket::source().map(|s| s.addr.ip()),
+        source_ip: send_socket::source(state).map(|s| s.addr.ip()),
         ..SenderSettings::from_settings(&config.settings)
     };
-    let mut host =
-        Host { shared, uses_db: config.uses_database(), db: None, next_db_attempt: Instant::now() };
-    let mut sender = Sender::new(settings, &shared.counters);
-    match send_socket::udp_socket() {
+    let mut host = Host {
+        state,
+        db_setup: state.db.filter(|_| config.uses_database()).map(|db| DbSetup::new(config, db)),
+        uses_db: config.uses_database(),
+        db: None,
+        next_db_attempt: Instant::now(),
+    };
+    let mut sender = Sender::new(settings, &state.shared.counters);
+    match send_socket::udp_socket(state) {
         Some(Ok(socket)) => sender = sender.with_udp_source(socket),
         Some(Err(e)) => crate::log_error!("sender {index}: {e}; sending from an ephemeral socket instead"),
         None => {}
     }
-    // SAFETY (tick): the cfg_update macro; this process holds its own reference.
-    let tick = || unsafe { sys::siptrace_shim_cfg_update() };
     let name = format!("sender {index}");
-    supervise::send(&name, &mut sender, &module.queues[index], &mut host, DRAIN_TIME, &tick);
-    // SAFETY: this child is done; Kamailio's own exit path belongs to the
-    // main process.
-    unsafe { libc::_exit(0) }
+    supervise::send(&name, &mut sender, &state.queues[index], &mut host, DRAIN_TIME, &process::cfg_update);
+    // This child is done; Kamailio's own exit path belongs to the main
+    // process.
+    process::exit(0)
 }
 
 /// How long a stopping sender may take to deliver what is queued.
@@ -70,40 +69,42 @@ const DRAIN_TIME: Duration = Duration::from_secs(3);
 
 fn exit(index: usize, why: &str) -> ! {
     crate::log_error!("sender {index} cannot run: {why}");
-    // SAFETY: leaving this child at once; unwinding back into Kamailio's
-    // main-process code that forked it would be wrong.
-    unsafe { libc::_exit(1) }
+    process::exit(1)
 }
 
 struct Host {
-    shared: &'static Shared,
+    state: &'static State,
+    /// The table rows go to, when the database is used and bound.
+    db_setup: Option<DbSetup>,
     uses_db: bool,
     db: Option<DbConn>,
     next_db_attempt: Instant,
 }
 
 impl Host {
-    /// The database connection, opened on first use and after a failure,
+    /// Opens the database connection on first use and after a failure,
     /// at most once per DB_RETRY.
-    fn db(&mut self) -> Result<&DbConn, String> {
-        if self.db.is_none() {
-            let now = Instant::now();
-            if now < self.next_db_attempt {
-                return Err("no database connection".into());
+    fn open_db(&mut self) -> Result<(), String> {
+        if self.db.is_some() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if now < self.next_db_attempt {
+            return Err("no database connection".into());
+        }
+        self.next_db_attempt = now + DB_RETRY;
+        let setup = self.db_setup.as_ref().ok_or("database not bound")?;
+        match db::connect(setup) {
+            Ok(conn) => {
+                crate::log_info!("database connection open");
+                self.db = Some(conn);
+                Ok(())
             }
-            self.next_db_attempt = now + DB_RETRY;
-            match db::connect() {
-                Ok(conn) => {
-                    crate::log_info!("database connection open");
-                    self.db = Some(conn);
-                }
-                Err(e) => {
-                    crate::log_warn!("no database connection: {e}; retrying in {DB_RETRY:?}");
-                    return Err(e.to_string());
-                }
+            Err(e) => {
+                crate::log_warn!("no database connection: {e}; retrying in {DB_RETRY:?}");
+                Err(e.to_string())
             }
         }
-        self.db.as_ref().ok_or_else(|| "no database connection".to_string())
     }
 }
 
@@ -112,11 +113,13 @@ impl SenderHost for Host {
         if !self.uses_db {
             return (0, Some((DropReason::DbUnavailable, "no database configured".into())));
         }
-        let conn = match self.db() {
-            Ok(conn) => conn,
-            Err(e) => return (0, Some((DropReason::DbUnavailable, e))),
+        if let Err(e) = self.open_db() {
+            return (0, Some((DropReason::DbUnavailable, e)));
+        }
+        let (Some(conn), Some(setup)) = (&self.db, &self.db_setup) else {
+            return (0, Some((DropReason::DbUnavailable, "no database connection".into())));
         };
-        let (stored, error) = conn.insert_batch(rows);
+        let (stored, error) = conn.insert_batch(setup, self.state.shared, rows);
         if let Some(e) = &error {
             if stored == 0 && !conn.is_alive() {
                 // Reconnect next time; the driver may not recover by itself.
@@ -129,8 +132,8 @@ impl SenderHost for Host {
 
     fn tls_for(&self, dest: Destination) -> Option<(Arc<ClientConfig>, ServerName<'static>)> {
         // Called once per new connection to a collector: no need to keep it.
-        let name = tls::server_name(&module::tls_name(dest)).ok()?;
-        let file = &module::get()?.config.settings.senders.tls_ca_file;
+        let name = tls::server_name(&self.state.tls_name(dest)).ok()?;
+        let file = &self.state.config.settings.senders.tls_ca_file;
         match tls::client_config(Path::new(file)) {
             Ok(config) => Some((config, name)),
             Err(e) => {
@@ -141,7 +144,7 @@ impl SenderHost for Host {
     }
 
     fn dropped(&self, reason: DropReason, _count: u64, detail: &dyn Display) {
-        tracer::log_drop(self.shared, reason, detail);
+        tracer::log_drop(self.state.shared, reason, detail);
     }
 
     fn connection(&self, dest: Destination, up: bool, detail: &dyn Display) {

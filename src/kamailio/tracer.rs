@@ -11,13 +11,12 @@ use crate::core::dest::Destination;
 use crate::core::endpoint::Endpoint;
 use crate::core::record::{Direction, Outputs, Timestamp, TraceRecord};
 use crate::core::shared as core_shared;
+use crate::core::shared::Shared;
 use crate::core::xheaders;
-use crate::kamailio::avp::{Avp, AvpValue};
-use crate::kamailio::module;
-use crate::kamailio::shared::{self, Shared};
+use crate::kamailio::host::avp::AvpValue;
+use crate::kamailio::state::State;
 use smallvec::{smallvec, SmallVec};
 use std::fmt::Display;
-use std::sync::OnceLock;
 
 /// Where a trace started by the script goes: the URI the script gave, or
 /// the `duplicate_uri` list when it gave none.
@@ -31,8 +30,8 @@ pub struct ScriptTarget {
 
 /// The ends of a message traced from the script or a traced transaction,
 /// with `trace_local_ip`, when set, as the local one.
-pub fn script_ends(direction: Direction, src: Endpoint, dst: Endpoint) -> (Endpoint, Endpoint) {
-    match (module::get().and_then(|m| m.config.trace_local_ip), direction) {
+pub fn script_ends(state: &State, direction: Direction, src: Endpoint, dst: Endpoint) -> (Endpoint, Endpoint) {
+    match (state.config.trace_local_ip, direction) {
         (Some(local), Direction::In) => (src, local),
         (Some(local), Direction::Out) => (local, dst),
         (None, _) => (src, dst),
@@ -42,17 +41,16 @@ pub fn script_ends(direction: Direction, src: Endpoint, dst: Endpoint) -> (Endpo
 /// The outputs of a trace the script asked for. Without a URI argument the
 /// C module copies SIP only when nothing goes to the database; the same
 /// holds here.
-pub fn script_outputs(target: &ScriptTarget) -> Outputs {
-    let Some(module) = module::get() else { return Outputs::default() };
-    let config = &module.config;
+pub fn script_outputs(state: &State, target: &ScriptTarget) -> Outputs {
+    let config = &state.config;
     let targets: SmallVec<[Destination; 2]> = match target.dest {
         Some(d) => smallvec![d],
-        None => module.duplicates.clone(),
+        None => state.duplicates.clone(),
     };
     let wants_copy = target.uri_given || !config.trace_to_database;
     let sends = config.hep_mode_on || wants_copy;
     if sends && targets.is_empty() {
-        drop_record(DropReason::NoDestination, "sip_trace(): no URI argument and no duplicate_uri modparam");
+        drop_record(state, DropReason::NoDestination, "sip_trace(): no URI argument and no duplicate_uri modparam");
     }
     Outputs {
         db: config.uses_database(),
@@ -65,14 +63,13 @@ pub fn script_outputs(target: &ScriptTarget) -> Outputs {
 /// Where the records of a traced call that are not SIP go: the HEP
 /// collectors of its trace. Without HEP there are none; those records are
 /// neither stored in the table nor copied as SIP.
-pub fn hep_outputs(target: &ScriptTarget) -> Outputs {
-    let Some(module) = module::get() else { return Outputs::default() };
-    if !module.config.hep_mode_on {
+pub fn hep_outputs(state: &State, target: &ScriptTarget) -> Outputs {
+    if !state.config.hep_mode_on {
         return Outputs::default();
     }
     let hep = match target.dest {
         Some(d) => smallvec![d],
-        None => module.duplicates.clone(),
+        None => state.duplicates.clone(),
     };
     Outputs { hep, ..Outputs::default() }
 }
@@ -80,22 +77,18 @@ pub fn hep_outputs(target: &ScriptTarget) -> Outputs {
 /// Where records that belong to no call go (RPC commands, connection
 /// events): the HEP collectors of `duplicate_uri`. Config validation makes
 /// sure these exist when such records are asked for.
-pub fn event_outputs() -> Outputs {
-    let hep = module::get().map(|m| m.duplicates.clone()).unwrap_or_default();
-    Outputs { hep, ..Outputs::default() }
+pub fn event_outputs(state: &State) -> Outputs {
+    Outputs { hep: state.duplicates.clone(), ..Outputs::default() }
 }
 
 /// Queues `record` for `outputs`. Returns whether it was queued.
-pub fn enqueue(record: &TraceRecord<'_>, outputs: &Outputs) -> bool {
-    let (Some(shared), Some(module)) = (shared::get(), module::get()) else {
-        return false;
-    };
-    if outputs.is_empty() || module.queues.is_empty() {
+pub fn enqueue(state: &State, record: &TraceRecord<'_>, outputs: &Outputs) -> bool {
+    if outputs.is_empty() || state.queues.is_empty() {
         return false;
     }
     let is_sip = record.proto_type == crate::core::hep::proto_type::SIP;
     if outputs.db && is_sip {
-        if let Some(table) = table_asked() {
+        if let Some(table) = table_asked(state) {
             let mut outputs = outputs.clone();
             if crate::core::sql::is_identifier(&table) {
                 outputs.table = Some(table.into());
@@ -103,7 +96,7 @@ pub fn enqueue(record: &TraceRecord<'_>, outputs: &Outputs) -> bool {
                 outputs.db = false;
                 let name = String::from_utf8_lossy(&table);
                 report_drop(
-                    shared,
+                    state.shared,
                     DropReason::NoDestination,
                     1,
                     &format_args!("no row: trace_table_avp names '{name}', which is not a plain table name"),
@@ -112,24 +105,16 @@ pub fn enqueue(record: &TraceRecord<'_>, outputs: &Outputs) -> bool {
                     return false;
                 }
             }
-            return enqueue_to(module, shared, record, &outputs);
+            return enqueue_to(state, record, &outputs);
         }
     }
-    enqueue_to(module, shared, record, outputs)
-}
-
-static TABLE_AVP: OnceLock<Avp> = OnceLock::new();
-
-/// Parses the `trace_table_avp` spec, such as `$avp(trace_table)`.
-pub fn init_table_avp(spec: &str) -> Result<(), String> {
-    let _ = TABLE_AVP.set(Avp::parse("trace_table_avp", spec)?);
-    Ok(())
+    enqueue_to(state, record, outputs)
 }
 
 /// The table `trace_table_avp` names for the message being processed: its
 /// newest string value, if it has one.
-fn table_asked() -> Option<Vec<u8>> {
-    let avp = TABLE_AVP.get()?;
+fn table_asked(state: &State) -> Option<Vec<u8>> {
+    let avp = state.table_avp.get()?;
     let mut table = None;
     avp.for_each_value(|value| match value {
         AvpValue::Str(name) if !name.is_empty() => {
@@ -141,21 +126,18 @@ fn table_asked() -> Option<Vec<u8>> {
     table
 }
 
-fn enqueue_to(module: &module::Module, shared: &Shared, record: &TraceRecord<'_>, outputs: &Outputs) -> bool {
-    if module.config.xheaders_read && record.proto_type == crate::core::hep::proto_type::SIP {
-        return enqueue_from_xheaders(record, outputs);
+fn enqueue_to(state: &State, record: &TraceRecord<'_>, outputs: &Outputs) -> bool {
+    if state.config.xheaders_read && record.proto_type == crate::core::hep::proto_type::SIP {
+        return enqueue_from_xheaders(state, record, outputs);
     }
-    push(module, shared, record, outputs, None)
+    push(state, record, outputs, None)
 }
 
 /// With `xheaders_read`: the message carries its ends, time and direction
 /// in `X-Siptrace-*` headers, put there by the proxy that saw it; they
 /// replace what this proxy saw, and leave the message. A message without
 /// them is not traced, and counted.
-fn enqueue_from_xheaders(record: &TraceRecord<'_>, outputs: &Outputs) -> bool {
-    let (Some(shared), Some(module)) = (shared::get(), module::get()) else {
-        return false;
-    };
+fn enqueue_from_xheaders(state: &State, record: &TraceRecord<'_>, outputs: &Outputs) -> bool {
     match xheaders::read(record.payload) {
         Ok((x, payload)) => {
             let relayed = TraceRecord {
@@ -166,36 +148,28 @@ fn enqueue_from_xheaders(record: &TraceRecord<'_>, outputs: &Outputs) -> bool {
                 payload: &payload,
                 ..*record
             };
-            push(module, shared, &relayed, outputs, Some(x.time))
+            push(state, &relayed, outputs, Some(x.time))
         }
         Err(e) => {
-            report_drop(shared, DropReason::Unparsable, 1, &format_args!("xheaders_read: {e}"));
+            report_drop(state.shared, DropReason::Unparsable, 1, &format_args!("xheaders_read: {e}"));
             false
         }
     }
 }
 
-fn push(
-    module: &module::Module,
-    shared: &Shared,
-    record: &TraceRecord<'_>,
-    outputs: &Outputs,
-    time: Option<Timestamp>,
-) -> bool {
-    match core_shared::enqueue(&module.queues, &shared.counters, record, outputs, time) {
+fn push(state: &State, record: &TraceRecord<'_>, outputs: &Outputs, time: Option<Timestamp>) -> bool {
+    match core_shared::enqueue(&state.queues, &state.shared.counters, record, outputs, time) {
         Ok(()) => true,
         Err(e) => {
-            report_drop(shared, e.reason, 1, &e.detail);
+            report_drop(state.shared, e.reason, 1, &e.detail);
             false
         }
     }
 }
 
 /// Counts and reports a record that was dropped before it was queued.
-pub fn drop_record(reason: DropReason, detail: impl Display) {
-    if let Some(shared) = shared::get() {
-        report_drop(shared, reason, 1, &detail);
-    }
+pub fn drop_record(state: &State, reason: DropReason, detail: impl Display) {
+    report_drop(state.shared, reason, 1, &detail);
 }
 
 /// Counts `count` drops and logs them, at most once per reason and

@@ -4,17 +4,8 @@
 //! That is how an operator traces a few users only.
 
 use crate::core::record::pack_traced_user;
-use crate::kamailio::avp::{Avp, AvpValue};
-use crate::kamailio::shared;
-use std::sync::OnceLock;
-
-static AVP: OnceLock<Avp> = OnceLock::new();
-
-/// Parses the `traced_user_avp` spec, such as `$avp(traced)`.
-pub fn init(spec: &str) -> Result<(), String> {
-    let _ = AVP.set(Avp::parse("traced_user_avp", spec)?);
-    Ok(())
-}
+use crate::kamailio::host::avp::AvpValue;
+use crate::kamailio::state::State;
 
 /// What the rows of a trace get, and whether to trace at all.
 pub enum Users {
@@ -28,9 +19,9 @@ pub enum Users {
 
 /// The users of a message traced now, from the AVPs of the message or
 /// transaction being processed.
-pub fn current() -> Users {
-    let on = shared::tracing_on();
-    let Some(avp) = AVP.get() else {
+pub fn current(state: &State) -> Users {
+    let on = state.tracing_on();
+    let Some(avp) = state.traced_user_avp.get() else {
         return if on { Users::Default } else { Users::Skip };
     };
     let mut packed = Vec::new();

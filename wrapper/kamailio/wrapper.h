@@ -33,6 +33,8 @@
 #include "modules/http_client/curl_api.h"
 #include "modules/jsonrpcs/jsonrpcs_mod.h"
 
-#include "shim.h"
+#include "macros.h"
+#include "log_hook.h"
+#include "rpc_interpose.h"
 
 #endif

@@ -1,18 +1,17 @@
-//! An AVP named by a modparam (`traced_user_avp`, `trace_table_avp`),
-//! parsed once at startup and read for the message being processed.
+//! AVPs named by a modparam (`traced_user_avp`, `trace_table_avp`): the
+//! name parsed once at startup, the values read for the message being
+//! processed.
 
-use crate::kamailio::{net, sys};
+use super::sys;
+use crate::ffi::host_bytes;
 
-/// The AVP's parsed name. Its text lives in memory leaked before Kamailio
+/// An AVP's parsed name. Its text lives in memory leaked before Kamailio
 /// forked, so every process has it.
-pub struct Avp {
+#[derive(Clone, Copy)]
+pub struct AvpName {
     name: sys::int_str,
     kind: u16,
 }
-
-// SAFETY: made once in mod_init, before fork, and only read afterwards.
-unsafe impl Sync for Avp {}
-unsafe impl Send for Avp {}
 
 /// One value of an AVP.
 pub enum AvpValue<'a> {
@@ -20,39 +19,41 @@ pub enum AvpValue<'a> {
     Int(i64),
 }
 
-impl Avp {
-    /// Parses the spec `$avp(name)` that modparam `param` gave.
-    pub fn parse(param: &str, spec: &str) -> Result<Avp, String> {
-        let bad = |why: &str| format!("modparam '{param}' has a bad value '{spec}': {why}");
+impl AvpName {
+    /// Parses `spec`, such as `$avp(name)`; an error says what is wrong.
+    pub fn parse(spec: &str) -> Result<AvpName, &'static str> {
         // The parser keeps pointers into the text and the spec: both live on.
         let text: &'static mut [u8] = Box::leak(spec.as_bytes().to_vec().into_boxed_slice());
         let mut s = sys::str_ { s: text.as_mut_ptr() as *mut _, len: text.len() as i32 };
         let parsed: &'static mut sys::pv_spec_t = Box::leak(Box::default());
-        // SAFETY: the parser reads `s` and fills `parsed`.
+        // SAFETY: the parser reads `s` and fills `parsed`, both kept.
         let end = unsafe { sys::pv_parse_spec2(&mut s, parsed, 1) };
         if end.is_null() || parsed.type_ != sys::_pv_type_PVT_AVP {
-            return Err(bad("expected an AVP such as $avp(name)"));
+            return Err("expected an AVP such as $avp(name)");
         }
         let mut name = sys::int_str::default();
         let mut kind: u16 = 0;
         // SAFETY: reading the name of a parsed AVP spec; no message is needed.
         if unsafe { sys::pv_get_avp_name(std::ptr::null_mut(), &mut parsed.pvp, &mut name, &mut kind) } != 0 {
-            return Err(bad("the AVP name cannot be read"));
+            return Err("the AVP name cannot be read");
         }
-        Ok(Avp { name, kind })
+        Ok(AvpName { name, kind })
     }
 
-    /// Calls `f` with each value the AVP has now, the newest first, until
-    /// `f` returns false.
+    /// Calls `f` with each value the AVP has now, in the AVP list of the
+    /// message or transaction being processed, the newest first, until `f`
+    /// returns false.
     pub fn for_each_value(&self, mut f: impl FnMut(AvpValue<'_>) -> bool) {
         let mut value = sys::int_str::default();
         let mut state = sys::search_state::default();
-        // SAFETY: walking the current AVP list with Kamailio's own search.
+        // SAFETY: walking the current AVP list with Kamailio's own search;
+        // each found AVP and its value stay valid until the next step.
         let mut found = unsafe { sys::search_first_avp(self.kind as u32, self.name, &mut value, &mut state) };
+        // SAFETY: as above.
         while let Some(a) = unsafe { found.as_ref() } {
             let more = if a.flags & sys::AVP_VAL_STR != 0 {
                 // SAFETY: a string AVP's value is a valid str.
-                f(AvpValue::Str(unsafe { net::str_bytes(&value.s) }.unwrap_or_default()))
+                f(AvpValue::Str(unsafe { host_bytes(value.s.s, value.s.len) }.unwrap_or_default()))
             } else {
                 // SAFETY: an integer AVP's value is `n`.
                 f(AvpValue::Int(unsafe { value.n } as i64))
@@ -60,6 +61,7 @@ impl Avp {
             if !more {
                 return;
             }
+            // SAFETY: as above.
             found = unsafe { sys::search_next_avp(&mut state, &mut value) };
         }
     }

@@ -1,0 +1,68 @@
+//! The log hook (wrapper/kamailio/log_hook.c): every line Kamailio prints
+//! passes through it, and while a traced call asks for its log lines, the
+//! hook hands each to the handler installed here.
+
+use super::sys;
+use crate::ffi::guard::guard;
+use crate::ffi::host_bytes;
+use std::ffi::CStr;
+use std::os::raw::{c_char, c_int};
+use std::sync::OnceLock;
+
+/// A printed log line, in its parts.
+pub struct LogLine<'a> {
+    /// The level's name, such as "ERROR".
+    pub level: &'a [u8],
+    /// The location prefix ("<core> [core/...]: ").
+    pub location: &'a [u8],
+    pub function: &'a [u8],
+    /// The text, with its newline.
+    pub text: &'a [u8],
+}
+
+static HANDLER: OnceLock<fn(&LogLine<'_>)> = OnceLock::new();
+
+/// Puts the hook in place, with `handler` for the lines of traced calls;
+/// the lines keep going where they went. In mod_init: a process forked
+/// later cannot get it from another.
+pub fn install(handler: fn(&LogLine<'_>)) {
+    let _ = HANDLER.set(handler);
+    // SAFETY: sets the core's log hook once, in the main process before it
+    // forks; the hook prints as the core would.
+    unsafe { sys::siptrace_shim_log_hook_install() };
+}
+
+/// Whether this process's lines go to the handler now.
+pub fn set_traced(on: bool) {
+    // SAFETY: a plain int of this process, read by the hook.
+    unsafe { sys::siptrace_shim_log_traced = c_int::from(on) };
+}
+
+/// From the hook: one printed line, while the lines are traced.
+///
+/// # Safety
+/// The strings are null or NUL-terminated, `text` holds `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn siptrace_log_line(
+    _level: c_int,
+    lname: *const c_char,
+    loc: *const c_char,
+    func: *const c_char,
+    text: *const c_char,
+    len: c_int,
+) {
+    guard("the log line hook", (), || {
+        let Some(handler) = HANDLER.get() else { return };
+        let cstr = |p: *const c_char| {
+            // SAFETY: per the contract; null reads as empty.
+            if p.is_null() { &[][..] } else { unsafe { CStr::from_ptr(p) }.to_bytes() }
+        };
+        let Ok(len) = usize::try_from(len) else { return };
+        if text.is_null() {
+            return;
+        }
+        // SAFETY: per the contract.
+        let text = if len == 0 { &[][..] } else { unsafe { host_bytes(text, len) }.unwrap_or_default() };
+        handler(&LogLine { level: cstr(lname), location: cstr(loc), function: cstr(func), text });
+    })
+}
