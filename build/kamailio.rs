@@ -110,12 +110,13 @@ impl KamailioHost {
                 ));
             }
         }
-        let bin = env::var("KAMAILIO_BIN").ok().filter(|b| !b.is_empty()).unwrap_or_else(|| {
-            match release.bin {
-                Some(bin) if env::var_os("KAMAILIO_SRC").is_none() => manifest.join(bin).display().to_string(),
+        let bin =
+            env::var("KAMAILIO_BIN").ok().filter(|b| !b.is_empty()).unwrap_or_else(|| match release.bin {
+                Some(bin) if env::var_os("KAMAILIO_SRC").is_none() => {
+                    manifest.join(bin).display().to_string()
+                }
                 _ => installed_binary(),
-            }
-        });
+            });
         let mut defines = build_file_defines(&src.join("src"));
         defines.push("-DMOD_NAME=\"siptrace\"".to_string());
         let (version_line, flags_line) = binary_version(&bin);
@@ -169,8 +170,7 @@ impl KamailioHost {
                  missing: {missing:?}  extra: {extra:?}\n\
                  The defines come from `make printcdefs` in KAMAILIO_SRC/src; \
                  TLS_PTHREAD_MUTEX_SHARED needs libssl-dev installed.",
-                self.bin,
-                self.flags_line
+                self.bin, self.flags_line
             ));
         }
     }

@@ -61,16 +61,18 @@ def expand(prefix: list, rest: str, out: list):
         out.append(prefix + [name])
 
 
-def references(text: str, here: tuple, is_dir_module: bool) -> list:
+def references(text: str, here: tuple) -> list:
     paths = []
     for m in re.finditer(r"\b(crate|super|self)\s*::\s*", text):
         kind = m.group(1)
+        # `self` is the module of this file (a.rs and a/mod.rs alike), and
+        # `super` its parent.
         if kind == "crate":
             base = []
+        elif kind == "self":
+            base = list(here)
         else:
-            base = list(here) if is_dir_module else list(here[:-1])
-            if kind == "super":
-                base = base[:-1]
+            base = list(here[:-1])
         found = []
         expand(base, text[m.end():m.end() + 2000], found)
         paths.extend(found)
@@ -84,7 +86,7 @@ def graph(binding: str) -> dict:
     edges = {mod: set() for mod in files}
     for mod, path in files.items():
         text = strip_comments(path.read_text())
-        for ref in references(text, mod, path.name == "mod.rs"):
+        for ref in references(text, mod):
             ref = tuple(ref)
             # The longest module that is a file and a prefix of the path.
             target = None

@@ -13,7 +13,7 @@ use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use siptrace::core::rpc_command::CommandFilter;
 use siptrace::core::sql::redact_url;
-use siptrace::kamailio::config::{self, Config, ParamType, ParamValue, PARAMS};
+use siptrace::kamailio::config::{Config, ParamType, ParamValue, PARAMS};
 use siptrace::core::dest::{DestUri, Host};
 use siptrace::core::endpoint::{Endpoint, Transport};
 use siptrace::core::event::TraceTypes;
@@ -83,8 +83,8 @@ fn check_config(u: &mut Unstructured<'_>) -> Result<()> {
     if let Some(p) = &c.send_socket_addr {
         assert!(p.uri.literal().is_some(), "the send socket has an IP address");
     }
-    assert!((1..=3).contains(&c.hep.version));
-    assert!(c.hep.auth_key.as_ref().is_none_or(|k| !k.is_empty()));
+    assert!((1..=3).contains(&c.settings.hep.version));
+    assert!(c.settings.hep.auth_key.as_ref().is_none_or(|k| !k.is_empty()));
     Ok(())
 }
 
@@ -124,7 +124,7 @@ fn check_endpoint(text: &str) {
 }
 
 fn check_redact(url: &str) {
-    let r = config::redact_url(url);
+    let r = redact_url(url);
     if r != url {
         // Only a password between "user:" and the last '@' is replaced.
         let at = url.rfind('@').expect("a masked URL has user info");

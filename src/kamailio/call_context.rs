@@ -41,7 +41,8 @@ thread_local! {
 
 /// Registers the callbacks that bracket each message's processing.
 pub fn mod_init() -> Result<(), String> {
-    if !script_cb::register::<BeforeScript>(When::Before, true) || !script_cb::register::<AfterScript>(When::After, true)
+    if !script_cb::register::<BeforeScript>(When::Before, true)
+        || !script_cb::register::<AfterScript>(When::After, true)
     {
         return Err("cannot register the script callbacks".into());
     }

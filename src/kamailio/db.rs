@@ -180,7 +180,12 @@ impl DbConn {
 
     /// Stores `rows` in one transaction where the driver has them. Returns
     /// how many were stored and, when not all, why.
-    pub fn insert_batch(&self, setup: &DbSetup, shared: &Shared, rows: &[Row<'_>]) -> (usize, Option<String>) {
+    pub fn insert_batch(
+        &self,
+        setup: &DbSetup,
+        shared: &Shared,
+        rows: &[Row<'_>],
+    ) -> (usize, Option<String>) {
         // Several senders writing one SQLite file take turns.
         let _writer = match setup.sqlite {
             true => match shared.db_lock.lock_timeout(WRITER_WAIT) {

@@ -19,34 +19,54 @@ pub mod config;
 #[cfg(any(test, feature = "kamailio"))]
 mod c_format;
 
-/// Items that exist only in the module Kamailio loads.
-macro_rules! binding {
-    ($($item:item)*) => { $( #[cfg(all(feature = "kamailio", not(test)))] $item )* };
-}
-
-binding! {
-    pub mod host;
-    mod call_context;
-    mod connections;
-    mod db;
-    mod dialog;
-    mod events;
-    mod exports;
-    mod kemi;
-    mod log_lines;
-    mod msg_event;
-    mod params;
-    mod rest;
-    mod rpc;
-    mod rpc_trace;
-    mod script;
-    mod send_socket;
-    mod sender;
-    mod startup;
-    mod state;
-    mod stats;
-    mod trace_info;
-    mod tracer;
-    mod transaction;
-    mod users;
-}
+// What follows exists only in the module Kamailio loads: it links against
+// the server. (An attribute on each line, so that rustfmt still finds the
+// files.)
+#[cfg(all(feature = "kamailio", not(test)))]
+mod call_context;
+#[cfg(all(feature = "kamailio", not(test)))]
+mod connections;
+#[cfg(all(feature = "kamailio", not(test)))]
+mod db;
+#[cfg(all(feature = "kamailio", not(test)))]
+mod dialog;
+#[cfg(all(feature = "kamailio", not(test)))]
+mod events;
+#[cfg(all(feature = "kamailio", not(test)))]
+mod exports;
+#[cfg(all(feature = "kamailio", not(test)))]
+pub mod host;
+#[cfg(all(feature = "kamailio", not(test)))]
+mod kemi;
+#[cfg(all(feature = "kamailio", not(test)))]
+mod log_lines;
+#[cfg(all(feature = "kamailio", not(test)))]
+mod msg_event;
+#[cfg(all(feature = "kamailio", not(test)))]
+mod params;
+#[cfg(all(feature = "kamailio", not(test)))]
+mod rest;
+#[cfg(all(feature = "kamailio", not(test)))]
+mod rpc;
+#[cfg(all(feature = "kamailio", not(test)))]
+mod rpc_trace;
+#[cfg(all(feature = "kamailio", not(test)))]
+mod script;
+#[cfg(all(feature = "kamailio", not(test)))]
+mod send_socket;
+#[cfg(all(feature = "kamailio", not(test)))]
+mod sender;
+#[cfg(all(feature = "kamailio", not(test)))]
+mod startup;
+#[cfg(all(feature = "kamailio", not(test)))]
+mod state;
+#[cfg(all(feature = "kamailio", not(test)))]
+mod stats;
+#[cfg(all(feature = "kamailio", not(test)))]
+mod trace_info;
+#[cfg(all(feature = "kamailio", not(test)))]
+mod tracer;
+#[cfg(all(feature = "kamailio", not(test)))]
+mod transaction;
+#[cfg(all(feature = "kamailio", not(test)))]
+mod users;

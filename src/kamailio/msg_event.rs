@@ -30,7 +30,8 @@ thread_local! {
 /// process. Called in mod_init.
 pub fn init(evcb_msg: Option<&str>) -> (Option<EventRoute>, Option<&'static CStr>) {
     // NUL-terminated: engines take the name as a C string.
-    let callback = evcb_msg.map(|name| &*Box::leak(CString::new(name).unwrap_or_default().into_boxed_c_str()));
+    let callback =
+        evcb_msg.map(|name| &*Box::leak(CString::new(name).unwrap_or_default().into_boxed_c_str()));
     (EventRoute::find(EVENT), callback)
 }
 

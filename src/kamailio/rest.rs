@@ -39,7 +39,9 @@ impl ScriptFunction for HttpQuery {
 
     fn check(index: usize, count: usize, _text: &str) -> Result<usize, String> {
         if index == count && state::get().and_then(|s| s.http).is_none() {
-            return Err("sip_trace_http_query() needs the http_client module: loadmodule \"http_client.so\"".into());
+            return Err(
+                "sip_trace_http_query() needs the http_client module: loadmodule \"http_client.so\"".into()
+            );
         }
         Ok(0)
     }

@@ -77,7 +77,9 @@ impl ScriptFunction for SipTrace {
             2 => with_params(state, params, true, |dest, cid| trace_call(state, msg, Some(dest), cid, None)),
             _ => {
                 let Some(scope) = params.code(3).and_then(|i| SCOPES.get(i)).copied() else { return -1 };
-                with_params(state, params, true, |dest, cid| trace_call(state, msg, Some(dest), cid, Some(scope)))
+                with_params(state, params, true, |dest, cid| {
+                    trace_call(state, msg, Some(dest), cid, Some(scope))
+                })
             }
         }
     }
@@ -94,7 +96,11 @@ fn with_params(
     f: impl FnOnce(&str, Option<&str>) -> c_int,
 ) -> c_int {
     let Some(dest) = param_text(params, 1) else {
-        tracer::drop_record(state, DropReason::NoDestination, "sip_trace(): cannot evaluate the URI argument");
+        tracer::drop_record(
+            state,
+            DropReason::NoDestination,
+            "sip_trace(): cannot evaluate the URI argument",
+        );
         return -1;
     };
     let cid = if cid { param_text(params, 2) } else { None };
@@ -120,7 +126,11 @@ impl ScriptFunction for SipTraceMode {
         match supported_scope(&text) {
             Ok(scope) => trace_call(state, msg, None, None, Some(scope)),
             Err(e) => {
-                tracer::drop_record(state, DropReason::NoDestination, format_args!("sip_trace_mode('{text}'): {e}"));
+                tracer::drop_record(
+                    state,
+                    DropReason::NoDestination,
+                    format_args!("sip_trace_mode('{text}'): {e}"),
+                );
                 -1
             }
         }
@@ -221,7 +231,13 @@ pub fn trace_types(msg: Msg<'_>, text: &str) -> c_int {
 /// message) what its transaction sends and receives. Returns 1 when
 /// something was queued for its outputs (what happens there is counted),
 /// -1 when tracing is off or nothing can be traced.
-pub fn trace_call(state: &State, msg: Msg<'_>, dest: Option<&str>, cid: Option<&str>, scope: Option<Scope>) -> c_int {
+pub fn trace_call(
+    state: &State,
+    msg: Msg<'_>,
+    dest: Option<&str>,
+    cid: Option<&str>,
+    scope: Option<Scope>,
+) -> c_int {
     // Tracing is off, unless traced_user_avp names someone to trace.
     let users = users::current(state);
     if let Users::Skip = users {

@@ -12,8 +12,8 @@ use crate::kamailio::host::process::{self, Forked, Rank};
 use crate::kamailio::host::shm;
 use crate::kamailio::state::{self, settled, Resolved, State};
 use crate::kamailio::{
-    call_context, connections, db, dialog, events, log_lines, msg_event, rpc_trace, send_socket, sender, stats,
-    transaction,
+    call_context, connections, db, dialog, events, log_lines, msg_event, rpc_trace, send_socket, sender,
+    stats, transaction,
 };
 use smallvec::SmallVec;
 use std::sync::Mutex;

@@ -90,7 +90,8 @@ impl State {
         if let Some(dest) = lock(&self.resolved).by_text.get(text) {
             return Ok(*dest);
         }
-        let uri = DestUri::parse_supported(text).map_err(|e| format!("bad destination URI '{text}': {}", e.0))?;
+        let uri =
+            DestUri::parse_supported(text).map_err(|e| format!("bad destination URI '{text}': {}", e.0))?;
         uri.literal().ok_or_else(|| {
             format!("destination '{text}' names a host that was not resolved at startup; use an IP address")
         })

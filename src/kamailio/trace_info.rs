@@ -28,7 +28,12 @@ pub type TraceRef = ShmRc<TraceInfo>;
 
 impl TraceInfo {
     /// A new block with one holder, the caller.
-    pub fn alloc(state: &State, target: ScriptTarget, correlation: &[u8], types: TraceTypes) -> Option<TraceRef> {
+    pub fn alloc(
+        state: &State,
+        target: ScriptTarget,
+        correlation: &[u8],
+        types: TraceTypes,
+    ) -> Option<TraceRef> {
         let counters = &state.shared.counters;
         let info = ShmRc::new(TraceInfo { target, types, counters }, correlation)?;
         Counters::add(&counters.contexts_made);

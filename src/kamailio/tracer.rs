@@ -30,7 +30,12 @@ pub struct ScriptTarget {
 
 /// The ends of a message traced from the script or a traced transaction,
 /// with `trace_local_ip`, when set, as the local one.
-pub fn script_ends(state: &State, direction: Direction, src: Endpoint, dst: Endpoint) -> (Endpoint, Endpoint) {
+pub fn script_ends(
+    state: &State,
+    direction: Direction,
+    src: Endpoint,
+    dst: Endpoint,
+) -> (Endpoint, Endpoint) {
     match (state.config.trace_local_ip, direction) {
         (Some(local), Direction::In) => (src, local),
         (Some(local), Direction::Out) => (local, dst),
@@ -50,7 +55,11 @@ pub fn script_outputs(state: &State, target: &ScriptTarget) -> Outputs {
     let wants_copy = target.uri_given || !config.trace_to_database;
     let sends = config.hep_mode_on || wants_copy;
     if sends && targets.is_empty() {
-        drop_record(state, DropReason::NoDestination, "sip_trace(): no URI argument and no duplicate_uri modparam");
+        drop_record(
+            state,
+            DropReason::NoDestination,
+            "sip_trace(): no URI argument and no duplicate_uri modparam",
+        );
     }
     Outputs {
         db: config.uses_database(),

@@ -309,7 +309,14 @@ impl SlHandler for Stateless {
             Some(addr) => Endpoint { transport: local.transport, addr },
             None => unknown_source(),
         };
-        enqueue(state, Direction::Out, (local, dst), payload, None, connections::received_on(state, req.received()));
+        enqueue(
+            state,
+            Direction::Out,
+            (local, dst),
+            payload,
+            None,
+            connections::received_on(state, req.received()),
+        );
     }
 
     /// The ACK of one of SL's own replies.

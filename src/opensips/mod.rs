@@ -13,28 +13,42 @@
 //! the host layer. Everything here links against OpenSIPS, so it is built
 //! only for the module itself, not for unit tests or fuzzing.
 
-/// Items that exist only in the module OpenSIPS loads.
-macro_rules! binding {
-    ($($item:item)*) => { $( #[cfg(all(feature = "opensips", not(test)))] $item )* };
-}
-
-binding! {
-    pub mod host;
-    mod b2b;
-    mod db;
-    mod dialog;
-    mod exports;
-    mod hep;
-    mod mi;
-    mod params;
-    mod script;
-    mod sender;
-    mod sinks;
-    mod startup;
-    mod state;
-    mod stats;
-    mod tls;
-    mod trace_api;
-    mod tracer;
-    mod transaction;
-}
+// What follows exists only in the module OpenSIPS loads: it links against
+// the server. (An attribute on each line, so that rustfmt still finds the
+// files.)
+#[cfg(all(feature = "opensips", not(test)))]
+mod b2b;
+#[cfg(all(feature = "opensips", not(test)))]
+mod db;
+#[cfg(all(feature = "opensips", not(test)))]
+mod dialog;
+#[cfg(all(feature = "opensips", not(test)))]
+mod exports;
+#[cfg(all(feature = "opensips", not(test)))]
+mod hep;
+#[cfg(all(feature = "opensips", not(test)))]
+pub mod host;
+#[cfg(all(feature = "opensips", not(test)))]
+mod mi;
+#[cfg(all(feature = "opensips", not(test)))]
+mod params;
+#[cfg(all(feature = "opensips", not(test)))]
+mod script;
+#[cfg(all(feature = "opensips", not(test)))]
+mod sender;
+#[cfg(all(feature = "opensips", not(test)))]
+mod sinks;
+#[cfg(all(feature = "opensips", not(test)))]
+mod startup;
+#[cfg(all(feature = "opensips", not(test)))]
+mod state;
+#[cfg(all(feature = "opensips", not(test)))]
+mod stats;
+#[cfg(all(feature = "opensips", not(test)))]
+mod tls;
+#[cfg(all(feature = "opensips", not(test)))]
+mod trace_api;
+#[cfg(all(feature = "opensips", not(test)))]
+mod tracer;
+#[cfg(all(feature = "opensips", not(test)))]
+mod transaction;

@@ -58,7 +58,8 @@ impl Params<'_> {
     }
 
     fn slot(&self, index: usize, kind: ParamKind) -> Option<*mut c_char> {
-        ((1..=self.count).contains(&index) && (self.kind)(index, self.count) == kind).then(|| self.slots[index - 1])
+        ((1..=self.count).contains(&index) && (self.kind)(index, self.count) == kind)
+            .then(|| self.slots[index - 1])
     }
 
     /// The value of `Text` parameter `index` for this message; `None` if it
@@ -84,13 +85,15 @@ impl Params<'_> {
     /// The variable of `Variable` parameter `index`.
     pub fn variable(&self, index: usize) -> Option<Variable> {
         // SAFETY: the fixup stored a spec of the core's cache there.
-        self.slot(index, ParamKind::Variable).and_then(|p| unsafe { Variable::from_ptr(p as *mut sys::pv_spec_t) })
+        self.slot(index, ParamKind::Variable)
+            .and_then(|p| unsafe { Variable::from_ptr(p as *mut sys::pv_spec_t) })
     }
 }
 
 type Fn2 = unsafe extern "C" fn(*mut sys::sip_msg, *mut c_char, *mut c_char) -> c_int;
 type Fn3 = unsafe extern "C" fn(*mut sys::sip_msg, *mut c_char, *mut c_char, *mut c_char) -> c_int;
-type Fn4 = unsafe extern "C" fn(*mut sys::sip_msg, *mut c_char, *mut c_char, *mut c_char, *mut c_char) -> c_int;
+type Fn4 =
+    unsafe extern "C" fn(*mut sys::sip_msg, *mut c_char, *mut c_char, *mut c_char, *mut c_char) -> c_int;
 type Fixup = unsafe extern "C" fn(*mut *mut c_void, c_int) -> c_int;
 
 /// The export entry of `F` with `N` parameters (at most 4).
@@ -164,7 +167,10 @@ unsafe extern "C" fn call4<F: ScriptFunction>(
     call::<F, 4>(msg, [p1, p2, p3, p4])
 }
 
-unsafe extern "C" fn fixup<F: ScriptFunction, const N: usize>(param: *mut *mut c_void, param_no: c_int) -> c_int {
+unsafe extern "C" fn fixup<F: ScriptFunction, const N: usize>(
+    param: *mut *mut c_void,
+    param_no: c_int,
+) -> c_int {
     guard("a script function's fixup", -1, || {
         let index = usize::try_from(param_no).unwrap_or(0);
         // SAFETY: before its fixup, a parameter is the config's string.

@@ -92,7 +92,9 @@ impl DbCon {
         let mut funcs = self.funcs;
         // SAFETY: the driver's functions, an open connection and a valid
         // table name.
-        unsafe { sys::db_check_table_version(&mut funcs, self.con.as_ptr(), &str_of(table.to_bytes()), version) < 0 }
+        unsafe {
+            sys::db_check_table_version(&mut funcs, self.con.as_ptr(), &str_of(table.to_bytes()), version) < 0
+        }
     }
 
     /// Runs one SQL statement whose result is not needed. Fails when the
@@ -123,7 +125,8 @@ impl DbCon {
             return Err(InsertError::Unsupported);
         };
         let names: SmallVec<[sys::str_; 16]> = keys.iter().map(|k| str_of(k.to_bytes())).collect();
-        let keys: SmallVec<[sys::db_key_t; 16]> = names.iter().map(|n| n as *const _ as sys::db_key_t).collect();
+        let keys: SmallVec<[sys::db_key_t; 16]> =
+            names.iter().map(|n| n as *const _ as sys::db_key_t).collect();
         let table = str_of(table);
         // SAFETY: an open connection; the driver keeps the table name's
         // pointer, which is set again before each use.

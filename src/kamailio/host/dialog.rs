@@ -110,7 +110,11 @@ impl Dialogs {
     }
 }
 
-unsafe extern "C" fn created<H: DlgCreated>(dlg: *mut sys::dlg_cell, _kind: c_int, params: *mut sys::dlg_cb_params) {
+unsafe extern "C" fn created<H: DlgCreated>(
+    dlg: *mut sys::dlg_cell,
+    _kind: c_int,
+    params: *mut sys::dlg_cb_params,
+) {
     guard("the dialog creation callback", (), || {
         // SAFETY: the dialog module passes live parameters with the request
         // that created the dialog, and the dialog, held during the call.
@@ -120,7 +124,11 @@ unsafe extern "C" fn created<H: DlgCreated>(dlg: *mut sys::dlg_cell, _kind: c_in
     })
 }
 
-unsafe extern "C" fn within<H: DlgHandler>(_dlg: *mut sys::dlg_cell, _kind: c_int, params: *mut sys::dlg_cb_params) {
+unsafe extern "C" fn within<H: DlgHandler>(
+    _dlg: *mut sys::dlg_cell,
+    _kind: c_int,
+    params: *mut sys::dlg_cb_params,
+) {
     guard("the dialog callback", (), || {
         // SAFETY: the dialog module passes live parameters whose `param`
         // points at the slot holding the registered owner.

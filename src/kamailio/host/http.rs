@@ -10,7 +10,13 @@ use std::os::raw::{c_char, c_int};
 /// http_client's query function, bound in mod_init when it is loaded.
 #[derive(Clone, Copy)]
 pub struct HttpClient {
-    query: unsafe extern "C" fn(*mut sys::sip_msg, *mut c_char, *mut sys::str_, *mut c_char, *mut c_char) -> c_int,
+    query: unsafe extern "C" fn(
+        *mut sys::sip_msg,
+        *mut c_char,
+        *mut sys::str_,
+        *mut c_char,
+        *mut c_char,
+    ) -> c_int,
 }
 
 impl HttpClient {
@@ -32,13 +38,21 @@ impl HttpClient {
     /// Runs a query as `http_client_query()` does: a GET, or a POST of
     /// `post` when given, with the extra headers `hdrs`. Returns the HTTP
     /// status (0 when there is none) and the reply's body.
-    pub fn query(&self, msg: Msg<'_>, url: &CStr, post: Option<&CStr>, hdrs: Option<&CStr>) -> (c_int, HttpBody) {
+    pub fn query(
+        &self,
+        msg: Msg<'_>,
+        url: &CStr,
+        post: Option<&CStr>,
+        hdrs: Option<&CStr>,
+    ) -> (c_int, HttpBody) {
         let opt = |c: Option<&CStr>| c.map_or(std::ptr::null_mut(), |c| c.as_ptr() as *mut c_char);
         let mut body = sys::str_ { s: std::ptr::null_mut(), len: 0 };
         // SAFETY: NUL-terminated arguments that outlive the call, on a live
         // message; http_client allocates the body in pkg memory, freed by
         // HttpBody.
-        let status = unsafe { (self.query)(msg.as_ptr(), url.as_ptr() as *mut c_char, &mut body, opt(post), opt(hdrs)) };
+        let status = unsafe {
+            (self.query)(msg.as_ptr(), url.as_ptr() as *mut c_char, &mut body, opt(post), opt(hdrs))
+        };
         (status, HttpBody(body))
     }
 }

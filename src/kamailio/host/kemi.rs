@@ -75,7 +75,13 @@ pub const fn export<F: KemiFunction, const N: usize>(module: &'static CStr) -> s
         ptypes[i] = sys::SR_KEMIP_STR as c_int;
         i += 1;
     }
-    sys::sr_kemi_t { mname: name(module), fname: name(F::NAME), rtype: sys::SR_KEMIP_INT as c_int, func: func as *mut c_void, ptypes }
+    sys::sr_kemi_t {
+        mname: name(module),
+        fname: name(F::NAME),
+        rtype: sys::SR_KEMIP_INT as c_int,
+        func: func as *mut c_void,
+        ptypes,
+    }
 }
 
 /// The entry that closes the table.

@@ -55,7 +55,11 @@ pub unsafe extern "C" fn siptrace_log_line(
         let Some(handler) = HANDLER.get() else { return };
         let cstr = |p: *const c_char| {
             // SAFETY: per the contract; null reads as empty.
-            if p.is_null() { &[][..] } else { unsafe { CStr::from_ptr(p) }.to_bytes() }
+            if p.is_null() {
+                &[][..]
+            } else {
+                unsafe { CStr::from_ptr(p) }.to_bytes()
+            }
         };
         let Ok(len) = usize::try_from(len) else { return };
         if text.is_null() {

@@ -29,7 +29,10 @@ pub type Setter = unsafe extern "C" fn(sys::modparam_t, *mut c_void) -> c_int;
 /// # Safety
 /// Only Kamailio calls it, with a parameter of the type its entry gives:
 /// an int in `value` itself, or a `str *`.
-pub unsafe extern "C" fn setter<S: ParamSink, const I: usize>(ptype: sys::modparam_t, value: *mut c_void) -> c_int {
+pub unsafe extern "C" fn setter<S: ParamSink, const I: usize>(
+    ptype: sys::modparam_t,
+    value: *mut c_void,
+) -> c_int {
     guard("modparam", -1, || {
         let (name, ty) = S::PARAMS[I];
         let name = name.to_str().unwrap_or_default();
@@ -63,7 +66,11 @@ pub const fn export(name: &'static CStr, ty: ParamType, setter: Setter) -> sys::
         ParamType::Int => sys::PARAM_INT,
         ParamType::Str => sys::PARAM_STR,
     };
-    sys::param_export_t { name: name.as_ptr() as *mut c_char, type_: kind | PARAM_USE_FUNC, param_pointer: setter as *mut c_void }
+    sys::param_export_t {
+        name: name.as_ptr() as *mut c_char,
+        type_: kind | PARAM_USE_FUNC,
+        param_pointer: setter as *mut c_void,
+    }
 }
 
 /// The entry that closes the table.

@@ -16,7 +16,9 @@ impl EventRoute {
         let mut name = name.to_bytes_with_nul().to_vec();
         // SAFETY: event_rt is the core's route table, complete once the
         // config is parsed; the name is NUL-terminated and only read.
-        let idx = unsafe { sys::route_lookup(std::ptr::addr_of_mut!(sys::event_rt), name.as_mut_ptr() as *mut c_char) };
+        let idx = unsafe {
+            sys::route_lookup(std::ptr::addr_of_mut!(sys::event_rt), name.as_mut_ptr() as *mut c_char)
+        };
         // SAFETY: reading the entry the lookup indexed.
         (idx >= 0 && !unsafe { *sys::event_rt.rlist.add(idx as usize) }.is_null()).then_some(EventRoute(idx))
     }
@@ -34,7 +36,12 @@ pub enum RouteOutcome {
 
 /// Runs `route`, or else the KEMI function `callback` for event `event`,
 /// on the SIP message in `payload`, parsed for it.
-pub fn run_on_copy(payload: &[u8], route: Option<EventRoute>, callback: Option<&CStr>, event: &CStr) -> RouteOutcome {
+pub fn run_on_copy(
+    payload: &[u8],
+    route: Option<EventRoute>,
+    callback: Option<&CStr>,
+    event: &CStr,
+) -> RouteOutcome {
     // SAFETY: an all-zero sip_msg is the state parse_msg starts from.
     let mut msg: sys::sip_msg = unsafe { std::mem::zeroed() };
     // The parser reads the message through msg.buf as well; it does not
@@ -59,8 +66,10 @@ pub fn run_on_copy(payload: &[u8], route: Option<EventRoute>, callback: Option<&
             sys::run_top_route(*sys::event_rt.rlist.add(route.0 as usize), &mut msg, &mut ctx);
         },
         (None, Some(callback)) => {
-            let mut function = sys::str_ { s: callback.as_ptr() as *mut c_char, len: callback.to_bytes().len() as c_int };
-            let mut event = sys::str_ { s: event.as_ptr() as *mut c_char, len: event.to_bytes().len() as c_int };
+            let mut function =
+                sys::str_ { s: callback.as_ptr() as *mut c_char, len: callback.to_bytes().len() as c_int };
+            let mut event =
+                sys::str_ { s: event.as_ptr() as *mut c_char, len: event.to_bytes().len() as c_int };
             // SAFETY: the config's KEMI engine, run with our context as the
             // current one (where KSR.drop() marks the drop), then restored;
             // the names are only read.
@@ -69,7 +78,13 @@ pub fn run_on_copy(payload: &[u8], route: Option<EventRoute>, callback: Option<&
                 if !engine.is_null() {
                     let saved_ctx = sys::sr_kemi_act_ctx_get();
                     sys::sr_kemi_act_ctx_set(&mut ctx);
-                    sys::sr_kemi_route(engine, &mut msg, sys::EVENT_ROUTE as c_int, &mut function, &mut event);
+                    sys::sr_kemi_route(
+                        engine,
+                        &mut msg,
+                        sys::EVENT_ROUTE as c_int,
+                        &mut function,
+                        &mut event,
+                    );
                     sys::sr_kemi_act_ctx_set(saved_ctx);
                 }
             }

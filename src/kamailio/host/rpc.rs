@@ -78,7 +78,9 @@ impl RpcCtx<'_> {
         let scan = self.rpc.scan?;
         let mut arg = sys::str_ { s: std::ptr::null_mut(), len: 0 };
         // SAFETY: "S" scans one str parameter into `arg`.
-        if unsafe { scan(self.ctx, c"S".as_ptr() as *mut c_char, &mut arg as *mut sys::str_) } < 1 || arg.s.is_null() {
+        if unsafe { scan(self.ctx, c"S".as_ptr() as *mut c_char, &mut arg as *mut sys::str_) } < 1
+            || arg.s.is_null()
+        {
             return None;
         }
         // SAFETY: a scanned str points at `len` bytes of the request.

@@ -35,7 +35,11 @@ pub fn register<H: ScriptHook>(when: When, replies_too: bool) -> bool {
     unsafe { sys::register_script_cb(Some(hook::<H>), at | kinds, std::ptr::null_mut()) == 0 }
 }
 
-unsafe extern "C" fn hook<H: ScriptHook>(msg: *mut sys::sip_msg, _flags: c_uint, _param: *mut c_void) -> c_int {
+unsafe extern "C" fn hook<H: ScriptHook>(
+    msg: *mut sys::sip_msg,
+    _flags: c_uint,
+    _param: *mut c_void,
+) -> c_int {
     guard("a script callback", 1, || {
         // SAFETY: the core passes null or the live message it routes.
         H::run(unsafe { Msg::from_ptr(msg) });

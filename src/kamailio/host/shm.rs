@@ -26,7 +26,8 @@ pub fn new_shared_state(trace_on: bool) -> Result<&'static Shared, String> {
     let p = alloc(std::mem::size_of::<Shared>()).ok_or("out of shared memory")?.cast::<Shared>();
     // SAFETY: a fresh block of the right size and alignment, in memory
     // every process shares, never freed.
-    unsafe { Shared::init_at(p.as_ptr(), trace_on) }.map_err(|e| format!("cannot create the database lock: {e}"))?;
+    unsafe { Shared::init_at(p.as_ptr(), trace_on) }
+        .map_err(|e| format!("cannot create the database lock: {e}"))?;
     // SAFETY: initialized above; it lives until the server exits.
     Ok(unsafe { p.as_ref() })
 }

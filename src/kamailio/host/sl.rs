@@ -46,7 +46,8 @@ pub fn register<H: SlHandler>(acks_too: bool) -> Result<bool, String> {
         return Ok(false);
     }
     let register = sl.register_cb.ok_or("the sl module gave no register_cb")?;
-    let mut callbacks = vec![(sys::SLCB_REPLY_READY, on_reply::<H> as unsafe extern "C" fn(*mut sys::sl_cbp_t))];
+    let mut callbacks =
+        vec![(sys::SLCB_REPLY_READY, on_reply::<H> as unsafe extern "C" fn(*mut sys::sl_cbp_t))];
     if acks_too {
         callbacks.push((sys::SLCB_ACK_FILTERED, on_ack::<H>));
     }
