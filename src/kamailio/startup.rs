@@ -5,7 +5,7 @@
 use crate::core::dest::Destination;
 use crate::core::ring::Ring;
 use crate::core::sql::redact_url;
-use crate::kamailio::config::{Config, InitMode};
+use crate::kamailio::config::InitMode;
 use crate::kamailio::host::avp::AvpName;
 use crate::kamailio::host::http::HttpClient;
 use crate::kamailio::host::process::{self, Forked, Rank};
@@ -40,13 +40,10 @@ pub fn mod_init() -> Result<(), String> {
     };
     let mut resolved = Resolved::default();
     let mut duplicates: SmallVec<[Destination; 2]> = SmallVec::new();
-    // duplicate_uri's TLS destinations have always been checked against the
-    // default CA file here, not tls_ca_file (which the senders use); kept
-    // so, to change no behaviour.
-    let startup_ca_file = Config::default().settings.senders.tls_ca_file;
+    // A TLS destination is checked against the CA file its sender will use.
     for p in &config.duplicate_uri {
         let dest = resolved
-            .resolve(&p.text, &startup_ca_file)
+            .resolve(&p.text, &config.settings.senders.tls_ca_file)
             .map_err(|e| format!("modparam 'duplicate_uri' has a bad value '{}': {e}", p.text))?;
         duplicates.push(dest);
     }

@@ -54,10 +54,11 @@ pub unsafe extern "C" fn siptrace_log_line(
     guard("the log line hook", (), || {
         let Some(handler) = HANDLER.get() else { return };
         let cstr = |p: *const c_char| {
-            // SAFETY: per the contract; null reads as empty.
+            // Null reads as empty.
             if p.is_null() {
                 &[][..]
             } else {
+                // SAFETY: per the contract, a NUL-terminated string.
                 unsafe { CStr::from_ptr(p) }.to_bytes()
             }
         };
