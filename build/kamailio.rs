@@ -260,6 +260,8 @@ const API_FUNCTIONS: &[&str] = &[
     "find_export",
     "tcpconn_get",
     "pv_cache_get",
+    // 6.0's setter of the structured-log function (absent in 5.6).
+    "km_slog_func_set",
 ];
 const API_TYPES: &[&str] = &[
     "module_exports",
@@ -347,6 +349,7 @@ const API_VARS: &[&str] = &[
     "pt",
     "process_no",
     "JSONRPC_TRANS_HTTP",
+    "_ksr_slog_func",
 ];
 
 const LIB_DIR_CANDIDATES: &[&str] = &[
