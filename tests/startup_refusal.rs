@@ -209,3 +209,40 @@ fn sip_trace_msg_bad_constant_arguments() {
         &["'data_mode'", "'2'", "the only flag is 1"],
     );
 }
+
+/// The core's closed-connection event holds one callback, which tcpops
+/// takes too (its `closed_event`, 1 by default): with `trace_net` on,
+/// whichever of the two initializes second fails, and Kamailio stops;
+/// with `closed_event` 0 both load.
+#[test]
+#[cfg_attr(
+    kamailio_6_0,
+    ignore = "the Kamailio 6.0 build here has no tcpops (SREV_TCP_CLOSED holds one callback in 6.0's core/events.c too)"
+)]
+fn trace_net_and_tcpops_share_the_closed_connection_event() {
+    let trace_net = no_db()
+        + &modparam("hep_mode_on", 1)
+        + &modparam("duplicate_uri", "sip:127.0.0.1:9")
+        + &modparam("trace_net", 1);
+    let tcpops = "loadmodule \"tcpops.so\"\n";
+    // tcpops after the module: tcpops cannot register.
+    assert_refused(
+        "tcpops-after",
+        &(trace_net.clone() + tcpops),
+        &Hooks::default(),
+        &["tcpops", "problem registering tcpops_handle_tcp_closed"],
+    );
+    // tcpops before: the module cannot, and says so.
+    let dir = TestDir::new("tcpops-before");
+    let config = proxy_config(&dir, "127.0.0.1", free_port(), free_port(), &trace_net, &Hooks::default())
+        .replace("loadmodule \"tm.so\"\n", &format!("loadmodule \"tm.so\"\n{tcpops}"));
+    match Kamailio::try_start(&dir, "proxy", &config) {
+        Ok(_) => panic!("tcpops-before: Kamailio started"),
+        Err((_, log)) => assert!(log.contains("cannot register the closed-connection callback"), "{log}"),
+    }
+    // closed_event 0: both load.
+    let dir = TestDir::new("tcpops-no-event");
+    let params = trace_net + tcpops + "modparam(\"tcpops\", \"closed_event\", 0)\n";
+    let config = proxy_config(&dir, "127.0.0.1", free_port(), free_port(), &params, &Hooks::default());
+    Kamailio::start(&dir, "proxy", &config);
+}
