@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
 """Proxy benchmark: the CPU that tracing costs Kamailio.
 
-sipp UAC -> Kamailio 5.6.3 (tm, record_route, 2 children) -> sipp UAS,
+sipp UAC -> Kamailio (tm, record_route, 2 children) -> sipp UAS,
 INVITE/ACK/BYE calls, 13 SIP messages per call at the proxy. For each
 variant it sums the CPU time (user + system) of every Kamailio process
 while the calls run, and counts what reached the HEP collector or the
 sip_trace table, and the calls that failed.
 
-Variants: no tracing; Debian's C siptrace.so and our module, each with
+Variants: no tracing; the server's C siptrace.so and our module, each with
 HEPv3 (trace_mode=1), with rows in SQLite (trace_mode=2) and with rows in
 PostgreSQL (trace_mode=2).
+
+The server is Debian's installed Kamailio 5.6.3 unless the environment
+names another, as the tests take it: KAMAILIO_BIN, KAMCMD_BIN and
+KAMAILIO_MODULES_DIR (where the C siptrace.so and the other modules are).
+With KAMAILIO_VERSION=6.0 and none of them, it is the 6.0.1 build of
+KAMAILIO_VERSION=6.0 scripts/setup-debian.sh, and --module defaults to
+target/kamailio-6.0/release/libsiptrace.so.
 
 With --opensips PATH (an OpenSIPS 3.6 tree the user built; this project
 never fetches or builds OpenSIPS), the same proxy runs on OpenSIPS too: no
@@ -39,8 +46,26 @@ import threading
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules"
+
+
+
+def server_path(var, debian, built_60):
+    """A path of the server under test: the environment's, else that of
+    the 6.0 build with KAMAILIO_VERSION=6.0, else Debian's."""
+    if os.environ.get(var):
+        return os.environ[var]
+    if os.environ.get("KAMAILIO_VERSION", "").startswith("6.0"):
+        return str(ROOT / ".deps" / "kamailio-6.0" / built_60)
+    return debian
+
+
+MULTIARCH = "x86_64-linux-gnu"
+KAMAILIO = server_path("KAMAILIO_BIN", "kamailio", "sbin/kamailio")
+KAMCMD = server_path("KAMCMD_BIN", "kamcmd", "sbin/kamcmd")
+MODULES = server_path("KAMAILIO_MODULES_DIR", f"/usr/lib/{MULTIARCH}/kamailio/modules",
+                      f"lib/{MULTIARCH}/kamailio/modules")
 C_MODULE = f"{MODULES}/siptrace.so"
+TARGET = "kamailio-6.0/release" if os.environ.get("KAMAILIO_VERSION", "").startswith("6.0") else "release"
 UAS_SCENARIO = ROOT / "tests" / "fixtures" / "uas.xml"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MESSAGES_PER_CALL = 13
@@ -87,7 +112,7 @@ def parent_pid(pid):
 
 def process_names(ctl):
     """Kamailio's description of each of its processes, by pid."""
-    out = subprocess.run(["kamcmd", "-s", f"unix:{ctl}", "core.psx"], capture_output=True, text=True).stdout
+    out = subprocess.run([KAMCMD, "-s", f"unix:{ctl}", "core.psx"], capture_output=True, text=True).stdout
     pids = re.findall(r"PID:\s*(\d+)", out)
     descs = re.findall(r"DSC:\s*(.*)", out)
     return {int(p): d.strip() for p, d in zip(pids, descs)}
@@ -327,7 +352,7 @@ def run_variant(name, module, params, rate, duration, workdir, output_kind, coun
     else:
         cfg = vdir / "kamailio.cfg"
         cfg.write_text(kamailio_config(vdir, port, uas_port, module, params))
-        command = ["kamailio", "-f", str(cfg), "-DD", "-E", "-Y", str(vdir), "-m", "256"]
+        command = [KAMAILIO, "-f", str(cfg), "-DD", "-E", "-Y", str(vdir), "-m", "256"]
     kam = subprocess.Popen(PIN_KAMAILIO + command, stdout=log, stderr=log, start_new_session=True)
     uas = None
     try:
@@ -335,7 +360,7 @@ def run_variant(name, module, params, rate, duration, workdir, output_kind, coun
             if opensips:
                 ok = port_taken(port)
             else:
-                ok = subprocess.run(["kamcmd", "-s", f"unix:{vdir}/ctl.sock", "core.uptime"],
+                ok = subprocess.run([KAMCMD, "-s", f"unix:{vdir}/ctl.sock", "core.uptime"],
                                     capture_output=True).returncode == 0
             if ok:
                 break
@@ -406,7 +431,7 @@ def main():
     ap.add_argument("--rate", type=int, default=200, help="calls per second (default 200)")
     ap.add_argument("--duration", type=int, default=15, help="seconds of calls per variant (default 15)")
     ap.add_argument("--hep-rate", type=int, default=1000, help="rate of the extra HEP runs; 0 skips them")
-    ap.add_argument("--module", default=str(ROOT / "target" / "release" / "libsiptrace.so"))
+    ap.add_argument("--module", default=str(ROOT / "target" / TARGET / "libsiptrace.so"))
     ap.add_argument("--repeat", type=int, default=5, help="runs of each variant; the median is reported")
     ap.add_argument("--only", default="", help="comma-separated variant names")
     ap.add_argument("--rust-param", action="append", default=[], metavar="NAME=VALUE",
@@ -505,6 +530,8 @@ def main():
         pg.stop()
 
     results = {name: summarize(rs) for name, rs in runs.items()}
+    version = subprocess.run([KAMAILIO, "-v"], capture_output=True, text=True).stdout.splitlines()
+    print(f"server: {KAMAILIO} ({version[0].strip() if version else 'version unknown'}), C module: {C_MODULE}")
     print_table(results)
     print_udp_floor(results)
     print(f"\nworking files: {workdir}", file=sys.stderr)
@@ -550,7 +577,7 @@ def print_table(results):
               f"| {r['failed']} of {r['calls']} |")
 
 
-UDP_FLOOR = ROOT / "target" / "release" / "examples" / "udp_floor"
+UDP_FLOOR = ROOT / "target" / TARGET / "examples" / "udp_floor"
 
 
 def print_udp_floor(results):

@@ -260,6 +260,8 @@ const API_FUNCTIONS: &[&str] = &[
     "find_export",
     "tcpconn_get",
     "pv_cache_get",
+    // 6.0's setter of the structured-log function (absent in 5.6).
+    "km_slog_func_set",
 ];
 const API_TYPES: &[&str] = &[
     "module_exports",
@@ -328,7 +330,7 @@ const API_VARS: &[&str] = &[
     "T_BR_UNDEFINED",
     "SIP_(REQUEST|REPLY)",
     "AVP_VAL_STR",
-    "DLGCB_(CREATED|CONFIRMED|REQ_WITHIN|TERMINATED)",
+    "DLGCB_(CREATED|CONFIRMED|REQ_WITHIN|TERMINATED|SPIRALED)",
     "POST_SCRIPT_CB",
     "PRE_SCRIPT_CB",
     "SR_KEMIP_(NONE|INT|STR)",
@@ -347,6 +349,7 @@ const API_VARS: &[&str] = &[
     "pt",
     "process_no",
     "JSONRPC_TRANS_HTTP",
+    "_ksr_slog_func",
 ];
 
 const LIB_DIR_CANDIDATES: &[&str] = &[

@@ -27,6 +27,7 @@ fn tracing_server(dir: &TestDir, port: u16, hep_uri: &str, db_url: &str, extra: 
     .concat()
         + &extra.concat();
     let config = config_head(dir, "target", &listen)
+        + RECEIVE_LIMIT
         + &format!(
             "tcp_rd_buf_size=262144\n\
              loadmodule \"sl.so\"\nloadmodule \"pv.so\"\nloadmodule \"xlog.so\"\nloadmodule \"kex.so\"\n\

@@ -52,6 +52,7 @@ fn sip_trace_in_routes(name: &str, mut modparams: Vec<String>) -> Scenario<'_> {
         expect_hep: 18,
         c_hooks: None,
         extra_in_ours: None,
+        advertise: None,
     }
 }
 
@@ -86,6 +87,7 @@ fn invite_call_traced_user_avp() {
         expect_hep: 6,
         c_hooks: None,
         extra_in_ours: None,
+        advertise: None,
     });
 }
 
@@ -104,6 +106,7 @@ fn invite_call_trace_mode() {
         expect_hep: 26,
         c_hooks: None,
         extra_in_ours: None,
+        advertise: None,
     });
 }
 
@@ -125,40 +128,61 @@ fn invite_call_sip_trace_mode_t() {
         expect_hep: 24,
         c_hooks: None,
         extra_in_ours: None,
+        advertise: None,
     });
 }
 
 /// Dialog mode: the initial INVITE starts tracing its dialog, which then
-/// traces every request within it. The C module misses the ACK that
+/// traces every request within it. `start` is the script call that starts
+/// it, on the initial INVITE; the dialog is created after it
+/// ([`CREATE_DIALOG`]). Kamailio 5.6's C module misses the ACK that
 /// confirms the dialog (it does not listen to that dialog event): ours
-/// traces it, one more row and packet per call.
-fn dialog_scenario<'a>(name: &'a str, on_request: &'a str, c_on_request: Option<&'a str>) -> Scenario<'a> {
+/// traces it, one more row and packet per call. 6.0's C module traces it
+/// too (`trace_dialog_ack`, 1 by default).
+fn dialog_scenario<'a>(name: &'a str, hooks: &'a DialogHooks) -> Scenario<'a> {
     Scenario {
         name,
         transport: Transport::Udp,
         uac: UAC_CALL,
         uas: Some(UAS_CALL),
         calls: 2,
-        modparams: vec![
-            modparam("hep_mode_on", 1),
-            "loadmodule \"dialog.so\"\nmodparam(\"dialog\", \"dlg_flag\", 4)\n".to_string(),
-        ],
-        hooks: Hooks { on_request, ..Default::default() },
+        modparams: vec![modparam("hep_mode_on", 1), DIALOG_MODULE.to_string()],
+        hooks: Hooks { on_request: &hooks.ours, ..Default::default() },
         // Per call: the INVITE's 7 messages, and BYE with its 200 both ways.
-        expect_rows: 22,
-        expect_hep: 22,
-        c_hooks: c_on_request.map(|on_request| Hooks { on_request, ..Default::default() }),
-        extra_in_ours: Some(("ACK ", 1)),
+        expect_rows: 22 + C_DIALOG_ACK_ROWS,
+        expect_hep: 22 + C_DIALOG_ACK_ROWS,
+        c_hooks: hooks.c.as_deref().map(|on_request| Hooks { on_request, ..Default::default() }),
+        extra_in_ours: (C_DIALOG_ACK_ROWS == 0).then_some(("ACK ", 1)),
+        advertise: None,
+    }
+}
+
+/// The rows (and HEP packets) of the ACK that confirms a traced dialog in
+/// the C module's run of [`dialog_scenario`], for its 2 calls.
+#[cfg(kamailio_6_0)]
+const C_DIALOG_ACK_ROWS: usize = 2;
+#[cfg(not(kamailio_6_0))]
+const C_DIALOG_ACK_ROWS: usize = 0;
+
+/// The request route of a dialog scenario, for ours and, where it differs,
+/// for the C module.
+struct DialogHooks {
+    ours: String,
+    c: Option<String>,
+}
+
+impl DialogHooks {
+    /// `start` on the initial INVITE, then the dialog created.
+    fn new(start: &str, c_start: Option<&str>) -> DialogHooks {
+        let route = |start: &str| format!("if (!has_totag()) {{ {start} {CREATE_DIALOG} }}");
+        DialogHooks { ours: route(start), c: c_start.map(route) }
     }
 }
 
 #[test]
 fn invite_call_sip_trace_d_with_uri() {
-    differential(&dialog_scenario(
-        "call-d-uri",
-        "if (!has_totag()) { sip_trace(\"@HEP_URI@\", \"\", \"d\"); setflag(4); }",
-        None,
-    ));
+    let hooks = DialogHooks::new("sip_trace(\"@HEP_URI@\", \"\", \"d\");", None);
+    differential(&dialog_scenario("call-d-uri", &hooks));
 }
 
 /// `sip_trace_mode("d")` traces nothing with the C module (kamailio issues
@@ -166,11 +190,8 @@ fn invite_call_sip_trace_d_with_uri() {
 /// duplicate_uri set to that URI.
 #[test]
 fn invite_call_sip_trace_mode_d() {
-    differential(&dialog_scenario(
-        "call-mode-d",
-        "if (!has_totag()) { sip_trace_mode(\"d\"); setflag(4); }",
-        Some("if (!has_totag()) { sip_trace(\"@HEP_URI@\", \"\", \"d\"); setflag(4); }"),
-    ));
+    let hooks = DialogHooks::new("sip_trace_mode(\"d\");", Some("sip_trace(\"@HEP_URI@\", \"\", \"d\");"));
+    differential(&dialog_scenario("call-mode-d", &hooks));
 }
 
 /// Transaction mode the old way: `trace_flag` set on the request, then
@@ -189,6 +210,7 @@ fn invite_call_trace_flag() {
         expect_hep: 24,
         c_hooks: None,
         extra_in_ours: None,
+        advertise: None,
     });
 }
 
@@ -310,6 +332,7 @@ fn cancelled_invite_sip_trace_mode_t() {
         expect_hep: 13,
         c_hooks: None,
         extra_in_ours: None,
+        advertise: None,
     });
 }
 
@@ -380,6 +403,7 @@ fn register_challenge_sip_trace_mode_t() {
         expect_hep: 4,
         c_hooks: None,
         extra_in_ours: None,
+        advertise: None,
     });
 }
 
@@ -401,6 +425,7 @@ fn register_challenge_sip_trace_and_trace_mode() {
         expect_hep: 4,
         c_hooks: None,
         extra_in_ours: None,
+        advertise: None,
     });
 }
 
@@ -450,6 +475,7 @@ fn options_answered_statelessly() {
         expect_hep: 2,
         c_hooks: None,
         extra_in_ours: None,
+        advertise: None,
     });
 }
 
@@ -505,6 +531,7 @@ fn message_relayed_sip_trace_mode_t() {
         expect_hep: 8,
         c_hooks: None,
         extra_in_ours: None,
+        advertise: None,
     });
 }
 
@@ -702,6 +729,7 @@ fn reinvite_in_dialog_trace_mode() {
         expect_hep: 20,
         c_hooks: None,
         extra_in_ours: None,
+        advertise: None,
     });
 }
 
@@ -733,6 +761,7 @@ fn invite_call_over_tcp() {
         expect_hep: 18,
         c_hooks: None,
         extra_in_ours: None,
+        advertise: None,
     });
 }
 
@@ -791,8 +820,198 @@ fn invite_rejected_statelessly() {
         expect_hep: 4,
         c_hooks: None,
         extra_in_ours: None,
+        advertise: None,
     });
 }
+
+// Kamailio 6.0's siptrace: what it added and fixed since 5.6, each run
+// against 6.0's own C module.
+
+/// `trace_dialog_ack` 0: neither module traces the ACK that confirms a
+/// traced dialog (with 1, the default, both do: the dialog tests above).
+#[test]
+#[cfg_attr(not(kamailio_6_0), ignore = "needs Kamailio 6.0")]
+fn dialog_without_its_ack() {
+    let hooks = DialogHooks::new("sip_trace(\"@HEP_URI@\", \"\", \"d\");", None);
+    let mut scenario = dialog_scenario("call-d-no-ack", &hooks);
+    scenario.modparams.push(modparam("trace_dialog_ack", 0));
+    (scenario.expect_rows, scenario.expect_hep, scenario.extra_in_ours) = (22, 22, None);
+    let ours = differential(&scenario);
+    if let Some(ours) = ours {
+        assert!(!ours.rows.iter().any(|r| r.method == "ACK"), "no ACK traced: {:?}", ours.rows);
+    }
+}
+
+/// `sip_trace_msg(vmsg, saddr, taddr, daddr, corrid)`: the text, as HEP,
+/// with the script's addresses, to the URI given or to `duplicate_uri`,
+/// whatever `hep_mode_on` says; no row. The second call gives no
+/// correlation id: C's packet then has none, ours the Call-ID (a
+/// documented difference the comparison allows).
+#[test]
+#[cfg_attr(not(kamailio_6_0), ignore = "needs Kamailio 6.0")]
+fn sip_trace_msg_sends_what_the_script_gives() {
+    let ours = differential(&Scenario {
+        name: "sip-trace-msg",
+        uac: UAC_OPTIONS,
+        calls: 2,
+        modparams: vec![modparam("trace_to_database", 1), modparam("hep_mode_on", 0)],
+        hooks: Hooks {
+            on_request: r#"sip_trace_msg("$mb", "udp:$si:$sp", "udp:$Ri:$Rp", "@HEP_URI@", "msg-$ci");
+    sip_trace_msg("$mb", "tcp:$Ri:$Rp", "udp:$si:$sp", "", "");
+    if (is_method("OPTIONS")) { sl_send_reply("200", "OK"); exit; }"#,
+            ..Default::default()
+        },
+        expect_rows: 0,
+        expect_hep: 4,
+        ..Default::default()
+    });
+    if let Some(ours) = ours {
+        let correlated = ours.packets.iter().filter(|p| {
+            p["decoded"]["rcinfo"]["correlation_id"].as_str().is_some_and(|c| c.starts_with("msg-"))
+        });
+        assert_eq!(correlated.count(), 2, "{:?}", ours.packets);
+    }
+}
+
+/// `data_mode` 1: `trace_mode` records the address the proxy's socket
+/// advertises as the proxy's end, in rows and HEP.
+#[test]
+#[cfg_attr(not(kamailio_6_0), ignore = "needs Kamailio 6.0")]
+fn data_mode_records_the_advertised_address() {
+    let ours = differential(&Scenario {
+        name: "data-mode",
+        uac: UAC_OPTIONS,
+        calls: 2,
+        modparams: vec![
+            modparam("trace_mode", 3),
+            modparam("trace_to_database", 0),
+            modparam("data_mode", 1),
+        ],
+        hooks: Hooks {
+            on_request: r#"if (is_method("OPTIONS")) { sl_send_reply("200", "OK"); exit; }"#,
+            ..Default::default()
+        },
+        expect_rows: 4,
+        expect_hep: 4,
+        advertise: Some("127.0.0.2:5999"),
+        ..Default::default()
+    });
+    if let Some(ours) = ours {
+        for r in &ours.rows {
+            let proxy_end = if r.direction == "in" { &r.toip } else { &r.fromip };
+            assert_eq!(proxy_end, "udp:127.0.0.2:5999", "{r:?}");
+        }
+    }
+}
+
+/// `$siptrace(direction)` in `event_route[siptrace:msg]`: 5.6's C module
+/// does not know the name (it refuses the config); 6.0's does, and drops
+/// what it is told to as ours does.
+#[test]
+#[cfg_attr(not(kamailio_6_0), ignore = "needs Kamailio 6.0")]
+fn siptrace_direction_in_the_event_route() {
+    let ours = differential(&Scenario {
+        name: "direction",
+        uac: UAC_CALL,
+        uas: Some(UAS_CALL),
+        calls: 2,
+        modparams: vec![
+            modparam("trace_mode", 3),
+            modparam("trace_to_database", 0),
+            "event_route[siptrace:msg] {\n    if ($siptrace(direction) == \"out\") { drop; }\n}\n"
+                .to_string(),
+        ],
+        // Per call, the 6 messages the proxy receives of its 13: INVITE,
+        // ACK, BYE; 180, 200, 200.
+        expect_rows: 12,
+        expect_hep: 12,
+        ..Default::default()
+    });
+    if let Some(ours) = ours {
+        assert!(ours.rows.iter().all(|r| r.direction == "in"), "{:?}", ours.rows);
+    }
+}
+
+/// A dialog whose INVITE spirals: the proxy relays it to itself once
+/// (marked with a header), and on its second pass to the UAS; every
+/// request within the dialog passes the proxy twice too (its Route set has
+/// the proxy twice). Each pass of the INVITE starts a dialog trace.
+fn spiral_scenario<'a>(name: &'a str, on_request: &'a str, spiral: Option<i32>) -> Scenario<'a> {
+    let mut modparams = vec![modparam("hep_mode_on", 1), DIALOG_MODULE.to_string()];
+    modparams.extend(spiral.map(|n| modparam("trace_dialog_spiral", n)));
+    Scenario {
+        name,
+        uac: UAC_CALL,
+        uas: Some(UAS_CALL),
+        calls: 1,
+        modparams,
+        hooks: Hooks { on_request, ..Default::default() },
+        ..Default::default()
+    }
+}
+
+/// The request route of [`spiral_scenario`].
+fn spiral_route() -> String {
+    format!(
+        r#"if (!has_totag() && is_method("INVITE")) {{
+        sip_trace("@HEP_URI@", "", "d");
+        {CREATE_DIALOG}
+        if (!is_present_hf("X-Spiral")) {{
+            append_hf("X-Spiral: 1\r\n");
+            record_route();
+            $du = "sip:" + $Ri + ":" + $Rp;
+            t_relay();
+            exit;
+        }}
+    }}"#
+    )
+}
+
+/// `trace_dialog_spiral` 1 (the default): the trace the spiraled INVITE
+/// starts follows the dialog as well, so each pass of a request within it
+/// is traced once per trace.
+#[test]
+#[cfg_attr(not(kamailio_6_0), ignore = "needs Kamailio 6.0")]
+fn spiraled_dialog_traced_again() {
+    let route = spiral_route();
+    let mut scenario = spiral_scenario("spiral-on", &route, Some(1));
+    (scenario.expect_rows, scenario.expect_hep) = (SPIRAL_ON, SPIRAL_ON);
+    differential(&scenario);
+}
+
+/// `trace_dialog_spiral` 0: the spiraled INVITE's trace covers its own
+/// transaction only.
+#[test]
+#[cfg_attr(not(kamailio_6_0), ignore = "needs Kamailio 6.0")]
+fn spiraled_dialog_not_traced_again() {
+    let route = spiral_route();
+    let mut scenario = spiral_scenario("spiral-off", &route, Some(0));
+    (scenario.expect_rows, scenario.expect_hep) = (SPIRAL_OFF, SPIRAL_OFF);
+    differential(&scenario);
+}
+
+/// Kamailio 5.6's siptrace has no spiral tracing, and neither has ours
+/// there: as `trace_dialog_spiral` 0 on 6.0, but for the ACK that
+/// confirms the dialog, which 5.6's C module misses.
+#[test]
+#[cfg_attr(not(kamailio_5_6), ignore = "checks Kamailio 5.6")]
+fn spiraled_dialog_on_5_6() {
+    let route = spiral_route();
+    let mut scenario = spiral_scenario("spiral-5.6", &route, None);
+    (scenario.expect_rows, scenario.expect_hep) = (SPIRAL_OFF - 1, SPIRAL_OFF - 1);
+    scenario.extra_in_ours = Some(("ACK ", 1));
+    differential(&scenario);
+}
+
+/// The rows (and HEP packets) of [`spiral_scenario`]'s call with spirals
+/// not traced: the 15 messages of the INVITE's two passes (INVITE in and
+/// out, 100, 180 and 200 in and out, each twice), the ACK that confirms
+/// the dialog, the BYE in and out and its 200 in and out: the BYE's first
+/// pass through the proxy; neither module traces its second.
+const SPIRAL_OFF: usize = 20;
+/// With spirals traced, two traces follow the dialog: the ACK, the BYE
+/// and its 200 are traced twice.
+const SPIRAL_ON: usize = 25;
 
 /// The comparison itself, on made-up rows and packets: what its
 /// normalizations must leave apart.

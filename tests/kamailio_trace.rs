@@ -395,6 +395,7 @@ fn oversize_message_is_counted_and_logged_once() {
         modparam("trace_mode", 1),
         modparam("trace_to_database", 0),
         modparam("duplicate_uri", format!("sip:127.0.0.1:{}", collector.local_addr().unwrap().port())),
+        RECEIVE_LIMIT.to_string(),
     ];
     let proxy = Proxy::start(&dir, "127.0.0.1", &params, &Hooks::default());
     // A MESSAGE close to the largest UDP datagram: the HEP packet that would

@@ -250,3 +250,74 @@ end
     }
     assert_eq!(proxy.stat("dropped_no_destination"), 3 * calls as u64);
 }
+
+/// `KSR.siptrace.sip_trace_msg(vmsg, saddr, taddr, daddr, corrid)`: on
+/// Kamailio 6.0 the text goes as HEP with the script's addresses, to the
+/// URI given or, when it is empty, to `duplicate_uri`, with the
+/// correlation id given (or the Call-ID). On 5.6 the function returns -1
+/// and says once that it needs 6.0: a KEMI script is not checked at
+/// startup.
+#[test]
+fn lua_sip_trace_msg() {
+    let dir = TestDir::new("kemi-trace-msg");
+    let default = HepJs::start(&dir);
+    let script_uri = HepJs::start(&dir);
+    let uas = SippUas::start(&dir, "127.0.0.1", free_port());
+    let port = free_port();
+    let lua = r#"
+function ksr_request_route()
+    local rm = KSR.pv.get("$rm")
+    local from = "udp:" .. KSR.pv.get("$si") .. ":" .. KSR.pv.get("$sp")
+    local ret = 0
+    if rm == "INVITE" then
+        ret = KSR.siptrace.sip_trace_msg(KSR.pv.get("$mb"), from, "udp:192.0.2.9:5999", "@HEP@",
+            "kmsg-" .. KSR.pv.get("$ci"))
+    elseif rm == "BYE" then
+        ret = KSR.siptrace.sip_trace_msg("not SIP at all", from, "udp:192.0.2.9:5999", "", "")
+    end
+    KSR.info("KEMI " .. rm .. " " .. ret .. "\n")
+    return relay()
+end
+"#;
+    let params =
+        [modparam("trace_on", 0), modparam("trace_to_database", 0), modparam("duplicate_uri", default.uri())];
+    let config = lua_proxy_config(&dir, port, uas.port, &lua.replace("@HEP@", &script_uri.uri()), &params);
+    let proxy = Kamailio::start(&dir, "proxy", &config);
+    let calls = 2;
+    let run = sipp_calls(&dir, "127.0.0.1", &format!("127.0.0.1:{port}"), calls, 10);
+    assert!(run.ok, "{}\n{}", run.output, proxy.log_text());
+    let log = proxy.log_text();
+    let returned =
+        |method: &str, ret: i32| log.lines().filter(|l| l.ends_with(&format!("KEMI {method} {ret}"))).count();
+    if cfg!(not(kamailio_6_0)) {
+        assert_eq!((returned("INVITE", -1), returned("BYE", -1)), (2, 2), "{log}");
+        assert!(log.contains("sip_trace_msg() needs Kamailio 6.0"), "{log}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert!(default.packets().is_empty() && script_uri.packets().is_empty());
+        return;
+    }
+    assert_eq!((returned("INVITE", 1), returned("BYE", 1)), (2, 2), "{log}");
+    let from = format!("127.0.0.1:{}", run.port);
+    let ends = |p: &serde_json::Value| {
+        let info = &p["decoded"]["rcinfo"];
+        (
+            format!("{}:{}", info["srcIp"].as_str().unwrap_or_default(), info["srcPort"]),
+            format!("{}:{}", info["dstIp"].as_str().unwrap_or_default(), info["dstPort"]),
+        )
+    };
+    let invites = script_uri.wait_for_packets(2);
+    assert_eq!(invites.len(), 2);
+    for p in &invites {
+        let payload = p["decoded"]["payload"].as_str().unwrap_or_default();
+        assert!(payload.starts_with("INVITE "), "{payload}");
+        let cid = p["decoded"]["rcinfo"]["correlation_id"].as_str().unwrap_or_default();
+        assert_eq!(cid, format!("kmsg-{}", header(payload, "Call-ID")));
+        assert_eq!(ends(p), (from.clone(), "192.0.2.9:5999".to_string()));
+    }
+    let byes = default.wait_for_packets(2);
+    assert_eq!(byes.len(), 2);
+    for p in &byes {
+        assert_eq!(p["decoded"]["payload"], "not SIP at all");
+        assert_eq!(ends(p), (from.clone(), "192.0.2.9:5999".to_string()));
+    }
+}

@@ -159,3 +159,90 @@ fn a_good_config_starts() {
     let proxy = Kamailio::start(&dir, "proxy", &config);
     assert_eq!(proxy.rpc(&["siptrace.status", "check"]), "Disabled");
 }
+
+/// The parameters and the function of Kamailio 6.0's siptrace stop a 5.6
+/// server, each named, with the release it needs (on 6.0 they are taken:
+/// tests/differential.rs uses them there).
+#[test]
+#[cfg_attr(not(kamailio_5_6), ignore = "checks the refusal on Kamailio 5.6")]
+fn kamailio_6_0_parameters_and_function_on_5_6() {
+    for (param, value) in [("data_mode", 1), ("trace_dialog_ack", 0), ("trace_dialog_spiral", 1)] {
+        assert_refused(
+            &format!("needs-6.0-{param}"),
+            &modparam(param, value),
+            &Hooks::default(),
+            &[&format!("modparam '{param}'"), &format!("'{value}'"), "needs Kamailio 6.0"],
+        );
+    }
+    let hooks = Hooks {
+        on_request: "sip_trace_msg(\"$mb\", \"udp:$si:$sp\", \"udp:$Ri:$Rp\", \"\", \"\");",
+        ..Default::default()
+    };
+    assert_refused("needs-6.0-sip-trace-msg", &no_db(), &hooks, &["sip_trace_msg() needs Kamailio 6.0"]);
+}
+
+/// Constant arguments of sip_trace_msg() are checked at startup (6.0).
+#[test]
+#[cfg_attr(not(kamailio_6_0), ignore = "needs Kamailio 6.0")]
+fn sip_trace_msg_bad_constant_arguments() {
+    let call = |saddr: &str, daddr: &str| {
+        format!("sip_trace_msg(\"$mb\", \"{saddr}\", \"udp:$Ri:$Rp\", \"{daddr}\", \"\");")
+    };
+    let bad_address = call("udp:not-an-ip:5060", "");
+    assert_refused(
+        "sip-trace-msg-address",
+        &no_db(),
+        &Hooks { on_request: &bad_address, ..Default::default() },
+        &["sip_trace_msg()", "'udp:not-an-ip:5060'", "proto:ip:port"],
+    );
+    let bad_uri = call("udp:127.0.0.1:5060", "sip:no-such-host.invalid:9060");
+    assert_refused(
+        "sip-trace-msg-uri",
+        &no_db(),
+        &Hooks { on_request: &bad_uri, ..Default::default() },
+        &["sip_trace_msg()", "'sip:no-such-host.invalid:9060'"],
+    );
+    assert_refused(
+        "data-mode-flags",
+        &modparam("data_mode", 2),
+        &Hooks::default(),
+        &["'data_mode'", "'2'", "the only flag is 1"],
+    );
+}
+
+/// The core's closed-connection event holds one callback, which tcpops
+/// takes too (its `closed_event`, 1 by default): with `trace_net` on,
+/// whichever of the two initializes second fails, and Kamailio stops;
+/// with `closed_event` 0 both load.
+#[test]
+#[cfg_attr(
+    kamailio_6_0,
+    ignore = "the Kamailio 6.0 build here has no tcpops (SREV_TCP_CLOSED holds one callback in 6.0's core/events.c too)"
+)]
+fn trace_net_and_tcpops_share_the_closed_connection_event() {
+    let trace_net = no_db()
+        + &modparam("hep_mode_on", 1)
+        + &modparam("duplicate_uri", "sip:127.0.0.1:9")
+        + &modparam("trace_net", 1);
+    let tcpops = "loadmodule \"tcpops.so\"\n";
+    // tcpops after the module: tcpops cannot register.
+    assert_refused(
+        "tcpops-after",
+        &(trace_net.clone() + tcpops),
+        &Hooks::default(),
+        &["tcpops", "problem registering tcpops_handle_tcp_closed"],
+    );
+    // tcpops before: the module cannot, and says so.
+    let dir = TestDir::new("tcpops-before");
+    let config = proxy_config(&dir, "127.0.0.1", free_port(), free_port(), &trace_net, &Hooks::default())
+        .replace("loadmodule \"tm.so\"\n", &format!("loadmodule \"tm.so\"\n{tcpops}"));
+    match Kamailio::try_start(&dir, "proxy", &config) {
+        Ok(_) => panic!("tcpops-before: Kamailio started"),
+        Err((_, log)) => assert!(log.contains("cannot register the closed-connection callback"), "{log}"),
+    }
+    // closed_event 0: both load.
+    let dir = TestDir::new("tcpops-no-event");
+    let params = trace_net + tcpops + "modparam(\"tcpops\", \"closed_event\", 0)\n";
+    let config = proxy_config(&dir, "127.0.0.1", free_port(), free_port(), &params, &Hooks::default());
+    Kamailio::start(&dir, "proxy", &config);
+}

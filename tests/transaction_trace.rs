@@ -139,9 +139,6 @@ fn trace_local_ip_names_the_local_end_of_script_traces() {
 /// the tests see them, and the trace blocks they hold, go.
 const SHORT_WAIT: &str = "modparam(\"tm\", \"wt_timer\", 500)\n";
 
-/// The dialog module, with the flag that makes `t_relay()` create a dialog.
-const DIALOG_MODULE: &str = "loadmodule \"dialog.so\"\nmodparam(\"dialog\", \"dlg_flag\", 4)\n";
-
 /// Waits until no transaction or dialog holds a trace block: each block
 /// was freed, and only once (a second free would make the count negative).
 fn assert_blocks_freed(proxy: &Proxy) {
@@ -157,14 +154,14 @@ fn assert_blocks_freed(proxy: &Proxy) {
 /// Dialog tracing started on the initial INVITE traces the whole call: the
 /// INVITE's transaction, then every request within the dialog, from the
 /// ACK that confirms it to the BYE and its transaction. Both ways a config
-/// creates the dialog are covered: by t_relay() after the script call (the
-/// flag), and by dlg_manage() before it.
+/// creates the dialog are covered: after the script call (t_relay() with
+/// the dialog flag on 5.6, dlg_manage() on 6.0), and dlg_manage() before it.
 #[test]
 fn sip_trace_mode_d_traces_the_whole_dialog() {
-    let variants = [
-        ("flag", "if (!has_totag()) { sip_trace_mode(\"d\"); setflag(4); } else { dlg_manage(); }"),
-        ("dlg_manage", "dlg_manage(); if (!has_totag()) { sip_trace_mode(\"d\"); }"),
-    ];
+    let after =
+        format!("if (!has_totag()) {{ sip_trace_mode(\"d\"); {CREATE_DIALOG} }} else {{ dlg_manage(); }}");
+    let variants =
+        [("after", after.as_str()), ("before", "dlg_manage(); if (!has_totag()) { sip_trace_mode(\"d\"); }")];
     for (name, on_request) in variants {
         let dir = TestDir::new(&format!("d-mode-{name}"));
         let (db, db_url) = trace_db(&dir);

@@ -68,6 +68,23 @@ impl Endpoint {
         Some(Endpoint { transport: Transport::from_name(proto)?, addr: addr.parse().ok()? })
     }
 
+    /// An address as Kamailio's siptrace reads one in a script argument
+    /// (`pipport2su`): `proto:ip:port`, IPv6 in brackets or not, the port
+    /// optional (0), and `any` for UDP.
+    pub fn parse_pipport(text: &str) -> Option<Endpoint> {
+        let (proto, rest) = text.split_once(':')?;
+        let transport =
+            if proto.eq_ignore_ascii_case("any") { Transport::Udp } else { Transport::from_name(proto)? };
+        let addr = match rest.parse::<std::net::SocketAddr>() {
+            Ok(addr) => addr,
+            Err(_) => {
+                let ip = rest.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(rest);
+                std::net::SocketAddr::new(ip.parse().ok()?, 0)
+            }
+        };
+        Some(Endpoint { transport, addr })
+    }
+
     /// The `proto:ip:port` text of the `fromip`/`toip` columns, with IPv6
     /// addresses in brackets, formatted without allocating.
     pub fn text(&self) -> EndpointText {
@@ -148,5 +165,19 @@ mod tests {
         assert_eq!(Transport::Tcp.hep_ip_proto(), 6);
         assert_eq!(Transport::Sctp.hep_ip_proto(), 132);
         assert_eq!(Transport::Wss.hep_ip_proto(), 22);
+    }
+
+    #[test]
+    fn addresses_as_kamailio_siptrace_reads_them() {
+        let e = Endpoint::parse_pipport("udp:127.0.0.1:5062").unwrap();
+        assert_eq!((e.transport, e.addr.to_string()), (Transport::Udp, "127.0.0.1:5062".into()));
+        let e = Endpoint::parse_pipport("tcp:[2001:db8::1]:5060").unwrap();
+        assert_eq!((e.transport, e.addr.to_string()), (Transport::Tcp, "[2001:db8::1]:5060".into()));
+        assert_eq!(Endpoint::parse_pipport("any:10.0.0.1:5060").unwrap().transport, Transport::Udp);
+        assert_eq!(Endpoint::parse_pipport("udp:10.0.0.1").unwrap().addr.port(), 0);
+        assert_eq!(Endpoint::parse_pipport("tls:[::1]").unwrap().addr.to_string(), "[::1]:0");
+        for bad in ["", "10.0.0.1:5060", "udp:", "foo:10.0.0.1:5060", "udp:host.example:5060"] {
+            assert!(Endpoint::parse_pipport(bad).is_none(), "{bad}");
+        }
     }
 }

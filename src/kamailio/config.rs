@@ -75,7 +75,23 @@ pub const PARAMS: &[(&CStr, ParamType)] = &[
     (c"tls_ca_file", ParamType::Str),
     (c"db_batch_size", ParamType::Int),
     (c"db_flush_interval", ParamType::Int),
+    // Kamailio 6.0's siptrace (see LATER_PARAMS).
+    (c"data_mode", ParamType::Int),
+    (c"trace_dialog_ack", ParamType::Int),
+    (c"trace_dialog_spiral", ParamType::Int),
 ];
+
+/// The parameters of a later siptrace than 5.6's, with the Kamailio
+/// release (major, minor) this module supports them from: the binding
+/// refuses them on an older server, naming the release they need.
+pub const LATER_PARAMS: &[(&str, (u8, u8))] =
+    &[("data_mode", (6, 0)), ("trace_dialog_ack", (6, 0)), ("trace_dialog_spiral", (6, 0))];
+
+/// The release (major, minor) parameter `name` needs, when it is one of
+/// [`LATER_PARAMS`].
+pub fn needs_release(name: &str) -> Option<(u8, u8)> {
+    LATER_PARAMS.iter().find(|(n, _)| *n == name).map(|(_, r)| *r)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParamValue<'a> {
@@ -216,6 +232,16 @@ pub struct Config {
     /// Send TCP/TLS/WS connection events to the HEP collectors, and mark
     /// SIP records carried by a connection with its id.
     pub trace_net: bool,
+    /// `data_mode` flag 1: `trace_mode` records the advertised address of
+    /// a listen socket that has one, instead of its own (Kamailio 6.0).
+    pub data_mode_advertised: bool,
+    /// Dialog tracing traces the ACK that confirms the dialog (6.0's
+    /// `trace_dialog_ack`, on by default).
+    pub trace_dialog_ack: bool,
+    /// Dialog tracing started on a spiraled INVITE (one that came back to
+    /// this server) traces the dialog too (6.0's `trace_dialog_spiral`, on
+    /// by default).
+    pub trace_dialog_spiral: bool,
     /// The sender and HEP settings, shared with the other host.
     pub settings: Settings,
 }
@@ -245,6 +271,9 @@ impl Default for Config {
             trace_rpc: false,
             trace_rpc_filter: CommandFilter::default(),
             trace_net: false,
+            data_mode_advertised: false,
+            trace_dialog_ack: true,
+            trace_dialog_spiral: true,
             settings: Settings::default(),
         }
     }
@@ -369,6 +398,15 @@ impl Config {
                 self.trace_rpc_filter = CommandFilter::parse(s).map_err(|e| bad(&e))?;
             }
             ("trace_net", ParamValue::Int(n)) => self.trace_net = int_in(name, n, 0, 1)? == 1,
+            // A set of flags; 1, the advertised address, is the only one.
+            ("data_mode", ParamValue::Int(n)) => {
+                if !(0..=1).contains(&n) {
+                    return Err(bad("the only flag is 1 (the advertised address in trace_mode records)"));
+                }
+                self.data_mode_advertised = n == 1;
+            }
+            ("trace_dialog_ack", ParamValue::Int(n)) => self.trace_dialog_ack = n != 0,
+            ("trace_dialog_spiral", ParamValue::Int(n)) => self.trace_dialog_spiral = n != 0,
             _ => return Err(bad("unknown parameter or wrong type")),
         }
         Ok(())
@@ -499,7 +537,7 @@ mod tests {
                 assert!(!e.reason.contains("unknown parameter"), "{name}: {e}");
             }
         }
-        assert_eq!(PARAMS.len(), 46);
+        assert_eq!(PARAMS.len(), 49);
     }
 
     #[test]
@@ -582,6 +620,7 @@ mod tests {
             ("send_sock_name", ParamValue::Str(""), "empty"),
             ("send_sock_addr", ParamValue::Str("sip:lan.example.com:5060"), "IP address"),
             ("evcb_msg", ParamValue::Str(""), "empty"),
+            ("data_mode", ParamValue::Int(2), "the only flag is 1"),
         ];
         for (name, value, reason) in cases {
             let e = set(&mut Config::default(), name, *value).unwrap_err();
@@ -669,6 +708,22 @@ mod tests {
             c.set("hep_version", ParamValue::Int(2)).unwrap();
             assert!(c.validate().is_err());
         }
+    }
+
+    #[test]
+    fn kamailio_6_0_parameters() {
+        let c = Config::default();
+        assert!(!c.data_mode_advertised && c.trace_dialog_ack && c.trace_dialog_spiral, "6.0's defaults");
+        let mut c = Config::default();
+        set(&mut c, "data_mode", ParamValue::Int(1)).unwrap();
+        set(&mut c, "trace_dialog_ack", ParamValue::Int(0)).unwrap();
+        set(&mut c, "trace_dialog_spiral", ParamValue::Int(0)).unwrap();
+        assert!(c.data_mode_advertised && !c.trace_dialog_ack && !c.trace_dialog_spiral);
+        for (name, _) in LATER_PARAMS {
+            assert!(PARAMS.iter().any(|(n, _)| n.to_str() == Ok(*name)), "{name} is exported");
+            assert_eq!(needs_release(name), Some((6, 0)));
+        }
+        assert_eq!(needs_release("trace_mode"), None);
     }
 
     #[test]

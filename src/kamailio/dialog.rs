@@ -16,7 +16,8 @@ use crate::kamailio::call_context;
 use crate::kamailio::host::dialog::{Dialogs, Dlg, DlgCreated, DlgHandler};
 use crate::kamailio::host::msg::{Method, Msg, MsgKey};
 use crate::kamailio::host::script_cb::{self, ScriptHook, When};
-use crate::kamailio::state;
+use crate::kamailio::host::version::{self, Release};
+use crate::kamailio::state::{self, State};
 use crate::kamailio::trace_info::{TraceInfo, TraceRef};
 use crate::kamailio::transaction;
 use std::cell::Cell;
@@ -31,6 +32,17 @@ thread_local! {
     // Kamailio's workers are single-threaded processes; the slot is the
     // process's own.
     static PENDING: Cell<Option<Pending>> = const { Cell::new(None) };
+    /// The dialog created last in this process, and the request it was
+    /// created for: a dialog an initial INVITE finds that was not created
+    /// for it is one the INVITE spiraled back into.
+    static LAST_CREATED: Cell<Option<(MsgKey, usize)>> = const { Cell::new(None) };
+}
+
+/// Whether a spiraled INVITE's dialog trace follows the dialog: 6.0's
+/// `trace_dialog_spiral` (on by default). 5.6's C module has no such
+/// tracing, and neither has this one there.
+fn traces_spirals(state: &State) -> bool {
+    state.config.trace_dialog_spiral && version::at_least(Release(6, 0))
 }
 
 /// Binds the dialog module, when it is loaded, and registers for the
@@ -52,10 +64,20 @@ pub fn mod_init() -> Result<Option<Dialogs>, String> {
 }
 
 /// Makes the dialog of initial INVITE `msg` a holder of `info`: at once if
-/// the dialog exists, else when the dialog module creates it.
-pub fn start(dialogs: &Dialogs, msg: Msg<'_>, info: &TraceRef) -> Result<(), String> {
+/// the dialog exists, else when the dialog module creates it (or, with
+/// spirals traced, finds the INVITE spiraled back into it). A dialog that
+/// exists but was created for an earlier pass of the INVITE (a spiral) is
+/// followed only when spirals are traced; otherwise the INVITE's
+/// transaction alone is.
+pub fn start(state: &State, dialogs: &Dialogs, msg: Msg<'_>, info: &TraceRef) -> Result<(), String> {
     dialogs.with_dialog_of(msg, |dlg| match dlg {
-        Some(dlg) => attach(dialogs, dlg, info.clone()),
+        Some(dlg) if traces_spirals(state) || created_for(msg, dlg) => {
+            attach(state, dialogs, dlg, info.clone())
+        }
+        Some(_) => {
+            crate::log_debug!("a spiraled INVITE: its dialog is not traced again (trace_dialog_spiral)");
+            Ok(())
+        }
         None => {
             replace_pending(Some(Pending { request: msg.key(), info: info.clone() }));
             Ok(())
@@ -63,14 +85,20 @@ pub fn start(dialogs: &Dialogs, msg: Msg<'_>, info: &TraceRef) -> Result<(), Str
     })
 }
 
+/// Whether `dlg` was created for `msg`, in this process.
+fn created_for(msg: Msg<'_>, dlg: Dlg<'_>) -> bool {
+    LAST_CREATED.with(Cell::get) == Some((msg.key(), dlg.id()))
+}
+
 /// Puts `new` in the slot; what waited there before is released.
 fn replace_pending(new: Option<Pending>) {
     drop(PENDING.with(|slot| slot.replace(new)));
 }
 
-/// Registers the dialog callbacks with `info`, a holder the dialog takes.
-fn attach(dialogs: &Dialogs, dlg: Dlg<'_>, info: TraceRef) -> Result<(), String> {
-    if !dialogs.attach::<Within>(dlg, info) {
+/// Registers the dialog callbacks with `info`, a holder the dialog takes;
+/// the ACK that confirms the dialog unless `trace_dialog_ack` is 0.
+fn attach(state: &State, dialogs: &Dialogs, dlg: Dlg<'_>, info: TraceRef) -> Result<(), String> {
+    if !dialogs.attach::<Within>(dlg, info, state.config.trace_dialog_ack) {
         return Err("the dialog module refused the dialog callbacks".into());
     }
     Ok(())
@@ -82,15 +110,38 @@ struct Created;
 
 impl DlgCreated for Created {
     fn created(dlg: Dlg<'_>, request: Msg<'_>) {
-        let Some(dialogs) = state::get().and_then(|s| s.dialogs.as_ref()) else { return };
-        let Some(pending) = PENDING.with(|slot| slot.take()) else { return };
-        if pending.request != request.key() {
-            PENDING.with(|slot| slot.set(Some(pending)));
-            return;
+        let Some(state) = state::get() else { return };
+        let Some(dialogs) = state.dialogs.as_ref() else { return };
+        LAST_CREATED.with(|c| c.set(Some((request.key(), dlg.id()))));
+        if traces_spirals(state) && !dialogs.on_spiraled::<Spiraled>(dlg) {
+            crate::log_warn!("cannot register for the spirals of a dialog");
         }
-        if let Err(e) = attach(dialogs, dlg, pending.info) {
-            crate::log_warn!("cannot trace the dialog: {e}");
-        }
+        take_pending(state, dialogs, dlg, request);
+    }
+}
+
+/// An initial INVITE spiraled back into a dialog (with spirals traced): a
+/// dialog trace it started waits in the slot, and follows the dialog too.
+struct Spiraled;
+
+impl DlgCreated for Spiraled {
+    fn created(dlg: Dlg<'_>, request: Msg<'_>) {
+        let Some(state) = state::get() else { return };
+        let Some(dialogs) = state.dialogs.as_ref() else { return };
+        take_pending(state, dialogs, dlg, request);
+    }
+}
+
+/// If the trace waiting in the slot is `request`'s, `dlg` takes over the
+/// slot's reference.
+fn take_pending(state: &State, dialogs: &Dialogs, dlg: Dlg<'_>, request: Msg<'_>) {
+    let Some(pending) = PENDING.with(|slot| slot.take()) else { return };
+    if pending.request != request.key() {
+        PENDING.with(|slot| slot.set(Some(pending)));
+        return;
+    }
+    if let Err(e) = attach(state, dialogs, dlg, pending.info) {
+        crate::log_warn!("cannot trace the dialog: {e}");
     }
 }
 

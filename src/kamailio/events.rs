@@ -6,7 +6,7 @@ use crate::core::hep::proto_type::SIP;
 use crate::core::record::{Direction, Outputs, Timestamp, TraceRecord};
 use crate::kamailio::host::events::{self, NetDataHandler};
 use crate::kamailio::host::net::Received;
-use crate::kamailio::host::socket::DestInfo;
+use crate::kamailio::host::socket::{DestInfo, Socket};
 use crate::kamailio::state::{self, State};
 use crate::kamailio::{msg_event, tracer};
 
@@ -23,6 +23,7 @@ impl NetDataHandler for NetData {
     fn received(payload: &[u8], from: Received<'_>) {
         let Some(state) = state::get().filter(|s| s.tracing_on()) else { return };
         if let Some((src, dst)) = from.ends() {
+            let dst = advertised(state, from.socket()).unwrap_or(dst);
             trace(state, Direction::In, src, dst, payload);
         }
     }
@@ -30,9 +31,19 @@ impl NetDataHandler for NetData {
     fn sent(payload: &[u8], to: DestInfo<'_>) {
         let Some(state) = state::get().filter(|s| s.tracing_on()) else { return };
         if let Some((src, dst)) = to.ends() {
+            let src = advertised(state, to.send_socket()).unwrap_or(src);
             trace(state, Direction::Out, src, dst, payload);
         }
     }
+}
+
+/// With `data_mode` 1 (Kamailio 6.0), the proxy's end of a message is
+/// the address its socket advertises, when it advertises one.
+fn advertised(state: &State, socket: Option<Socket>) -> Option<Endpoint> {
+    if !state.config.data_mode_advertised {
+        return None;
+    }
+    socket?.advertised()
 }
 
 fn trace(state: &State, direction: Direction, src: Endpoint, dst: Endpoint, payload: &[u8]) {

@@ -10,6 +10,7 @@ use crate::kamailio::host::{cmd, kemi as host_kemi, pv, rpc as host_rpc, sys};
 use crate::kamailio::params::Modparams;
 use crate::kamailio::rest::HttpQuery;
 use crate::kamailio::script::{Hlog, SipTrace, SipTraceMode, SipTraceTypes};
+use crate::kamailio::trace_msg::{KemiSipTraceMsg, SipTraceMsg};
 use crate::kamailio::{kemi, msg_event, rpc, startup};
 use std::os::raw::{c_char, c_int, c_void};
 
@@ -26,7 +27,7 @@ pub static module_flags: Export<*const c_char> =
 #[no_mangle]
 pub static module_interface_ver: Export<u32> = Export(sys::MODULE_INTERFACE_VER);
 
-static CMDS: Export<[sys::cmd_export_t; 12]> = Export([
+static CMDS: Export<[sys::cmd_export_t; 13]> = Export([
     cmd::export::<SipTrace, 0>(),
     cmd::export::<SipTrace, 1>(),
     cmd::export::<SipTrace, 2>(),
@@ -38,6 +39,8 @@ static CMDS: Export<[sys::cmd_export_t; 12]> = Export([
     cmd::export::<HttpQuery, 2>(),
     cmd::export::<HttpQuery, 3>(),
     cmd::export::<HttpQuery, 4>(),
+    // Kamailio 6.0's; its fixup refuses it on 5.6, naming the release.
+    cmd::export::<SipTraceMsg, 5>(),
     cmd::end(),
 ]);
 
@@ -54,7 +57,8 @@ const SETTERS: [Setter; PARAMS.len()] = [
     setter::<Modparams, 32>, setter::<Modparams, 33>, setter::<Modparams, 34>, setter::<Modparams, 35>,
     setter::<Modparams, 36>, setter::<Modparams, 37>, setter::<Modparams, 38>, setter::<Modparams, 39>,
     setter::<Modparams, 40>, setter::<Modparams, 41>, setter::<Modparams, 42>, setter::<Modparams, 43>,
-    setter::<Modparams, 44>, setter::<Modparams, 45>,
+    setter::<Modparams, 44>, setter::<Modparams, 45>, setter::<Modparams, 46>, setter::<Modparams, 47>,
+    setter::<Modparams, 48>,
 ];
 
 static PARAMS_TABLE: Export<[sys::param_export_t; PARAMS.len() + 1]> = Export({
@@ -76,7 +80,7 @@ static RPCS: Export<[sys::rpc_export_t; 3]> = Export([
 static PVS: Export<[sys::pv_export_t; 2]> = Export(pv::exports::<msg_event::SiptracePv>(c"siptrace"));
 
 /// `KSR.siptrace.*`, closed by an empty entry.
-static KEMI: Export<[sys::sr_kemi_t; 9]> = Export([
+static KEMI: Export<[sys::sr_kemi_t; 10]> = Export([
     host_kemi::export::<kemi::SipTrace, 0>(c"siptrace"),
     host_kemi::export::<kemi::SipTraceDst, 1>(c"siptrace"),
     host_kemi::export::<kemi::SipTraceDstCid, 2>(c"siptrace"),
@@ -85,6 +89,7 @@ static KEMI: Export<[sys::sr_kemi_t; 9]> = Export([
     host_kemi::export::<kemi::SipTraceTypes, 1>(c"siptrace"),
     host_kemi::export::<kemi::Hlog, 1>(c"siptrace"),
     host_kemi::export::<kemi::HlogCid, 2>(c"siptrace"),
+    host_kemi::export::<KemiSipTraceMsg, 5>(c"siptrace"),
     host_kemi::end(),
 ]);
 

@@ -65,6 +65,8 @@ mod stats;
 #[cfg(all(feature = "kamailio", not(test)))]
 mod trace_info;
 #[cfg(all(feature = "kamailio", not(test)))]
+mod trace_msg;
+#[cfg(all(feature = "kamailio", not(test)))]
 mod tracer;
 #[cfg(all(feature = "kamailio", not(test)))]
 mod transaction;

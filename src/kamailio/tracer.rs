@@ -120,6 +120,16 @@ pub fn enqueue(state: &State, record: &TraceRecord<'_>, outputs: &Outputs) -> bo
     enqueue_to(state, record, outputs)
 }
 
+/// Queues `record` for `outputs` as it is: no `X-Siptrace-*` headers
+/// read from it, no table from `trace_table_avp` (for a message the script
+/// hands over whole, `sip_trace_msg()`). Returns whether it was queued.
+pub fn enqueue_as_given(state: &State, record: &TraceRecord<'_>, outputs: &Outputs) -> bool {
+    if outputs.is_empty() || state.queues.is_empty() {
+        return false;
+    }
+    push(state, record, outputs, None)
+}
+
 /// The table `trace_table_avp` names for the message being processed: its
 /// newest string value, if it has one.
 fn table_asked(state: &State) -> Option<Vec<u8>> {

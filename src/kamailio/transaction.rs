@@ -89,7 +89,7 @@ pub fn start(
     let info = TraceInfo::alloc(state, target, correlation, types).ok_or("out of shared memory")?;
     follow(state, msg, &info)?;
     if let Some(dialogs) = dialogs {
-        dialog::start(dialogs, msg, &info)?;
+        dialog::start(state, dialogs, msg, &info)?;
     }
     Ok(Start::TraceCurrent)
 }

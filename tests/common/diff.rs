@@ -136,6 +136,30 @@ pub struct Scenario<'a> {
     /// difference): the start of their key, and how many of them there are
     /// per call, as rows and as HEP packets.
     pub extra_in_ours: Option<(&'a str, usize)>,
+    /// What the proxy's UDP socket advertises (`listen=... advertise
+    /// <this>`), if anything.
+    pub advertise: Option<&'a str>,
+}
+
+impl Default for Scenario<'_> {
+    /// An empty scenario, for `..Default::default()` after the fields a
+    /// scenario sets.
+    fn default() -> Self {
+        Scenario {
+            name: "",
+            transport: Transport::Udp,
+            uac: "",
+            uas: None,
+            calls: 1,
+            modparams: Vec::new(),
+            hooks: Hooks::default(),
+            expect_rows: 0,
+            expect_hep: 0,
+            c_hooks: None,
+            extra_in_ours: None,
+            advertise: None,
+        }
+    }
 }
 
 /// The ports of one run and the roles they stand for.
@@ -206,7 +230,8 @@ pub fn run(side: Side, scenario: &Scenario<'_>) -> RunOutput {
         SippUas::start_scenario(&dir, IP, ports.uas, &path, &["-t", transport.sipp(), "-m", &calls])
     });
 
-    let mut listen = vec![format!("udp:{IP}:{}", ports.proxy)];
+    let advertise = scenario.advertise.map(|a| format!(" advertise {a}")).unwrap_or_default();
+    let mut listen = vec![format!("udp:{IP}:{}{advertise}", ports.proxy)];
     if transport == Transport::Tcp {
         // UDP stays: the C module sends HEP from a UDP socket of Kamailio's.
         listen.push(format!("tcp:{IP}:{}", ports.proxy));
@@ -305,8 +330,10 @@ fn c_trace_db(dir: &TestDir) -> (PathBuf, String) {
 }
 
 /// Runs `scenario` with both modules and fails with a readable report if
-/// their rows or HEP packets differ.
-pub fn differential(scenario: &Scenario<'_>) {
+/// their rows or HEP packets differ. Returns our run, whose output then
+/// equals C's (none with `SIPTRACE_DIFF_ONLY_C`), for a test to check
+/// what the scenario is about.
+pub fn differential(scenario: &Scenario<'_>) -> Option<RunOutput> {
     let c = run(Side::C, scenario);
     let (c_rows, c_packets) = items(&c.rows, &c.packets, &c.ports);
     let only_c = std::env::var_os("SIPTRACE_DIFF_ONLY_C").is_some();
@@ -334,7 +361,7 @@ pub fn differential(scenario: &Scenario<'_>) {
     );
     assert_hepjs_decoded(&c);
     if only_c {
-        return;
+        return None;
     }
 
     let ours = run(Side::Ours, scenario);
@@ -388,6 +415,7 @@ pub fn differential(scenario: &Scenario<'_>) {
         c.dir.display(),
         ours.dir.display()
     );
+    Some(ours)
 }
 
 /// hep-js, the independent decoder, must have decoded every packet of a

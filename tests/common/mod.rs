@@ -681,6 +681,28 @@ fn route_block(name: &str, body: &str) -> String {
     }
 }
 
+/// Kamailio 6.0 refuses to read a message of 32767 bytes or more
+/// (`msg_recv_max_size`, which 5.6 does not have): tests that send larger
+/// ones raise the limit with this line, so that they reach the module as
+/// on 5.6.
+#[cfg(kamailio_6_0)]
+pub const RECEIVE_LIMIT: &str = "msg_recv_max_size=262144\n";
+#[cfg(not(kamailio_6_0))]
+pub const RECEIVE_LIMIT: &str = "";
+
+/// The dialog module, and the script code that makes it create the dialog
+/// of the initial INVITE being routed, after the code before it. Kamailio
+/// 5.6 creates it at `t_relay()` for a request with `dlg_flag` set; 6.0
+/// dropped `dlg_flag`, and `dlg_manage()` creates it at once.
+#[cfg(kamailio_6_0)]
+pub const DIALOG_MODULE: &str = "loadmodule \"dialog.so\"\n";
+#[cfg(kamailio_6_0)]
+pub const CREATE_DIALOG: &str = "dlg_manage();";
+#[cfg(not(kamailio_6_0))]
+pub const DIALOG_MODULE: &str = "loadmodule \"dialog.so\"\nmodparam(\"dialog\", \"dlg_flag\", 4)\n";
+#[cfg(not(kamailio_6_0))]
+pub const CREATE_DIALOG: &str = "setflag(4);";
+
 /// A modparam line for the module under test.
 pub fn modparam(name: &str, value: impl std::fmt::Display) -> String {
     let v = value.to_string();

@@ -66,10 +66,12 @@ static void siptrace_slog(ksr_logdata_t *kld, const char *fmt, ...)
 	}
 }
 
-void siptrace_shim_log_hook_install(void)
+ksr_slog_f siptrace_shim_log_hook(void)
 {
-	if(_ksr_slog_func != siptrace_slog) {
-		siptrace_prev_slog = _ksr_slog_func;
-		_ksr_slog_func = siptrace_slog;
-	}
+	return siptrace_slog;
+}
+
+void siptrace_shim_log_hook_chain(ksr_slog_f prev)
+{
+	siptrace_prev_slog = prev;
 }

@@ -5,12 +5,43 @@
 use super::sys;
 use crate::ffi::host_bytes;
 
+/// An AVP's flags, as `pv_get_avp_name` writes them: `avp_flags_t`, 32
+/// bits from Kamailio 5.8 on, 16 before.
+#[cfg(kamailio_6_0)]
+type AvpFlags = std::os::raw::c_uint;
+#[cfg(kamailio_5_6)]
+type AvpFlags = std::os::raw::c_ushort;
+
+/// The flags `pv_get_avp_name` gave, as `search_first_avp` takes them.
+#[cfg(kamailio_6_0)]
+fn search_flags(flags: AvpFlags) -> std::os::raw::c_uint {
+    flags
+}
+
+#[cfg(kamailio_5_6)]
+fn search_flags(flags: AvpFlags) -> std::os::raw::c_uint {
+    flags.into()
+}
+
+/// An AVP's integer value: a `long` from Kamailio 5.8 on (`numstr_ut`),
+/// an `int` before.
+#[cfg(kamailio_6_0)]
+fn avp_int(n: std::os::raw::c_long) -> i64 {
+    n
+}
+
+#[cfg(kamailio_5_6)]
+fn avp_int(n: std::os::raw::c_int) -> i64 {
+    n.into()
+}
+
 /// An AVP's parsed name. Its text lives in memory leaked before Kamailio
 /// forked, so every process has it.
 #[derive(Clone, Copy)]
 pub struct AvpName {
     name: sys::int_str,
-    kind: u16,
+    /// Its flags, as the searches take them.
+    flags: std::os::raw::c_uint,
 }
 
 /// One value of an AVP.
@@ -32,12 +63,12 @@ impl AvpName {
             return Err("expected an AVP such as $avp(name)");
         }
         let mut name = sys::int_str::default();
-        let mut kind: u16 = 0;
+        let mut kind: AvpFlags = 0;
         // SAFETY: reading the name of a parsed AVP spec; no message is needed.
         if unsafe { sys::pv_get_avp_name(std::ptr::null_mut(), &mut parsed.pvp, &mut name, &mut kind) } != 0 {
             return Err("the AVP name cannot be read");
         }
-        Ok(AvpName { name, kind })
+        Ok(AvpName { name, flags: search_flags(kind) })
     }
 
     /// Calls `f` with each value the AVP has now, in the AVP list of the
@@ -48,7 +79,7 @@ impl AvpName {
         let mut state = sys::search_state::default();
         // SAFETY: walking the current AVP list with Kamailio's own search;
         // each found AVP and its value stay valid until the next step.
-        let mut found = unsafe { sys::search_first_avp(self.kind as u32, self.name, &mut value, &mut state) };
+        let mut found = unsafe { sys::search_first_avp(self.flags, self.name, &mut value, &mut state) };
         // SAFETY: as above.
         while let Some(a) = unsafe { found.as_ref() } {
             let more = if a.flags & sys::AVP_VAL_STR != 0 {
@@ -56,7 +87,7 @@ impl AvpName {
                 f(AvpValue::Str(unsafe { host_bytes(value.s.s, value.s.len) }.unwrap_or_default()))
             } else {
                 // SAFETY: an integer AVP's value is `n`.
-                f(AvpValue::Int(unsafe { value.n } as i64))
+                f(AvpValue::Int(avp_int(unsafe { value.n })))
             };
             if !more {
                 return;

@@ -46,7 +46,7 @@ pub trait ScriptFunction: 'static {
 /// The parameters of one call, as their fixups prepared them.
 pub struct Params<'a> {
     msg: Msg<'a>,
-    slots: [*mut c_char; 4],
+    slots: [*mut c_char; 5],
     count: usize,
     kind: fn(usize, usize) -> ParamKind,
 }
@@ -94,9 +94,17 @@ type Fn2 = unsafe extern "C" fn(*mut sys::sip_msg, *mut c_char, *mut c_char) -> 
 type Fn3 = unsafe extern "C" fn(*mut sys::sip_msg, *mut c_char, *mut c_char, *mut c_char) -> c_int;
 type Fn4 =
     unsafe extern "C" fn(*mut sys::sip_msg, *mut c_char, *mut c_char, *mut c_char, *mut c_char) -> c_int;
+type Fn5 = unsafe extern "C" fn(
+    *mut sys::sip_msg,
+    *mut c_char,
+    *mut c_char,
+    *mut c_char,
+    *mut c_char,
+    *mut c_char,
+) -> c_int;
 type Fixup = unsafe extern "C" fn(*mut *mut c_void, c_int) -> c_int;
 
-/// The export entry of `F` with `N` parameters (at most 4).
+/// The export entry of `F` with `N` parameters (at most 5).
 pub const fn export<F: ScriptFunction, const N: usize>() -> sys::cmd_export_t {
     // SAFETY: Kamailio calls a function with as many parameters as its
     // param_no says; the declared type is only the table's slot type.
@@ -105,7 +113,8 @@ pub const fn export<F: ScriptFunction, const N: usize>() -> sys::cmd_export_t {
             0..=2 => call2::<F, N>,
             3 => std::mem::transmute::<Fn3, Fn2>(call3::<F>),
             4 => std::mem::transmute::<Fn4, Fn2>(call4::<F>),
-            _ => panic!("a script function takes at most 4 parameters"),
+            5 => std::mem::transmute::<Fn5, Fn2>(call5::<F>),
+            _ => panic!("a script function takes at most 5 parameters"),
         }
     };
     let (fixup, free): (Option<Fixup>, Option<Fixup>) =
@@ -132,7 +141,7 @@ pub const fn end() -> sys::cmd_export_t {
     }
 }
 
-fn call<F: ScriptFunction, const N: usize>(msg: *mut sys::sip_msg, slots: [*mut c_char; 4]) -> c_int {
+fn call<F: ScriptFunction, const N: usize>(msg: *mut sys::sip_msg, slots: [*mut c_char; 5]) -> c_int {
     guard(F::NAME.to_str().unwrap_or("a script function"), -1, || {
         // SAFETY: Kamailio passes the live message it routes.
         let Some(msg) = (unsafe { Msg::from_ptr(msg) }) else { return -1 };
@@ -145,7 +154,7 @@ unsafe extern "C" fn call2<F: ScriptFunction, const N: usize>(
     p1: *mut c_char,
     p2: *mut c_char,
 ) -> c_int {
-    call::<F, N>(msg, [p1, p2, std::ptr::null_mut(), std::ptr::null_mut()])
+    call::<F, N>(msg, [p1, p2, std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut()])
 }
 
 unsafe extern "C" fn call3<F: ScriptFunction>(
@@ -154,7 +163,7 @@ unsafe extern "C" fn call3<F: ScriptFunction>(
     p2: *mut c_char,
     p3: *mut c_char,
 ) -> c_int {
-    call::<F, 3>(msg, [p1, p2, p3, std::ptr::null_mut()])
+    call::<F, 3>(msg, [p1, p2, p3, std::ptr::null_mut(), std::ptr::null_mut()])
 }
 
 unsafe extern "C" fn call4<F: ScriptFunction>(
@@ -164,7 +173,18 @@ unsafe extern "C" fn call4<F: ScriptFunction>(
     p3: *mut c_char,
     p4: *mut c_char,
 ) -> c_int {
-    call::<F, 4>(msg, [p1, p2, p3, p4])
+    call::<F, 4>(msg, [p1, p2, p3, p4, std::ptr::null_mut()])
+}
+
+unsafe extern "C" fn call5<F: ScriptFunction>(
+    msg: *mut sys::sip_msg,
+    p1: *mut c_char,
+    p2: *mut c_char,
+    p3: *mut c_char,
+    p4: *mut c_char,
+    p5: *mut c_char,
+) -> c_int {
+    call::<F, 5>(msg, [p1, p2, p3, p4, p5])
 }
 
 unsafe extern "C" fn fixup<F: ScriptFunction, const N: usize>(

@@ -30,7 +30,15 @@ pub struct Dlg<'a> {
     _life: PhantomData<&'a sys::dlg_cell>,
 }
 
-/// What happens when the dialog module creates a dialog.
+impl Dlg<'_> {
+    /// The dialog's identity while it lives: its address.
+    pub fn id(self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+}
+
+/// What happens when the dialog module creates a dialog, or when an
+/// initial INVITE spirals back into a dialog (`DLGCB_SPIRALED`).
 pub trait DlgCreated: 'static {
     fn created(dlg: Dlg<'_>, request: Msg<'_>);
 }
@@ -42,8 +50,10 @@ pub trait DlgHandler: 'static {
     fn request_within(request: Msg<'_>, param: &ShmRc<Self::Param>);
 }
 
-/// The dialog events of a traced dialog: every request within it.
-const WITHIN: u32 = sys::DLGCB_CONFIRMED | sys::DLGCB_REQ_WITHIN | sys::DLGCB_TERMINATED;
+/// The dialog events of a traced dialog: every request within it (the
+/// BYE is TERMINATED's), and with CONFIRMED the ACK that confirms it.
+const WITHIN: u32 = sys::DLGCB_REQ_WITHIN | sys::DLGCB_TERMINATED;
+const CONFIRMED: u32 = sys::DLGCB_CONFIRMED;
 
 impl Dialogs {
     /// The dialog module's API: `Ok(None)` when it is not loaded.
@@ -74,6 +84,21 @@ impl Dialogs {
         }
     }
 
+    /// Registers `H` for the initial INVITEs that spiral back into `dlg`
+    /// (the same INVITE, routed to this server again).
+    pub fn on_spiraled<H: DlgCreated>(&self, dlg: Dlg<'_>) -> bool {
+        // SAFETY: a held dialog; a static function and no parameter to free.
+        unsafe {
+            (self.register)(
+                dlg.ptr.as_ptr(),
+                sys::DLGCB_SPIRALED as c_int,
+                Some(created::<H>),
+                std::ptr::null_mut(),
+                None,
+            ) == 0
+        }
+    }
+
     /// Runs `f` with the dialog of request `msg`, if it has one yet.
     pub fn with_dialog_of<R>(&self, msg: Msg<'_>, f: impl FnOnce(Option<Dlg<'_>>) -> R) -> R {
         // SAFETY: the dialog module looks up the dialog of a live request
@@ -86,17 +111,19 @@ impl Dialogs {
         result
     }
 
-    /// Registers `H` for the requests within `dlg`. The dialog keeps
-    /// `param` and releases it once, when it is destroyed; a refused
-    /// registration releases it here.
-    pub fn attach<H: DlgHandler>(&self, dlg: Dlg<'_>, param: ShmRc<H::Param>) -> bool {
+    /// Registers `H` for the requests within `dlg`, and with `confirmed`
+    /// for the ACK that confirms it. The dialog keeps `param` and releases
+    /// it once, when it is destroyed; a refused registration releases it
+    /// here.
+    pub fn attach<H: DlgHandler>(&self, dlg: Dlg<'_>, param: ShmRc<H::Param>, confirmed: bool) -> bool {
+        let events = if confirmed { WITHIN | CONFIRMED } else { WITHIN };
         let raw = param.into_raw();
         // SAFETY: a held dialog; it keeps the static callback and `raw`,
         // and calls the release function once for it.
         let failed = unsafe {
             (self.register)(
                 dlg.ptr.as_ptr(),
-                WITHIN as c_int,
+                events as c_int,
                 Some(within::<H>),
                 raw,
                 Some(shm::release::<H::Param>),
@@ -115,7 +142,7 @@ unsafe extern "C" fn created<H: DlgCreated>(
     _kind: c_int,
     params: *mut sys::dlg_cb_params,
 ) {
-    guard("the dialog creation callback", (), || {
+    guard("the dialog creation or spiral callback", (), || {
         // SAFETY: the dialog module passes live parameters with the request
         // that created the dialog, and the dialog, held during the call.
         let request = unsafe { params.as_ref().and_then(|p| Msg::from_ptr(p.req)) };

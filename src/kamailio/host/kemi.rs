@@ -56,18 +56,30 @@ unsafe extern "C" fn ki3<F: KemiFunction>(msg: *mut sys::sip_msg, a: Str, b: Str
     call::<F>(msg, &[a, b, c])
 }
 
+unsafe extern "C" fn ki5<F: KemiFunction>(
+    msg: *mut sys::sip_msg,
+    a: Str,
+    b: Str,
+    c: Str,
+    d: Str,
+    e: Str,
+) -> c_int {
+    call::<F>(msg, &[a, b, c, d, e])
+}
+
 const fn name(s: &'static CStr) -> sys::str_ {
     sys::str_ { s: s.as_ptr() as *mut c_char, len: s.to_bytes().len() as c_int }
 }
 
-/// The entry of `F`, of module `module`, taking `N` strings (at most 3).
+/// The entry of `F`, of module `module`, taking `N` strings (0 to 3, or 5).
 pub const fn export<F: KemiFunction, const N: usize>(module: &'static CStr) -> sys::sr_kemi_t {
     let func = match N {
         0 => ki0::<F> as *const c_void,
         1 => ki1::<F> as *const c_void,
         2 => ki2::<F> as *const c_void,
         3 => ki3::<F> as *const c_void,
-        _ => panic!("a KEMI function here takes at most 3 strings"),
+        5 => ki5::<F> as *const c_void,
+        _ => panic!("a KEMI function here takes 0 to 3, or 5, strings"),
     };
     let mut ptypes = [sys::SR_KEMIP_NONE as c_int; sys::SR_KEMI_PARAMS_MAX as usize];
     let mut i = 0;

@@ -27,9 +27,40 @@ static HANDLER: OnceLock<fn(&LogLine<'_>)> = OnceLock::new();
 /// later cannot get it from another.
 pub fn install(handler: fn(&LogLine<'_>)) {
     let _ = HANDLER.set(handler);
-    // SAFETY: sets the core's log hook once, in the main process before it
-    // forks; the hook prints as the core would.
-    unsafe { sys::siptrace_shim_log_hook_install() };
+    // SAFETY: reads and sets the core's log function in the main process
+    // before it forks, while no other thread logs; the hook prints as the
+    // core would, through the function it replaces when there was one.
+    unsafe {
+        let hook = sys::siptrace_shim_log_hook();
+        let current = sys::_ksr_slog_func;
+        if current.map(|f| f as usize) == hook.map(|f| f as usize) {
+            return;
+        }
+        sys::siptrace_shim_log_hook_chain(current);
+        set_slog_func(hook);
+    }
+}
+
+/// Makes `f` the core's structured-log function: through the setter
+/// Kamailio 6.0 has for it, and by writing the global on 5.6, which has
+/// none.
+///
+/// # Safety
+/// In the main process before it forks, with no other thread logging.
+#[cfg(kamailio_6_0)]
+unsafe fn set_slog_func(f: sys::ksr_slog_f) {
+    // SAFETY: per the contract.
+    unsafe { sys::km_slog_func_set(f) };
+}
+
+/// See the 6.0 version.
+///
+/// # Safety
+/// As there.
+#[cfg(kamailio_5_6)]
+unsafe fn set_slog_func(f: sys::ksr_slog_f) {
+    // SAFETY: per the contract; the core reads the global at each line.
+    unsafe { sys::_ksr_slog_func = f };
 }
 
 /// Whether this process's lines go to the handler now.

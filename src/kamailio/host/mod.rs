@@ -33,3 +33,4 @@ pub mod stats;
 pub mod sys;
 pub mod tcp;
 pub mod tm;
+pub mod version;

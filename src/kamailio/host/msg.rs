@@ -19,6 +19,15 @@ pub struct Msg<'a> {
     _life: PhantomData<&'a sys::sip_msg>,
 }
 
+/// `sip_msg.msg_flags`: 64 bits from Kamailio 5.8 on (`msg_flags_t`), 32
+/// before; `FL_SIPTRACE` is one of the low bits in both.
+#[cfg(kamailio_6_0)]
+type MsgFlags = sys::msg_flags_t;
+#[cfg(kamailio_5_6)]
+type MsgFlags = std::os::raw::c_uint;
+
+const FL_SIPTRACE: MsgFlags = sys::FL_SIPTRACE as MsgFlags;
+
 /// Which message a per-process note is about: its id and the process that
 /// received it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -98,13 +107,13 @@ impl<'a> Msg<'a> {
     /// Whether the message is marked as traced (`FL_SIPTRACE`): its
     /// transaction's messages are traced by the TM callbacks.
     pub fn is_traced(self) -> bool {
-        self.raw().msg_flags & sys::FL_SIPTRACE != 0
+        self.raw().msg_flags & FL_SIPTRACE != 0
     }
 
     pub fn mark_traced(self) {
         // SAFETY: valid for 'a; a single field written in place, with no
         // reference to the message held across the write.
-        unsafe { (*self.ptr.as_ptr()).msg_flags |= sys::FL_SIPTRACE };
+        unsafe { (*self.ptr.as_ptr()).msg_flags |= FL_SIPTRACE };
     }
 
     /// Where the message came from and arrived at.

@@ -118,6 +118,13 @@ impl<'a> Received<'a> {
         Some((src, dst))
     }
 
+    /// The listen socket it arrived on.
+    pub fn socket(self) -> Option<super::socket::Socket> {
+        // SAFETY: a received message's bind_address is null or one of the
+        // core's listen sockets.
+        unsafe { super::socket::Socket::from_ptr(self.0.bind_address) }
+    }
+
     /// The id of the TCP/TLS/WS connection it arrived on; 0 or less for
     /// none.
     pub fn connection_id(self) -> i32 {

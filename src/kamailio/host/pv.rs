@@ -60,6 +60,18 @@ unsafe extern "C" fn parse_name<P: PvClass>(sp: *mut sys::pv_spec_t, name: *mut 
     })
 }
 
+/// An integer value as the core's setters take it: a `long` from
+/// Kamailio 5.8 on, an `int` before.
+#[cfg(kamailio_6_0)]
+fn pv_int(n: i32) -> std::os::raw::c_long {
+    n.into()
+}
+
+#[cfg(kamailio_5_6)]
+fn pv_int(n: i32) -> c_int {
+    n
+}
+
 /// Values handed to the core stay where they are until reused: a few
 /// slots in turn let an expression hold several at once, as the core's
 /// own static buffers do.
@@ -82,11 +94,11 @@ unsafe extern "C" fn get_value<P: PvClass>(
             // SAFETY: the core's own setters, on the core's result.
             PvValue::Null => return unsafe { sys::pv_get_null(msg, param, res) },
             // SAFETY: as above.
-            PvValue::Int(n) => return unsafe { sys::pv_get_sintval(msg, param, res, n) },
+            PvValue::Int(n) => return unsafe { sys::pv_get_sintval(msg, param, res, pv_int(n)) },
             PvValue::TextAndInt(name, n) => {
                 let mut s = sys::str_ { s: name.as_ptr() as *mut c_char, len: name.len() as c_int };
                 // SAFETY: as above; the name is a static string.
-                return unsafe { sys::pv_get_strintval(msg, param, res, &mut s, n) };
+                return unsafe { sys::pv_get_strintval(msg, param, res, &mut s, pv_int(n)) };
             }
             PvValue::Text(text) => text,
         };

@@ -436,6 +436,25 @@ fn writable_ranges() -> Vec<(usize, usize)> {
         .collect()
 }
 
+/// What the core's array of registered commands holds: from Kamailio 5.8
+/// on, an `rpc_exportx_t` that wraps the command's `rpc_export_t` with
+/// data of the core's own; before, the `rpc_export_t` itself.
+#[cfg(kamailio_6_0)]
+type SortedEntry = sys::rpc_exportx_t;
+#[cfg(kamailio_5_6)]
+type SortedEntry = sys::rpc_export_t;
+
+/// The command's export in an entry of the array.
+#[cfg(kamailio_6_0)]
+fn command_export(entry: &mut SortedEntry) -> &mut sys::rpc_export_t {
+    &mut entry.r
+}
+
+#[cfg(kamailio_5_6)]
+fn command_export(entry: &mut SortedEntry) -> &mut sys::rpc_export_t {
+    entry
+}
+
 /// Patches every registered command `traces` accepts, so that `handler`
 /// gets each run of it. Called in the main process after all modules'
 /// mod_init and before the first fork, so that every process inherits the
@@ -458,6 +477,7 @@ pub fn install(
     for i in 0..usize::try_from(count).unwrap_or(0) {
         // SAFETY: `count` entries, each null or a registered command.
         let Some(entry) = (unsafe { (*array.add(i)).as_mut() }) else { continue };
+        let entry = command_export(entry);
         let Some(function) = entry.function else { continue };
         if entry.name.is_null() {
             continue;

@@ -64,6 +64,22 @@ impl Socket {
         Some(Endpoint::new(transport(si.proto as c_int), net::ip(&si.address)?, si.port_no))
     }
 
+    /// The address the socket advertises (`listen=... advertise ...`), as
+    /// an endpoint: the protocol it advertises (6.0; the socket's own on
+    /// 5.6, which advertises none), the address the advertised name
+    /// resolved to at startup, and the advertised port (0 when `advertise`
+    /// gives none, as the core writes it). `None` when the socket
+    /// advertises nothing, or a name that did not resolve.
+    pub fn advertised(&self) -> Option<Endpoint> {
+        let si = self.info();
+        let info = &si.useinfo;
+        if info.name.len <= 0 || info.name.s.is_null() {
+            return None;
+        }
+        let ip = net::ip(&info.address)?;
+        Some(Endpoint::new(transport(advertised_proto(si)), ip, info.port_no))
+    }
+
     /// A UDP socket of this process's own that sends from this one: a
     /// duplicate of its descriptor. `None` when it is not an open UDP
     /// listen socket.
@@ -81,6 +97,22 @@ impl Socket {
         // SAFETY: a fresh descriptor of a UDP socket, owned from here on.
         Some(Ok(unsafe { UdpSocket::from_raw_fd(fd) }))
     }
+}
+
+/// The protocol a socket advertises: 6.0's `advertise` may name one
+/// (PROTO_NONE when it does not), 5.6's cannot.
+#[cfg(kamailio_6_0)]
+fn advertised_proto(si: &sys::socket_info) -> c_int {
+    if si.useinfo.proto as u32 == sys::sip_protos_PROTO_NONE {
+        si.proto as c_int
+    } else {
+        si.useinfo.proto
+    }
+}
+
+#[cfg(kamailio_5_6)]
+fn advertised_proto(si: &sys::socket_info) -> c_int {
+    si.proto as c_int
 }
 
 /// The listening socket Kamailio would send from to reach `dest`, as an
@@ -119,15 +151,7 @@ impl<'a> DestInfo<'a> {
     /// The source and destination of the message: the socket it leaves
     /// from (the one Kamailio would pick when none is set) and the peer.
     pub fn ends(self) -> Option<(Endpoint, Endpoint)> {
-        // SAFETY: per `from_ptr`, the socket is null or a listen socket.
-        let sock = match unsafe { Socket::from_ptr(self.0.send_sock) } {
-            Some(s) => Some(s),
-            None => {
-                let mut to = self.0.to;
-                Socket::toward_su(&mut to, c_int::from(self.0.proto))
-            }
-        };
-        let (src, t) = match sock {
+        let (src, t) = match self.send_socket() {
             Some(s) => {
                 let local = s.local()?;
                 (local, local.transport)
@@ -135,5 +159,18 @@ impl<'a> DestInfo<'a> {
             None => (unknown_source(), Transport::Udp),
         };
         Some((src, Endpoint { transport: t, addr: self.peer()? }))
+    }
+
+    /// The socket it leaves from: the one set, or the one Kamailio would
+    /// pick.
+    pub fn send_socket(self) -> Option<Socket> {
+        // SAFETY: per `from_ptr`, the socket is null or a listen socket.
+        match unsafe { Socket::from_ptr(self.0.send_sock) } {
+            Some(s) => Some(s),
+            None => {
+                let mut to = self.0.to;
+                Socket::toward_su(&mut to, c_int::from(self.0.proto))
+            }
+        }
     }
 }

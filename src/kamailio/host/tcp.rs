@@ -36,7 +36,9 @@ pub fn is_passive(id: i32) -> Option<bool> {
 }
 
 /// Registers `H` for closed connections. The core keeps one callback for
-/// the event; a module that took it first (tcpops) makes this fail.
+/// the event, in 5.6 as in 6.0: a module that took it first (tcpops,
+/// loaded before this one) makes this fail, and one loaded after this one
+/// fails to load.
 pub fn on_closed<H: TcpClosedHandler>() -> bool {
     // SAFETY: the core keeps the static function pointer.
     unsafe { sys::sr_event_register_cb(sys::SREV_TCP_CLOSED as c_int, Some(closed::<H>)) == 0 }
@@ -55,7 +57,20 @@ unsafe extern "C" fn closed<H: TcpClosedHandler>(evp: *mut sys::sr_event_param_t
             sys::tcp_closed_reason_TCP_CLOSED_RESET => CloseReason::Reset,
             _ => CloseReason::Eof,
         };
-        H::closed(con.id, Received::new(&con.rcv), reason);
+        H::closed(closed_id(info, con), Received::new(&con.rcv), reason);
         0
     })
+}
+
+/// The id of the connection a close event is about: the event carries it
+/// from Kamailio 6.0 on (`tcp_closed_event_info.id`, the same value as the
+/// connection's), and 5.6 has only the connection's.
+#[cfg(kamailio_6_0)]
+fn closed_id(info: &sys::tcp_closed_event_info_t, _con: &sys::tcp_connection) -> i32 {
+    info.id
+}
+
+#[cfg(kamailio_5_6)]
+fn closed_id(_info: &sys::tcp_closed_event_info_t, con: &sys::tcp_connection) -> i32 {
+    con.id
 }
