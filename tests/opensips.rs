@@ -1145,7 +1145,8 @@ fn mi_command_names_match_opensips_tracer() {
 /// over UDP and TCP, traced in the message and transaction scopes: the
 /// source is the real client the PROXY header names, as 4.0's tracer
 /// reports it, and a reply sent over the connection goes to that client
-/// (`tcp_get_rcv`); a reply over UDP to the socket's peer. HEP and a file
+/// (`tcp_get_rcv`); a reply over UDP to the socket's peer. A dynamic trace
+/// id's `ip=` filter still compares the socket's peer. HEP and a file
 /// destination are compared with 4.0's tracer.
 #[test]
 #[cfg_attr(not(opensips_tree), ignore = "needs OPENSIPS_SRC, a built OpenSIPS tree (doc/opensips.md)")]
@@ -1159,8 +1160,10 @@ fn proxy_protocol_sources_match_opensips_tracer() {
     let theirs = tree.join("modules/tracer/tracer.so");
     let (theirs_packets, theirs_file) = proxy_protocol_run(&tree, &theirs, "os-pp-tracer");
     let (ours_packets, ours_file) = proxy_protocol_run(&tree, &ours, "os-pp-ours");
-    // 4.0's tracer: the request in, and the reply out, of each of the four.
+    // 4.0's tracer: the four requests in, the two replies of tm out; and
+    // in HEP besides, the four requests again for the dynamic id.
     assert_eq!(theirs_file.iter().filter(|l| l.contains("<time>")).count(), 6, "{theirs_file:#?}");
+    assert_eq!(theirs_packets.len(), 10, "the dynamic id's ip= filter matched the socket's peer");
     for line in [
         "in udp <time> 192.0.2.7:40000 -> 127.0.0.1:<proxy>",
         "out tcp <time> 127.0.0.1:<proxy> -> 192.0.2.7:40000",
@@ -1197,6 +1200,8 @@ loadmodule "proto_tcp.so"
 loadmodule "proto_hep.so"
 loadmodule "sl.so"
 loadmodule "tm.so"
+loadmodule "mi_datagram.so"
+modparam("mi_datagram", "socket_name", "udp:127.0.0.1:{mi}")
 loadmodule "{module}"
 modparam("proto_hep", "hep_id", "[hid]127.0.0.1:{collector};transport=udp;version=3")
 modparam("tracer", "trace_id", "[tid]uri=hep:hid")
@@ -1218,8 +1223,19 @@ route {{
         module = module.display(),
         collector = hepjs.port,
         file = file.display(),
+        mi = mi_port(ports.proxy),
     );
     let mut proxy = OpenSips::start(tree, &dir, "proxy", &config, ports.proxy);
+    // A dynamic trace id whose `ip=` filter names the socket's peer, which
+    // 4.0's tracer compares (not the real client): each request is traced
+    // once more, in the message scope, to the same collector.
+    let uri = format!("hep:127.0.0.1:{};transport=udp", hepjs.port);
+    let started = mi(
+        ports.proxy,
+        "trace_start",
+        serde_json::json!({"id": "peer", "uri": uri, "filter": ["ip=127.0.0.1"], "scope": "m", "type": "sip"}),
+    );
+    assert_eq!(started["result"], "OK", "{started}");
     let header = "PROXY TCP4 192.0.2.7 198.51.100.9 40000 5060\r\n";
     let request = |scope: &str, transport: &str| {
         format!(
@@ -1246,7 +1262,7 @@ route {{
         assert!(buf[..n].starts_with(b"SIP/2.0 200"), "{}", String::from_utf8_lossy(&buf[..n]));
         std::thread::sleep(Duration::from_millis(200));
     }
-    wait_for(Duration::from_secs(5), || hepjs.packets().len() >= 6);
+    wait_for(Duration::from_secs(5), || hepjs.packets().len() >= 10);
     std::thread::sleep(Duration::from_millis(500));
     proxy.stop();
     let items = hepjs
