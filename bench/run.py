@@ -18,12 +18,13 @@ With KAMAILIO_VERSION=6.0 and none of them, it is the 6.0.1 build of
 KAMAILIO_VERSION=6.0 scripts/setup-debian.sh, and --module defaults to
 target/kamailio-6.0/release/libsiptrace.so.
 
-With --opensips PATH (an OpenSIPS 3.6 tree the user built; this project
-never fetches or builds OpenSIPS), the same proxy runs on OpenSIPS too: no
-tracing, OpenSIPS's own tracer.so and our module built for OpenSIPS
+With --opensips PATH (an OpenSIPS 3.6 or 4.0 tree the user built; this
+project never fetches or builds OpenSIPS), the same proxy runs on OpenSIPS
+too: no tracing, that tree's own tracer.so and our module built for it
 (cargo build --release --no-default-features --features opensips
---target-dir target/opensips, with OPENSIPS_SRC=PATH), each sending HEPv3
-over UDP, and over TCP (-tcp), with trace("tid", "t").
+--target-dir target/opensips-X.Y, with OPENSIPS_SRC=PATH, X.Y the tree's
+release), each sending HEPv3 over UDP, and over TCP (-tcp), with
+trace("tid", "t").
 
 Usage: bench/run.py [--rate 200] [--duration 15] [--hep-rate 1000]
        [--only name,name] [--module path/to/libsiptrace.so]
@@ -297,6 +298,18 @@ def relay_route(uas_port):
     ]
 
 
+def opensips_release(tree):
+    """The `major.minor` release of an OpenSIPS tree, from its Makefile.defs."""
+    try:
+        defs = (pathlib.Path(tree) / "Makefile.defs").read_text()
+    except OSError as e:
+        raise SystemExit(f"{tree} is not a built OpenSIPS tree: {e}")
+    fields = dict(re.findall(r"^(VERSION_MAJOR|VERSION_MINOR)\s*=\s*(\S+)", defs, re.M))
+    if len(fields) != 2:
+        raise SystemExit(f"{tree}/Makefile.defs names no VERSION_MAJOR and VERSION_MINOR")
+    return f"{fields['VERSION_MAJOR']}.{fields['VERSION_MINOR']}"
+
+
 def opensips_config(tree, port, hep_port, uas_port, module, collector, transport="udp"):
     # OpenSIPS's tracer sends HEP over TCP through proto_hep's hep_tcp
     # socket, which starts OpenSIPS's TCP processes; ours connects from its
@@ -436,9 +449,10 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated variant names")
     ap.add_argument("--rust-param", action="append", default=[], metavar="NAME=VALUE",
                     help="an extra modparam for our module's variants, e.g. batch_size=256")
-    ap.add_argument("--opensips", help="a built OpenSIPS 3.6 tree: adds the OpenSIPS variants")
-    ap.add_argument("--opensips-module", default=str(ROOT / "target" / "opensips" / "release" / "libsiptrace.so"),
-                    help="our module built for OpenSIPS")
+    ap.add_argument("--opensips", help="a built OpenSIPS 3.6 or 4.0 tree: adds the OpenSIPS variants")
+    ap.add_argument("--opensips-module",
+                    help="our module built for that tree (default: target/opensips-X.Y/release/libsiptrace.so, "
+                         "X.Y the tree's release)")
     ap.add_argument("--pin", action="store_true",
                     help="pin Kamailio to the first CPU and the load generators to the others")
     args = ap.parse_args()
@@ -482,6 +496,10 @@ def main():
         for impl, module in (("c", C_MODULE), ("rust", args.module)):
             plan.append((f"{impl}-hep@{args.hep_rate}", module, hep, "hep", args.hep_rate))
     if args.opensips:
+        release = opensips_release(args.opensips)
+        if not args.opensips_module:
+            args.opensips_module = str(ROOT / "target" / f"opensips-{release}" / "release" / "libsiptrace.so")
+        print(f"OpenSIPS {release} tree {args.opensips}, our module {args.opensips_module}", file=sys.stderr)
         if not pathlib.Path(args.opensips_module).exists():
             raise SystemExit(f"{args.opensips_module} is missing; build the module for OpenSIPS (see --help)")
         tracer = f"{args.opensips}/modules/tracer/tracer.so"

@@ -32,12 +32,21 @@ fn main() {
 
 /// Tells the integration tests which optional server trees they can run
 /// against: without one, tests/opensips.rs marks its tests ignored, so the
-/// runner counts them as not run instead of passed.
+/// runner counts them as not run instead of passed. With one, its release's
+/// cfg (`opensips_3_6`, `opensips_4_0`) selects the tests of that release;
+/// the OpenSIPS binding's own build emits the same one.
 fn declare_test_trees() {
     println!("cargo:rustc-check-cfg=cfg(opensips_tree)");
+    for release in opensips::SUPPORTED {
+        println!("cargo:rustc-check-cfg=cfg({})", release.cfg);
+    }
     println!("cargo:rerun-if-env-changed=OPENSIPS_SRC");
-    if env::var_os("OPENSIPS_SRC").is_some_and(|tree| PathBuf::from(tree).join("opensips").is_file()) {
+    let Some(tree) = env::var_os("OPENSIPS_SRC").map(PathBuf::from) else { return };
+    if tree.join("opensips").is_file() {
         println!("cargo:rustc-cfg=opensips_tree");
+    }
+    if let Some(release) = opensips::release_of(&tree) {
+        println!("cargo:rustc-cfg={}", release.cfg);
     }
 }
 

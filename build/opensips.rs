@@ -3,6 +3,11 @@
 //! defines come from the tree's own Makefile.conf and Makefile.defs, and
 //! the module strings OpenSIPS compares at load time are checked against
 //! what the tree's `opensips -V` prints.
+//!
+//! The release is read from the tree (its Makefile.defs) and becomes a cfg
+//! (`opensips_3_6`, `opensips_4_0`) that the host layer selects its
+//! version-specific code with; the tests see it too (`main.rs`). A release
+//! not listed in `SUPPORTED` is refused.
 
 use crate::{expanded_string, fail, split_shell_words};
 use std::env;
@@ -14,9 +19,53 @@ pub fn build() {
         println!("cargo:rerun-if-env-changed={var}");
     }
     let host = OpenSipsHost::discover();
+    let release = release_of(&host.src);
+    if release.is_none() {
+        fail(&format!(
+            "OPENSIPS_SRC={} is OpenSIPS {}, which is not supported; the supported releases are {}",
+            host.src.display(),
+            tree_version(&host.src).unwrap_or_else(|| "of an unknown version".into()),
+            supported_names()
+        ));
+    }
     host.check_module_strings();
     host.generate_bindings();
     host.compile_shim();
+}
+
+/// An OpenSIPS release this module is built and tested for.
+pub struct Release {
+    /// `major.minor`.
+    pub name: &'static str,
+    /// The cfg the host layer (and the tests) select this release's code with.
+    pub cfg: &'static str,
+}
+
+pub const SUPPORTED: &[Release] =
+    &[Release { name: "3.6", cfg: "opensips_3_6" }, Release { name: "4.0", cfg: "opensips_4_0" }];
+
+fn supported_names() -> String {
+    SUPPORTED.iter().map(|r| r.name).collect::<Vec<_>>().join(" and ")
+}
+
+/// The version of an OpenSIPS tree, `major.minor.sub`, from its
+/// Makefile.defs; `None` when it has none.
+pub fn tree_version(src: &Path) -> Option<String> {
+    let defs = std::fs::read_to_string(src.join("Makefile.defs")).ok()?;
+    let field = |name: &str| -> Option<String> {
+        defs.lines().find_map(|l| {
+            let (key, value) = l.split_once('=')?;
+            (key.trim() == name).then(|| value.trim().to_string())
+        })
+    };
+    Some(format!("{}.{}.{}", field("VERSION_MAJOR")?, field("VERSION_MINOR")?, field("VERSION_SUBMINOR")?))
+}
+
+/// The supported release of the tree `src`, if it is one.
+pub fn release_of(src: &Path) -> Option<&'static Release> {
+    let version = tree_version(src)?;
+    let major_minor = version.split('.').take(2).collect::<Vec<_>>().join(".");
+    SUPPORTED.iter().find(|r| r.name == major_minor)
 }
 
 struct OpenSipsHost {
@@ -37,8 +86,8 @@ impl OpenSipsHost {
     fn discover() -> Self {
         let Some(src) = env::var_os("OPENSIPS_SRC").map(PathBuf::from) else {
             fail(
-                "OPENSIPS_SRC is not set. Point it at the OpenSIPS 3.6 source tree you built \
-                 (`make` in it), whose opensips binary is to load the module.",
+                "OPENSIPS_SRC is not set. Point it at the OpenSIPS 3.6 or 4.0 source tree you \
+                 built (`make` in it), whose opensips binary is to load the module.",
             )
         };
         let src = src.canonicalize().unwrap_or(src);
@@ -170,6 +219,9 @@ const API_FUNCTIONS: &[&str] = &[
     "db_bind_mod",
     "db_check_table_version",
     "alloc_module_dep",
+    "tcp_get_correlation_id",
+    // OpenSIPS 4.0 only.
+    "tcp_get_rcv",
 ];
 const API_TYPES: &[&str] = &[
     "module_exports",
@@ -249,6 +301,8 @@ const API_VARS: &[&str] = &[
     "MI_NAMED_PARAMS_ONLY",
     "MAX_MI_RECIPES",
     "MAX_MI_PARAMS",
+    "MAX_MI_ALIASES",
+    "last_outgoing_tcp_id",
 ];
 
 /// The `-D` defines OpenSIPS's build gives its modules: its Makefile

@@ -24,8 +24,10 @@ python3 scripts/check-cycles.py
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
 if [ -n "${OPENSIPS_SRC:-}" ]; then
+    # One target directory per OpenSIPS release, as the tests use.
+    release=$(sed -n 's/^VERSION_MAJOR *= *//p; s/^VERSION_MINOR *= *//p' "$OPENSIPS_SRC/Makefile.defs" | paste -sd.)
     cargo clippy --locked --all-targets --no-default-features --features opensips \
-        --target-dir target/opensips -- -D warnings
+        --target-dir "target/opensips-$release" -- -D warnings
 else
     echo "clippy (opensips feature): skipped: OPENSIPS_SRC is not set (doc/opensips.md)" >&2
 fi

@@ -47,6 +47,7 @@ static STATS: Export<[sys::stat_export_t; 3]> = Export([
 static MI: Export<[sys::mi_export_t; 4]> = Export([
     mi::export(
         c"trace",
+        None,
         true,
         &[
             mi::recipe::<ShowAll>(&[]),
@@ -56,7 +57,8 @@ static MI: Export<[sys::mi_export_t; 4]> = Export([
         ],
     ),
     mi::export(
-        c"trace_start",
+        c"start",
+        Some(c"trace_start"),
         false,
         &[
             mi::recipe::<Start>(&[c"id", c"uri"]),
@@ -64,7 +66,7 @@ static MI: Export<[sys::mi_export_t; 4]> = Export([
             mi::recipe::<Start>(&[c"id", c"uri", c"filter", c"scope", c"type"]),
         ],
     ),
-    mi::export(c"trace_stop", false, &[mi::recipe::<Stop>(&[c"id"])]),
+    mi::export(c"stop", Some(c"trace_stop"), false, &[mi::recipe::<Stop>(&[c"id"])]),
     mi::END,
 ]);
 

@@ -208,7 +208,9 @@ fn match_dynamic(msg: &mut Msg) {
         return;
     }
     let bytes = msg.buffer().to_vec();
-    let source = msg.source().map(|end| end.addr.ip());
+    // The socket's peer, even behind a PROXY-protocol listener, as
+    // OpenSIPS 4.0's tracer compares it.
+    let source = msg.peer_ip();
     let initial_invite = is_initial_invite(msg);
     for (slot, entry) in state.dynamic.snapshot() {
         if entry.scope == Scope::Dialog as usize && !initial_invite {

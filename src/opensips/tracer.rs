@@ -7,7 +7,7 @@ use crate::core::hep::proto_type;
 use crate::core::record::{Direction, Timestamp, TraceRecord};
 use crate::core::shared::enqueue;
 use crate::opensips::host::held::Trace;
-use crate::opensips::host::msg::{Msg, Sent};
+use crate::opensips::host::msg::{Connection, Msg, Sent};
 use crate::opensips::state::State;
 use crate::opensips::trace_api;
 use std::net::Ipv4Addr;
@@ -22,7 +22,7 @@ pub fn incoming(state: &State, trace: Trace<'_>, msg: &Msg, by_tm: bool) -> bool
     if let Some(local) = state.local_ip.filter(|_| by_tm && !msg.is_request()) {
         dst = local;
     }
-    queue(state, trace, Direction::In, (src, dst), msg.buffer())
+    queue(state, trace, Direction::In, (src, dst), msg.buffer(), msg.connection())
 }
 
 /// Traces what this server sent for `msg` (when there is one).
@@ -36,7 +36,7 @@ pub fn outgoing(state: &State, trace: Trace<'_>, msg: Option<&Msg>, sent: &Sent<
         state.report(DropReason::Unparsable, "an outgoing message has no usable addresses");
         return false;
     };
-    queue(state, trace, Direction::Out, (src, dst), sent.bytes)
+    queue(state, trace, Direction::Out, (src, dst), sent.bytes, sent.connection)
 }
 
 fn queue(
@@ -45,6 +45,7 @@ fn queue(
     direction: Direction,
     ends: (Endpoint, Endpoint),
     payload: &[u8],
+    connection: Option<Connection>,
 ) -> bool {
     if !state.id_on(trace.id) || trace.types & trace_api::SIP_BIT == 0 {
         return false;
@@ -55,6 +56,11 @@ fn queue(
     if let Some(a) = trace.attrs.filter(|a| !a.is_empty()) {
         crate::core::record::pack_traced_user(&mut attrs, a);
     }
+    // A message over TCP (or TLS, WS, WSS) is correlated with its
+    // connection in HEP, as proto_hep prints it (Homer 5 keeps none).
+    let net = connection
+        .filter(|_| state.homer5_delimiter.is_none())
+        .map(|c| format!("{{\n\t\"net\":\t\"{}\"\n}}", c.correlation_id()));
     let record = TraceRecord {
         time: Timestamp::now(),
         direction,
@@ -62,7 +68,7 @@ fn queue(
         dst: ends.1,
         payload,
         correlation_id: trace.correlation,
-        extra_correlation: None,
+        extra_correlation: net.as_ref().map(String::as_bytes),
         proto_type: proto_type::SIP,
         traced_users: (!attrs.is_empty()).then_some(attrs.as_slice()),
     };

@@ -106,6 +106,8 @@ pub struct Kamailio {
     pub name: String,
     pub ctl: PathBuf,
     pub log: PathBuf,
+    /// Whether it loads our module, and so must not crash (`CrashWatch`).
+    crashes: CrashWatch,
 }
 
 /// Lines every test config starts with: the loopback listener, the module
@@ -146,9 +148,11 @@ impl Kamailio {
         let cfg = dir.file(&format!("{name}.cfg"));
         fs::write(&cfg, config).unwrap();
         let log = dir.file(&format!("{name}.log"));
+        let crashes = CrashWatch::new(name, &dir.path, config);
         let child = Command::new(kamailio_bin())
             .args(["-f", cfg.to_str().unwrap(), "-DD", "-E", "-m", "64", "-M", "8"])
-            .args(["-Y", dir.path.to_str().unwrap()])
+            // The working directory, where a core file would be written.
+            .args(["-Y", dir.path.to_str().unwrap(), "-w", dir.path.to_str().unwrap()])
             .env("TZ", "UTC")
             .stdin(Stdio::null())
             .stdout(File::create(dir.file(&format!("{name}.out"))).unwrap())
@@ -156,7 +160,8 @@ impl Kamailio {
             .process_group(0)
             .spawn()
             .expect("spawn kamailio");
-        let mut k = Kamailio { child, name: name.to_string(), ctl: dir.file(&format!("{name}.ctl")), log };
+        let mut k =
+            Kamailio { child, name: name.to_string(), ctl: dir.file(&format!("{name}.ctl")), log, crashes };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = k.child.try_wait() {
@@ -207,8 +212,10 @@ impl Kamailio {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Stops it; fails the test if it loads our module and crashed.
     pub fn stop(&mut self) {
         stop_group(&mut self.child);
+        self.crashes.check(&self.log_text());
     }
 }
 
@@ -216,6 +223,98 @@ impl Drop for Kamailio {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Whether a server that loads our module crashed: a core file in its
+/// working directory, or a crash in its log. A server that loads only the
+/// C module under comparison is not checked (OpenSIPS 3.6.8's own tracer
+/// aborts at shutdown in some tests, see doc/opensips.md).
+pub struct CrashWatch {
+    name: String,
+    dir: PathBuf,
+    ours: bool,
+    cores_before: Vec<PathBuf>,
+    checked: bool,
+}
+
+impl CrashWatch {
+    /// For the server `name` started now in `dir` from `config`.
+    pub fn new(name: &str, dir: &Path, config: &str) -> CrashWatch {
+        CrashWatch {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            ours: loads_our_module(config),
+            cores_before: core_files(dir),
+            checked: false,
+        }
+    }
+
+    /// Once the server stopped: panics, unless the thread already panics,
+    /// if it loads our module and left a new core file or logged a crash.
+    pub fn check(&mut self, log: &str) {
+        if self.checked || !self.ours || std::thread::panicking() {
+            return;
+        }
+        self.checked = true;
+        let cores: Vec<PathBuf> =
+            core_files(&self.dir).into_iter().filter(|c| !self.cores_before.contains(c)).collect();
+        let signs = crash_signs(log);
+        assert!(
+            cores.is_empty() && signs.is_empty(),
+            "{}, which loads our module, crashed: core files {cores:?}; in its log:\n{}",
+            self.name,
+            signs.join("\n")
+        );
+    }
+}
+
+/// Whether a server config loads our module (the one cargo built, or
+/// SIPTRACE_MODULE), rather than only the C one it is compared with.
+fn loads_our_module(config: &str) -> bool {
+    let installed = std::env::var("SIPTRACE_MODULE").ok().filter(|m| !m.is_empty());
+    config.contains("libsiptrace.so") || installed.is_some_and(|m| config.contains(&m))
+}
+
+/// The core files in `dir` (`core`, `core.<pid>`).
+pub fn core_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            p.is_file()
+                && (name == "core"
+                    || name.strip_prefix("core.").is_some_and(|pid| pid.parse::<u32>().is_ok()))
+        })
+        .collect()
+}
+
+/// The lines of a server's log that tell of a crash: a process that died
+/// of SIGILL, SIGABRT, SIGBUS, SIGFPE or SIGSEGV (as the server's main
+/// process or our sender's supervisor reports it), a core dumped, the
+/// memory manager aborting, or a panic our module caught.
+pub fn crash_signs(log: &str) -> Vec<String> {
+    const FATAL: [i32; 5] = [libc::SIGILL, libc::SIGABRT, libc::SIGBUS, libc::SIGFPE, libc::SIGSEGV];
+    let killed_by = |line: &str, marker: &str| {
+        line.split(marker).nth(1).and_then(|rest| {
+            let digits: String = rest.trim_start().chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<i32>().ok()
+        })
+    };
+    log.lines()
+        .filter(|line| {
+            ["exited by a signal", "was killed by signal"]
+                .iter()
+                .any(|m| killed_by(line, m).is_some_and(|sig| FATAL.contains(&sig)))
+                || line.contains("core was generated")
+                || line.contains("- aborting")
+                || ["internal error at ", "recovered from an internal error", "on an internal error"]
+                    .iter()
+                    .any(|m| line.contains(m))
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 /// Stops a server started in a process group of its own: SIGTERM to the

@@ -4,6 +4,7 @@
 #ifndef SIPTRACE_OS_WRAPPER_H
 #define SIPTRACE_OS_WRAPPER_H
 
+#include "net/net_tcp.h"
 #include "sr_module.h"
 #include "statistics.h"
 #include "dprint.h"

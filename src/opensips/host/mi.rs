@@ -30,21 +30,55 @@ pub const fn recipe<H: Handler>(names: &[&'static CStr]) -> sys::mi_recipe_t {
 const NO_RECIPE: sys::mi_recipe_t =
     sys::mi_recipe_t { cmd: None, params: [std::ptr::null_mut(); sys::MAX_MI_PARAMS as usize] };
 
-/// The command `name`; with `named_only`, it takes named parameters only.
-pub const fn export(name: &'static CStr, named_only: bool, recipes: &[sys::mi_recipe_t]) -> sys::mi_export_t {
+/// The command `name`, formerly (before OpenSIPS 4.0) called `former`
+/// when that differs; with `named_only`, it takes named parameters only.
+///
+/// OpenSIPS 3.6 knows it by its former name. OpenSIPS 4.0 prefixes every
+/// command with its module's name (`tracer:start`), answers to the bare
+/// name while no other module exports the same one, and to the former
+/// name, which becomes an alias, as OpenSIPS 4.0's tracer has it.
+pub const fn export(
+    name: &'static CStr,
+    former: Option<&'static CStr>,
+    named_only: bool,
+    recipes: &[sys::mi_recipe_t],
+) -> sys::mi_export_t {
     let mut table = [NO_RECIPE; sys::MAX_MI_RECIPES as usize];
     let mut i = 0;
     while i < recipes.len() {
         table[i] = recipes[i];
         i += 1;
     }
-    sys::mi_export_t {
-        name: name.as_ptr() as *mut c_char,
+    let flags = if named_only { sys::MI_NAMED_PARAMS_ONLY } else { 0 };
+    #[cfg(opensips_3_6)]
+    let entry = sys::mi_export_t {
+        name: match former {
+            Some(former) => former,
+            None => name,
+        }
+        .as_ptr() as *mut c_char,
         help: std::ptr::null_mut(),
-        flags: if named_only { sys::MI_NAMED_PARAMS_ONLY } else { 0 },
+        flags,
         init_f: None,
         recipes: table,
-    }
+    };
+    #[cfg(opensips_4_0)]
+    let entry = {
+        // A NULL-terminated list.
+        let mut aliases = [std::ptr::null(); sys::MAX_MI_ALIASES as usize];
+        if let Some(former) = former {
+            aliases[0] = former.as_ptr();
+        }
+        sys::mi_export_t {
+            name: name.as_ptr() as *mut c_char,
+            help: std::ptr::null_mut(),
+            flags,
+            init_f: None,
+            recipes: table,
+            aliases,
+        }
+    };
+    entry
 }
 
 pub const END: sys::mi_export_t = sys::mi_export_t {
@@ -53,6 +87,8 @@ pub const END: sys::mi_export_t = sys::mi_export_t {
     flags: 0,
     init_f: None,
     recipes: [NO_RECIPE; sys::MAX_MI_RECIPES as usize],
+    #[cfg(opensips_4_0)]
+    aliases: [std::ptr::null(); sys::MAX_MI_ALIASES as usize],
 };
 
 unsafe extern "C" fn handler<H: Handler>(

@@ -71,10 +71,23 @@ impl Msg {
         transport_of(self.proto())
     }
 
-    /// Where it came from.
+    /// Where it came from, as OpenSIPS's tracer reports it: on OpenSIPS
+    /// 4.0 the real client behind a PROXY-protocol listener, else the peer
+    /// of the socket.
     pub fn source(&self) -> Option<Endpoint> {
-        let ip = ip_of(&self.0.rcv.src_ip)?;
-        Some(Endpoint::new(self.transport(), ip, self.0.rcv.src_port))
+        let (ip, port) = real_source(&self.0.rcv);
+        Some(Endpoint::new(self.transport(), ip_of(ip)?, port))
+    }
+
+    /// The address of the socket's peer, which sent the message (a proxy
+    /// in front of a PROXY-protocol listener, say).
+    pub fn peer_ip(&self) -> Option<IpAddr> {
+        ip_of(&self.0.rcv.src_ip)
+    }
+
+    /// The connection it came over, unless it came over UDP.
+    pub fn connection(&self) -> Option<Connection> {
+        Connection::of(self.proto(), self.0.rcv.proto_reserved1)
     }
 
     /// Where it arrived: the advertised address of the socket when it has
@@ -102,6 +115,60 @@ impl Msg {
     }
 }
 
+/// `get_rcv_src_ip` and `get_rcv_src_port` of OpenSIPS 4.0: the real
+/// endpoint a PROXY-protocol header named, when one did.
+#[cfg(opensips_4_0)]
+fn real_source(rcv: &sys::receive_info) -> (&sys::ip_addr, u16) {
+    if rcv.real_ep.flags == sys::proxy_protocol_flags_PP_OK {
+        (&rcv.real_ep.src_ip, rcv.real_ep.src_port)
+    } else {
+        (&rcv.src_ip, rcv.src_port)
+    }
+}
+
+/// OpenSIPS 3.6 has no PROXY protocol: the socket's peer.
+#[cfg(opensips_3_6)]
+fn real_source(rcv: &sys::receive_info) -> (&sys::ip_addr, u16) {
+    (&rcv.src_ip, rcv.src_port)
+}
+
+/// A connection of OpenSIPS's TCP layer (TCP, TLS, WS, WSS), by its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connection(u32);
+
+impl Connection {
+    /// The connection `id` of a message over `proto`: none over UDP, nor
+    /// without an id.
+    pub(super) fn of(proto: c_int, id: u32) -> Option<Connection> {
+        (proto != sys::sip_protos_PROTO_UDP as c_int && id != 0).then_some(Connection(id))
+    }
+
+    /// The correlation id OpenSIPS gave the connection, as its tracer puts
+    /// it in HEP packets (`net`); 0 when the connection is gone, as there.
+    pub fn correlation_id(self) -> u64 {
+        let mut id = 0;
+        // SAFETY: a lookup in the core's connection table, under its lock;
+        // it writes `id`.
+        unsafe { sys::tcp_get_correlation_id(self.0, &mut id) };
+        id
+    }
+
+    /// The far end of the connection (OpenSIPS 4.0's `tcp_get_rcv`): the
+    /// real client behind a PROXY-protocol header when one came, else the
+    /// peer. `None` when the connection is gone.
+    #[cfg(opensips_4_0)]
+    fn far_end(self) -> Option<(IpAddr, u16)> {
+        let mut rcv = sys::receive_info::default();
+        // SAFETY: the core copies the connection's receive info under its
+        // lock into `rcv`, or says it has no such connection.
+        if unsafe { sys::tcp_get_rcv(self.0, &mut rcv) } != 0 {
+            return None;
+        }
+        let (ip, port) = real_source(&rcv);
+        Some((ip_of(ip)?, port))
+    }
+}
+
 /// What OpenSIPS sent, and between which ends, as far as it says.
 pub struct Sent<'a> {
     pub bytes: &'a [u8],
@@ -110,12 +177,17 @@ pub struct Sent<'a> {
     /// socket (or one without a name).
     pub from: Option<Endpoint>,
     /// The destination, with the real remote port when the connection
-    /// knows it.
+    /// knows it. On OpenSIPS 4.0, the far end of the connection it went
+    /// over, as its tracer reports it (the real client behind a
+    /// PROXY-protocol listener).
     pub to: Option<Endpoint>,
+    /// The connection OpenSIPS's tracer correlates it with (`net`).
+    pub connection: Option<Connection>,
 }
 
 impl<'a> Sent<'a> {
-    /// `bytes` sent from `sock` to `to` over `proto`.
+    /// `bytes` sent from `sock` to `to` over `proto`, through `connection`
+    /// (which names the far end on OpenSIPS 4.0) when it is one.
     ///
     /// # Safety
     /// `sock` and `to` must each be null or valid for `'a`.
@@ -124,6 +196,7 @@ impl<'a> Sent<'a> {
         sock: *const sys::socket_info,
         proto: c_int,
         to: *const sys::sockaddr_union,
+        connection: Option<Connection>,
     ) -> Sent<'a> {
         // SAFETY: per the contract.
         let sock = unsafe { sock.as_ref() };
@@ -136,10 +209,14 @@ impl<'a> Sent<'a> {
         });
         // SAFETY: per the contract.
         let to = unsafe { to.as_ref() }.and_then(address_of).map(|addr| {
+            #[cfg(opensips_4_0)]
+            if let Some((ip, port)) = connection.and_then(Connection::far_end) {
+                return Endpoint::new(transport_of(proto), ip, port);
+            }
             let port = real_ports.map(|p| p.remote).filter(|&p| p != 0).unwrap_or(addr.port());
             Endpoint::new(transport_of(proto), addr.ip(), port)
         });
-        Sent { bytes, from, to }
+        Sent { bytes, from, to, connection }
     }
 }
 

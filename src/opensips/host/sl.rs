@@ -42,6 +42,10 @@ unsafe extern "C" fn sent<H: Handler>(
         // Without a protocol, the message's own.
         let proto = if proto == 0 { msg.proto() } else { proto };
         // SAFETY: the core's socket and address, or null, valid during the callback.
-        H::sent(msg, unsafe { Sent::new(bytes, sock, proto, to) })
+        let mut sent = unsafe { Sent::new(bytes, sock, proto, to, None) };
+        // OpenSIPS's tracer correlates it with the message's connection,
+        // but names the destination it was sent to.
+        sent.connection = msg.connection();
+        H::sent(msg, sent)
     })
 }

@@ -2,7 +2,7 @@
 //! transaction that each hold a reference to a trace (`Held`).
 
 use super::held::{self, Held};
-use super::msg::{Msg, Sent};
+use super::msg::{Connection, Msg, Sent};
 use super::sys;
 use crate::ffi::guard::guard;
 use crate::ffi::Settled;
@@ -143,7 +143,9 @@ unsafe extern "C" fn callback<H: Handler>(t: *mut sys::cell, kind: c_int, ps: *m
     })
 }
 
-/// What tm says it sent: the buffer (`extra1`) and where (`extra2`).
+/// What tm says it sent: the buffer (`extra1`) and where (`extra2`). The
+/// connection is, as OpenSIPS's tracer takes it, the last one this process
+/// sent over for a request, and the destination's for a reply.
 ///
 /// # Safety
 /// `ps` must be tm's parameters of a TMCB_MSG_SENT_OUT callback.
@@ -153,10 +155,20 @@ unsafe fn sent(ps: &sys::tmcb_params) -> Option<Sent<'_>> {
         unsafe { (ps.extra1 as *const sys::str_).as_ref() }.and_then(|s| unsafe { super::bytes(s) })?;
     // SAFETY: per the contract, a `dest_info` or null.
     let sent = match unsafe { (ps.extra2 as *const sys::dest_info).as_ref() } {
-        // SAFETY: the destination's socket and address, valid during the callback.
-        Some(d) => unsafe { Sent::new(bytes, d.send_sock, d.proto, &d.to) },
+        Some(d) => {
+            let id = if ps.req.is_null() {
+                d.proto_reserved1
+            } else {
+                // SAFETY: the core's global, which this process's last
+                // send over TCP set.
+                unsafe { std::ptr::addr_of!(sys::last_outgoing_tcp_id).read() }
+            };
+            let connection = Connection::of(d.proto, id);
+            // SAFETY: the destination's socket and address, valid during the callback.
+            unsafe { Sent::new(bytes, d.send_sock, d.proto, &d.to, connection) }
+        }
         // SAFETY: no socket, no address.
-        None => unsafe { Sent::new(bytes, std::ptr::null(), 0, std::ptr::null()) },
+        None => unsafe { Sent::new(bytes, std::ptr::null(), 0, std::ptr::null(), None) },
     };
     Some(sent)
 }
