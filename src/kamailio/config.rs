@@ -75,6 +75,8 @@ pub const PARAMS: &[(&CStr, ParamType)] = &[
     (c"tls_ca_file", ParamType::Str),
     (c"db_batch_size", ParamType::Int),
     (c"db_flush_interval", ParamType::Int),
+    // 0: rows for sqlite:// and postgres:// also go through the DB API.
+    (c"db_native", ParamType::Int),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,6 +218,9 @@ pub struct Config {
     /// Send TCP/TLS/WS connection events to the HEP collectors, and mark
     /// SIP records carried by a connection with its id.
     pub trace_net: bool,
+    /// Rows for `sqlite://` and `postgres://` URLs are written by the
+    /// module's own writers (`core::store`), not through the DB API.
+    pub db_native: bool,
     /// The sender and HEP settings, shared with the other host.
     pub settings: Settings,
 }
@@ -245,6 +250,7 @@ impl Default for Config {
             trace_rpc: false,
             trace_rpc_filter: CommandFilter::default(),
             trace_net: false,
+            db_native: true,
             settings: Settings::default(),
         }
     }
@@ -315,6 +321,7 @@ impl Config {
             ("db_flush_interval", ParamValue::Int(n)) => {
                 self.settings.senders.db_flush_interval_ms = int_in(name, n, 1, 10_000)? as u64;
             }
+            ("db_native", ParamValue::Int(n)) => self.db_native = int_in(name, n, 0, 1)? == 1,
             ("trace_flag", ParamValue::Int(n)) => {
                 // -1 is the C module's "no flag"; Kamailio's flags are 0..=31.
                 self.trace_flag = if n == -1 { None } else { Some(int_in(name, n, -1, 31)? as u8) };
@@ -499,7 +506,7 @@ mod tests {
                 assert!(!e.reason.contains("unknown parameter"), "{name}: {e}");
             }
         }
-        assert_eq!(PARAMS.len(), 46);
+        assert_eq!(PARAMS.len(), 47);
     }
 
     #[test]
@@ -554,7 +561,17 @@ mod tests {
         assert_eq!(c.init_mode, InitMode::All);
         assert!(!c.trace_mode.any());
         assert!(c.trace_flag.is_none() && c.trace_sl_acks);
+        assert!(c.db_native);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn db_native_chooses_the_writer() {
+        let mut c = Config::default();
+        c.set("db_native", ParamValue::Int(0)).unwrap();
+        assert!(!c.db_native);
+        c.set("db_native", ParamValue::Int(1)).unwrap();
+        assert!(c.db_native);
     }
 
     #[test]
@@ -569,6 +586,7 @@ mod tests {
             ("flush_interval", ParamValue::Int(0), "between 1 and 1000"),
             ("db_flush_interval", ParamValue::Int(0), "between 1 and 10000"),
             ("db_batch_size", ParamValue::Int(0), "between 1 and 100000"),
+            ("db_native", ParamValue::Int(2), "between 0 and 1"),
             ("hep_capture_id", ParamValue::Int(-1), "negative"),
             ("trace_mode", ParamValue::Int(8), "bits"),
             ("trace_init_mode", ParamValue::Int(3), "must be 0"),
