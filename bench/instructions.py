@@ -103,7 +103,10 @@ def run_variant(name, module, params, calls, rate, workdir, kind, counter, pg, d
                                cwd=vdir, start_new_session=True)
         time.sleep(1)
         who = roles(vdir / "ctl.sock")
-        callgrind("-z")
+        # This run's processes only: another callgrind run on the machine
+        # keeps its counters.
+        for pid in who:
+            callgrind("-z", str(pid))
         before = counter.count if counter else 0
         uac = subprocess.run(["sipp", "-sn", "uac", f"127.0.0.1:{port}", "-i", "127.0.0.1", "-p", str(uac_port),
                               "-r", str(rate), "-m", str(calls), "-l", str(rate * 10), "-nostdin", "-nd",
