@@ -8,5 +8,5 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 export PATH="$HOME/.cargo/bin:$PATH"
 cd "$here"
 cargo build --release --locked
-cargo build --release --locked --example udp_floor
+cargo build --release --locked --example udp_floor --example sqlite_floor --example copy_floor
 exec python3 bench/run.py "$@"
