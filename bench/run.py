@@ -9,7 +9,16 @@ sip_trace table, and the calls that failed.
 
 Variants: no tracing; the server's C siptrace.so and our module, each with
 HEPv3 (trace_mode=1), with rows in SQLite (trace_mode=2) and with rows in
-PostgreSQL (trace_mode=2).
+PostgreSQL (trace_mode=2). Ours also sends HEPv3 over TCP (-tcp) and TLS
+(-tls), and writes rows through Kamailio's DB API (-dbapi, db_native=0)
+beside its native writers (the default).
+
+Beside the ratios it prints, for our module, the sending processes' CPU
+per record (HEP packet or row) in microseconds, and for the PostgreSQL
+variants the CPU of the whole PostgreSQL server over the run. After the
+table come the floors: what the kernel charges per datagram
+(udp_floor), a bare rusqlite insert loop (sqlite_floor) and a bare binary
+COPY (copy_floor) of as many rows of the same size.
 
 The server is Debian's installed Kamailio 5.6.3 unless the environment
 names another, as the tests take it: KAMAILIO_BIN, KAMCMD_BIN and
@@ -98,6 +107,30 @@ def group_cpu(pgid):
         # fields[2] is the process group, fields[11:13] utime and stime.
         if int(fields[2]) == pgid:
             cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return cpu
+
+
+def tree_cpu(root):
+    """User + system CPU seconds of each live process descending from
+    `root` (PostgreSQL's processes each start a session of their own, so
+    its server is a tree, not a process group)."""
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK)
+    cpu, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            cpu[pid] = stats[pid][1]
+        todo.extend(p for p, (ppid, _) in stats.items() if ppid == pid)
     return cpu
 
 
@@ -201,6 +234,36 @@ class HepTcpCounter:
         self.running = False
         self.thread.join()
         self.server.close()
+
+
+class HepTlsCounter(HepTcpCounter):
+    """Counts the HEPv3 packets that arrive over TLS connections to a port,
+    with a certificate from a CA made for the run (tls_ca_file)."""
+
+    def __init__(self, workdir):
+        import ssl
+        d = pathlib.Path(workdir)
+        ossl = lambda *a: subprocess.run(["openssl", *a], cwd=d, check=True, capture_output=True)
+        ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=bench CA",
+             "-keyout", "ca.key", "-out", "ca.pem")
+        ossl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key",
+             "-out", "server.csr")
+        (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        ossl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-days", "2", "-extfile", "san.ext", "-out", "server.pem")
+        self.ca = str(d / "ca.pem")
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(d / "server.pem", d / "server.key")
+        super().__init__()
+
+    def read(self, conn):
+        try:
+            conn.settimeout(5)
+            conn = self.context.wrap_socket(conn, server_side=True)
+        except OSError:
+            conn.close()
+            return
+        super().read(conn)
 
 
 class Postgres:
@@ -389,6 +452,7 @@ def run_variant(name, module, params, rate, duration, workdir, output_kind, coun
         time.sleep(0.5)
         before_hep = counter.count if counter else 0
         before_bytes = counter.bytes if counter else 0
+        pg_before = tree_cpu(pg.proc.pid) if output_kind == "postgres" else {}
         cpu_before = group_cpu(kam.pid)
         calls = rate * duration
         uac = subprocess.run(PIN_OTHERS + ["sipp", "-sn", "uac", f"127.0.0.1:{port}", "-i", "127.0.0.1", "-p", str(uac_port),
@@ -398,6 +462,14 @@ def run_variant(name, module, params, rate, duration, workdir, output_kind, coun
         # Let queued traces drain before the CPU is read.
         time.sleep(2)
         cpu_after = group_cpu(kam.pid)
+        # The whole PostgreSQL server (postmaster, the backends of this
+        # run's connections, its writers): a backend that ended during the
+        # run is missing from both readings (none does: the connections
+        # last as long as Kamailio).
+        pg_cpu = None
+        if output_kind == "postgres":
+            pg_after = tree_cpu(pg.proc.pid)
+            pg_cpu = sum(t - pg_before.get(pid, 0) for pid, t in pg_after.items())
         names = {} if opensips else process_names(vdir / "ctl.sock")
         per_process = {}
         for pid, seconds in cpu_after.items():
@@ -423,9 +495,15 @@ def run_variant(name, module, params, rate, duration, workdir, output_kind, coun
             delivered = int(pg.psql(db, "SELECT COUNT(*) FROM sip_trace"))
         else:
             delivered = None
+        row_size = None
+        if output_kind == "sqlite":
+            row_size = sqlite3.connect(db).execute("SELECT avg(length(msg)) FROM sip_trace").fetchone()[0]
+        elif output_kind == "postgres":
+            row_size = float(pg.psql(db, "SELECT coalesce(avg(length(msg)), 0) FROM sip_trace"))
         return {"name": name, "cpu": cpu, "split": per_process, "calls": calls,
                 "failed": calls - ok_calls if failed is None else failed,
-                "per_call": None if delivered is None else delivered / calls, "datagram_size": datagram_size}
+                "per_call": None if delivered is None else delivered / calls, "datagram_size": datagram_size,
+                "delivered": delivered, "pg_cpu": pg_cpu, "row_size": row_size}
     finally:
         if uas:
             os.killpg(uas.pid, signal.SIGKILL)
@@ -467,6 +545,7 @@ def main():
     os.chmod(workdir, 0o755)
     counter = HepCounter()
     tcp_counter = HepTcpCounter()
+    tls_counter = HepTlsCounter(workdir)
     pg = Postgres(workdir)
     hep = {"trace_on": 1, "trace_mode": 1, "trace_to_database": 0, "hep_mode_on": 1, "hep_version": 3,
            "duplicate_uri": f"sip:127.0.0.1:{counter.port}"}
@@ -489,8 +568,15 @@ def main():
             # module would need Kamailio's own TCP, which this proxy has off.)
             tcp = {**hep, "duplicate_uri": f"sip:127.0.0.1:{tcp_counter.port};transport=tcp"}
             plan.append(("rust-hep-tcp", module, tcp, "hep", args.rate))
+            tls = {**hep, "duplicate_uri": f"sip:127.0.0.1:{tls_counter.port};transport=tls",
+                   "tls_ca_file": tls_counter.ca}
+            plan.append(("rust-hep-tls", module, tls, "hep", args.rate))
         plan.append((f"{impl}-sqlite", module, "sqlite", "sqlite", args.rate))
         plan.append((f"{impl}-postgres", module, "postgres", "postgres", args.rate))
+        if impl == "rust":
+            # The same rows through Kamailio's DB API (db_sqlite, db_postgres).
+            plan.append(("rust-sqlite-dbapi", module, "sqlite", "sqlite", args.rate))
+            plan.append(("rust-postgres-dbapi", module, "postgres", "postgres", args.rate))
     if args.hep_rate:
         plan.append((f"untraced@{args.hep_rate}", None, {}, "none", args.hep_rate))
         for impl, module in (("c", C_MODULE), ("rust", args.module)):
@@ -519,6 +605,7 @@ def main():
         extra[key] = int(value) if value.lstrip("-").isdigit() else value
 
     runs = {}
+    floors = {}
     try:
         # Variants take turns, so that a slow patch of the machine does not
         # land on one variant only.
@@ -533,18 +620,22 @@ def main():
                 elif kind == "postgres":
                     db = name.replace("-", "_")
                     params = db_params(pg.fresh_database(db))
+                if name.endswith("-dbapi"):
+                    params = {**params, "db_native": 0}
                 if name.startswith("rust-"):
                     params = {**params, **extra}
                 print(f"run {rep + 1}/{args.repeat}: {name} at {rate} calls/s for {args.duration} s",
                       file=sys.stderr, flush=True)
                 on = args.opensips if name.startswith("os-") else None
-                collector = tcp_counter if name.endswith("-tcp") else counter
+                collector = {"tcp": tcp_counter, "tls": tls_counter}.get(name.split("-")[-1], counter)
                 r = run_variant(f"{name}-{rep}", module, params, rate, args.duration, workdir, kind, collector, pg,
                                 db, on)
                 runs.setdefault(name, []).append(r)
+        floors = row_floors(runs, args.rate, pg)
     finally:
         counter.stop()
         tcp_counter.stop()
+        tls_counter.stop()
         pg.stop()
 
     results = {name: summarize(rs) for name, rs in runs.items()}
@@ -552,6 +643,7 @@ def main():
     print(f"server: {KAMAILIO} ({version[0].strip() if version else 'version unknown'}), C module: {C_MODULE}")
     print_table(results)
     print_udp_floor(results)
+    print_row_floors(results, floors)
     print(f"\nworking files: {workdir}", file=sys.stderr)
 
 
@@ -569,6 +661,17 @@ def summarize(runs):
     per_call = [r["per_call"] for r in runs if r["per_call"] is not None]
     median["per_call"] = min(per_call) if per_call else None
     median["failed"] = max(r["failed"] for r in runs)
+    # The sending processes' CPU per record delivered, median and range.
+    per_record = sorted(r["split"].get("senders", 0) * 1e6 / r["delivered"] for r in measured or runs
+                        if r.get("delivered") and r["split"].get("senders"))
+    median["per_record"] = (per_record[len(per_record) // 2], per_record[0], per_record[-1]) if per_record else None
+    pg = sorted(r["pg_cpu"] for r in measured or runs if r.get("pg_cpu") is not None)
+    median["pg"] = (pg[len(pg) // 2], pg[0], pg[-1]) if pg else None
+    pg_per_row = sorted(r["pg_cpu"] * 1e6 / r["delivered"] for r in measured or runs
+                        if r.get("pg_cpu") is not None and r.get("delivered"))
+    median["pg_per_row"] = pg_per_row[len(pg_per_row) // 2] if pg_per_row else None
+    sizes = [r["row_size"] for r in runs if r.get("row_size")]
+    median["row_size"] = sum(sizes) / len(sizes) if sizes else None
     return median
 
 
@@ -580,19 +683,24 @@ def print_table(results):
         return results.get(f"untraced@{rate}" if rate else "untraced")
 
     print("| variant | server CPU (s), median [min-max] | workers / senders / other | vs untraced | vs C module "
-          "| delivered per call (worst) | failed calls (worst) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "| delivered per call (worst) | failed calls (worst) | senders per record (us), median [min-max] "
+          "| PostgreSQL server CPU (s), median [min-max] (us per row) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         base = untraced_for(name)
         vs_base = f"{r['cpu'] / base['cpu']:.2f}x" if base and base["cpu"] > 0 else "-"
-        c_name = name.replace("rust-", "c-", 1)
+        c_name = name.replace("rust-", "c-", 1).replace("-dbapi", "")
         c = results.get(c_name) if "rust-" in name else None
         vs_c = f"{r['cpu'] / c['cpu']:.2f}x" if c and c["cpu"] > 0 else "-"
         per_call = "-" if r["per_call"] is None else f"{r['per_call']:.2f}"
         lo, hi = r["spread"]
         split = " / ".join(f"{r['split'].get(k, 0):.2f}" for k in ("workers", "senders", "other"))
+        rec = r.get("per_record")
+        rec = f"{rec[0]:.2f} [{rec[1]:.2f}-{rec[2]:.2f}]" if rec else "-"
+        pg = r.get("pg")
+        pg = f"{pg[0]:.2f} [{pg[1]:.2f}-{pg[2]:.2f}] ({r['pg_per_row']:.1f})" if pg and r.get("pg_per_row") else "-"
         print(f"| {name} | {r['cpu']:.2f} [{lo:.2f}-{hi:.2f}] | {split} | {vs_base} | {vs_c} | {per_call} "
-              f"| {r['failed']} of {r['calls']} |")
+              f"| {r['failed']} of {r['calls']} | {rec} | {pg} |")
 
 
 UDP_FLOOR = ROOT / "target" / TARGET / "examples" / "udp_floor"
@@ -625,6 +733,73 @@ def print_udp_floor(results):
                            (f"untraced@{name.split('@')[1]}" if "@" in name else "untraced"))
         ratio = f"{(base['cpu'] + floor) / base['cpu']:.2f}x" if base and base["cpu"] > 0 else "-"
         print(f"| {name} | {count} | {size} | {per:.2f} | {floor:.3f} | {ratio} |")
+
+
+SQLITE_FLOOR = ROOT / "target" / "release" / "examples" / "sqlite_floor"
+COPY_FLOOR = ROOT / "target" / "release" / "examples" / "copy_floor"
+
+
+def floor_line(command):
+    out = subprocess.run(PIN_KAMAILIO + command, capture_output=True, text=True, check=True).stdout
+    return {k: float(v) for k, v in re.findall(r"(\w+)=([0-9.]+)", out)}
+
+
+def row_floors(runs, rate, pg):
+    """What SQLite and PostgreSQL alone charge for as many rows of the same
+    size as the row variants stored, written the cheapest way each allows
+    with none of the module's code, in batches as large as the sender's
+    (rate x 13 rows per second, gathered for db_flush_interval, 200 ms).
+    Run while the benchmark's PostgreSQL is still up; median of 3."""
+    floors = {}
+    batch = max(1, round(rate * MESSAGES_PER_CALL * 0.2))
+    for kind, tool in (("sqlite", SQLITE_FLOOR), ("postgres", COPY_FLOOR)):
+        rows = [r for name, rs in runs.items() if name.split("-")[1:2] == [kind] for r in rs
+                if r.get("delivered") and r.get("row_size")]
+        # Ours when it ran: the C module's runs may store fewer rows, or
+        # more (a retransmission in a proxy that falls behind is a row too).
+        rows = [r for r in rows if r["name"].startswith("rust-")] or rows
+        if not rows:
+            continue
+        if not tool.exists():
+            print(f"\n(no {kind} floor: build it with cargo build --release --example {tool.name})",
+                  file=sys.stderr)
+            continue
+        count = max(r["delivered"] for r in rows)
+        size = round(sum(r["row_size"] for r in rows) / len(rows))
+        lines = []
+        for i in range(3):
+            if kind == "sqlite":
+                target = str(pathlib.Path(tempfile.gettempdir()) / f"siptrace-floor-{os.getpid()}.sqlite")
+                lines.append(floor_line([str(tool), target, str(count), str(size), str(batch), "200"]))
+                os.unlink(target)
+            else:
+                url = pg.fresh_database("floor")
+                conninfo = f"host=127.0.0.1 port={pg.port} user=postgres dbname=floor"
+                lines.append(floor_line([str(tool), conninfo, str(count), str(size), str(batch), "200"]))
+        lines.sort(key=lambda l: l["total"])
+        floors[kind] = {"count": count, "size": size, "batch": batch, **lines[1]}
+    return floors
+
+
+def print_row_floors(results, floors):
+    """Each row variant's sending-process CPU per row beside its floor."""
+    if not floors:
+        return
+    print("\n| variant | rows | mean msg size (B) | senders per row (us) | floor per row (us), median of 3 "
+          "| PostgreSQL server per row (us) | floor's server per row (us) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, r in results.items():
+        kind = name.split("-")[1] if "-" in name else None
+        if kind not in floors or not r.get("per_call"):
+            continue
+        f = floors[kind]
+        rec = r.get("per_record")
+        ours = f"{rec[0]:.2f}" if rec else "- (in the workers)"
+        pg = f"{r['pg_per_row']:.1f}" if r.get("pg_per_row") else "-"
+        server = f"{f['server']:.1f}" if "server" in f else "-"
+        print(f"| {name} | {round(r['per_call'] * r['calls'])} | {round(r['row_size'] or 0)} | {ours} "
+              f"| {f['total']:.2f} ({f['count']} rows of {f['size']} B, batches of {f['batch']}) | {pg} "
+              f"| {server} |")
 
 
 if __name__ == "__main__":

@@ -11,5 +11,5 @@ cd "$here"
 target=target
 case "${KAMAILIO_VERSION:-}" in 6.0*) target=target/kamailio-6.0 ;; esac
 cargo build --release --locked --target-dir "$target"
-cargo build --release --locked --target-dir "$target" --example udp_floor
+cargo build --release --locked --target-dir "$target" --example udp_floor --example sqlite_floor --example copy_floor
 exec python3 bench/run.py "$@"

@@ -316,6 +316,7 @@ const API_VARS: &[&str] = &[
     "p_onsend",
     "event_rt",
     "DEFAULT_DB_URL",
+    "version_table",
     "MODULE_INTERFACE_VER",
     "ANY_ROUTE",
     "PARAM_(INT|STR)",

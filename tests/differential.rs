@@ -34,6 +34,15 @@ fn invite_call_sip_trace_in_routes() {
     ));
 }
 
+/// The same through Kamailio's DB API (db_native=0).
+#[test]
+fn invite_call_sip_trace_in_routes_through_the_db_api() {
+    differential(&sip_trace_in_routes(
+        "call-sip-trace-dbapi",
+        vec![modparam("hep_mode_on", 1), modparam("auth_key", "diff-secret"), modparam("db_native", 0)],
+    ));
+}
+
 /// The scenario above with other parameters: `sip_trace()` on every
 /// request received, every reply received and every request sent, with
 /// rows and HEP.
@@ -94,20 +103,33 @@ fn invite_call_traced_user_avp() {
 /// Core-callback style: `trace_mode` 3 (HEP and rows) for every message.
 #[test]
 fn invite_call_trace_mode() {
-    differential(&Scenario {
-        name: "call-trace-mode",
+    differential(&trace_mode_scenario("call-trace-mode", vec![]));
+}
+
+/// The same, with our rows through Kamailio's DB API (db_sqlite) rather
+/// than the native writer: both paths write the C module's rows.
+#[test]
+fn invite_call_trace_mode_through_the_db_api() {
+    differential(&trace_mode_scenario("call-trace-mode-dbapi", vec![modparam("db_native", 0)]));
+}
+
+fn trace_mode_scenario(name: &str, ours: Vec<String>) -> Scenario<'_> {
+    let mut modparams = vec![modparam("trace_mode", 3), modparam("trace_to_database", 0)];
+    modparams.extend(ours);
+    Scenario {
+        name,
         transport: Transport::Udp,
         uac: UAC_CALL,
         uas: Some(UAS_CALL),
         calls: 2,
-        modparams: vec![modparam("trace_mode", 3), modparam("trace_to_database", 0)],
+        modparams,
         hooks: Hooks::default(),
         expect_rows: 26,
         expect_hep: 26,
         c_hooks: None,
         extra_in_ours: None,
         advertise: None,
-    });
+    }
 }
 
 /// Transaction mode from the script: every request starts its own

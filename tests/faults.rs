@@ -345,13 +345,28 @@ fn tls_collector_outages_cost_only_counted_traces() {
     collector_outage(CollectorTransport::Tls, "outage-tls");
 }
 
-fn db_params(db_url: &str) -> Vec<String> {
+/// Which writer stores the rows: the module's own (`db_native=1`, the
+/// default) or Kamailio's DB API. Every database fault runs on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Native,
+    DbApi,
+}
+
+fn db_params(db_url: &str, path: Path) -> Vec<String> {
     vec![
         modparam("trace_on", 1),
         modparam("trace_mode", 2),
         modparam("trace_to_database", 0),
         modparam("db_url", db_url),
+        modparam("db_native", (path == Path::Native) as i32),
     ]
+}
+
+/// The threads of a process: Kamailio's main process must have none but
+/// its own when it forks, whatever a writer did at startup.
+fn thread_count(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0)
 }
 
 fn pg_rows(pg: &Postgres) -> usize {
@@ -363,13 +378,25 @@ fn pg_rows(pg: &Postgres) -> usize {
 
 #[test]
 fn postgresql_down_at_startup_and_restarted_mid_run() {
-    let dir = TestDir::new("outage-postgres");
+    postgresql_outage(Path::Native, "outage-postgres");
+}
+
+#[test]
+fn postgresql_down_at_startup_and_restarted_mid_run_through_the_db_api() {
+    postgresql_outage(Path::DbApi, "outage-postgres-dbapi");
+}
+
+fn postgresql_outage(path: Path, name: &str) {
+    let dir = TestDir::new(name);
     let mut pg = Postgres::start(&dir);
-    let db_url = pg.trace_database("kamailio");
+    // A host name, not an address: the native writer resolves it (in a
+    // thread of its runtime) at startup, in the main process.
+    let db_url = pg.trace_database("kamailio").replace("@127.0.0.1:", "@localhost:");
     pg.stop();
     // The C module refuses to start here; ours starts and says so.
-    let proxy = Proxy::start(&dir, "127.0.0.1", &db_params(&db_url), &Hooks::default());
+    let proxy = Proxy::start(&dir, "127.0.0.1", &db_params(&db_url, path), &Hooks::default());
     assert!(proxy.kamailio.log_text().contains("the database does not answer now"));
+    assert_eq!(thread_count(proxy.kamailio.pid()), 1, "Kamailio's main process runs no thread of ours");
     let mut placed = 0;
 
     let down = calls_succeed(&dir, &proxy, PHASE_CALLS, &mut placed);
@@ -390,7 +417,7 @@ fn postgresql_down_at_startup_and_restarted_mid_run() {
         assert_answer_times_flat(&up, run, what);
     }
     println!(
-        "figures: postgres: {placed} calls all answered; {stored} rows stored, {dropped} dropped and counted ({}); \
+        "figures: postgres ({path:?}): {placed} calls all answered; {stored} rows stored, {dropped} dropped and counted ({}); \
          answer median/p95 ms: up {:?}, down at start {:?}, gone {:?}, back {:?}; first row after {:.1} s, \
          again after {:.1} s",
         drop_reasons(&proxy),
@@ -405,9 +432,18 @@ fn postgresql_down_at_startup_and_restarted_mid_run() {
 
 #[test]
 fn an_sqlite_file_locked_by_another_writer() {
-    let dir = TestDir::new("sqlite-locked");
+    sqlite_locked(Path::Native, "sqlite-locked");
+}
+
+#[test]
+fn an_sqlite_file_locked_by_another_writer_through_the_db_api() {
+    sqlite_locked(Path::DbApi, "sqlite-locked-dbapi");
+}
+
+fn sqlite_locked(path: Path, name: &str) {
+    let dir = TestDir::new(name);
     let (db, db_url) = trace_db(&dir);
-    let proxy = Proxy::start(&dir, "127.0.0.1", &db_params(&db_url), &Hooks::default());
+    let proxy = Proxy::start(&dir, "127.0.0.1", &db_params(&db_url, path), &Hooks::default());
     let rows = || count_trace_rows(&db);
     let mut placed = 0;
     let up = all_arrive(&dir, &proxy, &rows, &mut placed);
@@ -426,7 +462,7 @@ fn an_sqlite_file_locked_by_another_writer() {
     assert_answer_times_flat(&up, &locked, "file locked");
     assert_answer_times_flat(&up, &after, "file unlocked");
     println!(
-        "figures: sqlite locked: {placed} calls all answered; {stored} rows stored, {dropped} dropped and counted \
+        "figures: sqlite locked ({path:?}): {placed} calls all answered; {stored} rows stored, {dropped} dropped and counted \
          ({}); answer median/p95 ms: before {:?}, locked {:?}, after {:?}",
         drop_reasons(&proxy),
         answer_times(&up),
@@ -510,9 +546,18 @@ fn a_killed_sending_process_is_replaced_and_its_traces_counted() {
 
 #[test]
 fn a_sending_process_killed_while_it_holds_rows_counts_them() {
-    let dir = TestDir::new("sender-killed-writing");
+    killed_while_holding_rows(Path::Native, "sender-killed-writing");
+}
+
+#[test]
+fn a_sending_process_killed_while_it_holds_rows_counts_them_through_the_db_api() {
+    killed_while_holding_rows(Path::DbApi, "sender-killed-writing-dbapi");
+}
+
+fn killed_while_holding_rows(path: Path, name: &str) {
+    let dir = TestDir::new(name);
     let (db, db_url) = trace_db(&dir);
-    let proxy = Proxy::start(&dir, "127.0.0.1", &db_params(&db_url), &Hooks::default());
+    let proxy = Proxy::start(&dir, "127.0.0.1", &db_params(&db_url, path), &Hooks::default());
     let rows = || count_trace_rows(&db);
     let mut placed = 0;
     let before = all_arrive(&dir, &proxy, &rows, &mut placed);
@@ -534,7 +579,7 @@ fn a_sending_process_killed_while_it_holds_rows_counts_them() {
     assert_answer_times_flat(&before, &during, "file locked, sender killed");
     assert_answer_times_flat(&before, &after, "sender replaced");
     println!(
-        "figures: sender killed while writing: {placed} calls all answered; {stored} rows stored, {dropped} \
+        "figures: sender killed while writing ({path:?}): {placed} calls all answered; {stored} rows stored, {dropped} \
          dropped and counted ({})",
         drop_reasons(&proxy)
     );
@@ -586,10 +631,19 @@ fn load_sampled(dir: &TestDir, proxy: &Proxy, calls: u32) -> (Finished, u64, u64
 
 #[test]
 fn ten_times_the_queue_is_dropped_and_counted_with_memory_bounded() {
+    overload(Path::Native, "overload");
+}
+
+#[test]
+fn ten_times_the_queue_is_dropped_and_counted_with_memory_bounded_through_the_db_api() {
+    overload(Path::DbApi, "overload-dbapi");
+}
+
+fn overload(path: Path, name: &str) {
     const QUEUE_KIB: u64 = 64;
-    let dir = TestDir::new("overload");
+    let dir = TestDir::new(name);
     let (db, db_url) = trace_db(&dir);
-    let mut params = db_params(&db_url);
+    let mut params = db_params(&db_url, path);
     params.push(modparam("queue_size", QUEUE_KIB));
     let proxy = Proxy::start(&dir, "127.0.0.1", &params, &Hooks::default());
     let rows = || count_trace_rows(&db);
@@ -643,7 +697,7 @@ fn ten_times_the_queue_is_dropped_and_counted_with_memory_bounded() {
     assert!(rss_growth < 16 << 10, "a process grew by {rss_growth} KiB");
     assert_answer_times_flat(&before, &overload, "overload");
     println!(
-        "figures: overload: {overload_calls} calls at {} /s offered {:.1}x the {QUEUE_KIB} KiB queue, all answered; \
+        "figures: overload ({path:?}): {overload_calls} calls at {} /s offered {:.1}x the {QUEUE_KIB} KiB queue, all answered; \
          queue peak {deepest} bytes; {stored} rows stored, {dropped} dropped and counted ({}); shared memory \
          peak growth {} KiB (the same calls unloaded: {} KiB), largest process RSS growth {rss_growth} KiB; \
          answer median/p95 ms: before {:?}, overload {:?}",

@@ -281,7 +281,16 @@ fn ipv6_messages_are_traced_with_ipv6_chunks() {
 
 #[test]
 fn rows_go_to_postgresql_through_db_postgres() {
-    let dir = TestDir::new("postgres");
+    rows_go_to_postgresql(0, "postgres-dbapi");
+}
+
+#[test]
+fn rows_go_to_postgresql_through_the_native_writer() {
+    rows_go_to_postgresql(1, "postgres");
+}
+
+fn rows_go_to_postgresql(db_native: i32, name: &str) {
+    let dir = TestDir::new(name);
     let pg = Postgres::start(&dir);
     let db_url = pg.trace_database("kamailio");
     let params = [
@@ -289,6 +298,7 @@ fn rows_go_to_postgresql_through_db_postgres() {
         modparam("trace_mode", 2),
         modparam("trace_to_database", 0),
         modparam("db_url", &db_url),
+        modparam("db_native", db_native),
     ];
     let proxy = Proxy::start(&dir, "127.0.0.1", &params, &Hooks::default());
     let calls = 2;
@@ -421,13 +431,23 @@ fn oversize_message_is_counted_and_logged_once() {
 
 #[test]
 fn an_sqlite_reader_delays_rows_but_costs_none() {
-    let dir = TestDir::new("sqlite-reader");
+    sqlite_reader(1, "sqlite-reader");
+}
+
+#[test]
+fn an_sqlite_reader_delays_rows_but_costs_none_through_the_db_api() {
+    sqlite_reader(0, "sqlite-reader-dbapi");
+}
+
+fn sqlite_reader(db_native: i32, name: &str) {
+    let dir = TestDir::new(name);
     let (db, db_url) = trace_db(&dir);
     let params = [
         modparam("trace_on", 1),
         modparam("trace_mode", 2),
         modparam("trace_to_database", 0),
         modparam("db_url", &db_url),
+        modparam("db_native", db_native),
     ];
     let proxy = Proxy::start(&dir, "127.0.0.1", &params, &Hooks::default());
 
@@ -443,6 +463,41 @@ fn an_sqlite_reader_delays_rows_but_costs_none() {
     proxy.wait_for_rows(CALL_FLOW.len());
     assert_eq!(proxy.stat("dropped"), 0);
     assert_eq!(count_trace_rows(&db), CALL_FLOW.len());
+}
+
+/// A file the operator put in WAL mode: a reader that keeps a read
+/// transaction open far longer than the writer's busy timeout does not
+/// hold the rows back at all (in the default rollback-journal mode, it
+/// would make each batch wait, then fail).
+#[test]
+fn in_wal_mode_a_long_reader_holds_no_row_back() {
+    let dir = TestDir::new("sqlite-wal-reader");
+    let (db, db_url) = trace_db(&dir);
+    let mode: String = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let params = [
+        modparam("trace_on", 1),
+        modparam("trace_mode", 2),
+        modparam("trace_to_database", 0),
+        modparam("db_url", &db_url),
+    ];
+    let proxy = Proxy::start(&dir, "127.0.0.1", &params, &Hooks::default());
+    assert!(proxy.kamailio.log_text().contains("through the module's own SQLite writer (db_native=1)"));
+    let reader = rusqlite::Connection::open(&db).unwrap();
+    reader.execute_batch("BEGIN; SELECT COUNT(*) FROM sip_trace;").unwrap();
+    proxy.calls(&dir, 2);
+    // Written while the reader still holds its snapshot, which sees none of them.
+    assert!(wait_for(std::time::Duration::from_secs(10), || count_trace_rows(&db) == 2 * CALL_FLOW.len()));
+    let seen: i64 = reader.query_row("SELECT COUNT(*) FROM sip_trace", [], |r| r.get(0)).unwrap();
+    assert_eq!(seen, 0);
+    reader.execute_batch("COMMIT").unwrap();
+    assert_eq!(proxy.stat("dropped"), 0);
+    let mode: String =
+        rusqlite::Connection::open(&db).unwrap().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal", "the writer leaves the file's journal mode as it is");
 }
 
 #[test]

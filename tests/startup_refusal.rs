@@ -246,3 +246,36 @@ fn trace_net_and_tcpops_share_the_closed_connection_event() {
     let config = proxy_config(&dir, "127.0.0.1", free_port(), free_port(), &params, &Hooks::default());
     Kamailio::start(&dir, "proxy", &config);
 }
+
+/// An SQLite file that cannot be opened is a configuration error on both
+/// writers (issue 19): a path one slash short (relative to the working
+/// directory, and not there), a directory that does not exist, a file that
+/// is not a database. The start is refused, naming db_url and the path. A
+/// database *server* that is down at startup does not stop Kamailio
+/// (tests/faults.rs, postgresql_down_at_startup_...).
+#[test]
+fn sqlite_files_that_cannot_be_opened() {
+    let dir = TestDir::new("sqlite-unopenable");
+    let not_a_db = dir.file("notes.txt");
+    std::fs::write(&not_a_db, "not a database, some notes\n".repeat(200)).unwrap();
+    let missing_dir = dir.file("no-such-dir/trace.db");
+    let cases = [
+        // One slash short: `sqlite:///tmp/...` names `tmp/...` in the working directory.
+        (
+            format!("sqlite://{}", dir.file("trace.db").display()),
+            vec!["a relative path".to_string(), "four slashes".to_string()],
+        ),
+        (format!("sqlite:///{}", missing_dir.display()), vec!["does not exist".to_string()]),
+        (format!("sqlite:///{}", not_a_db.display()), vec!["not a database".to_string()]),
+    ];
+    for (native, tag) in [(1, "native"), (0, "dbapi")] {
+        for (i, (url, why)) in cases.iter().enumerate() {
+            let params = modparam("db_url", url) + &modparam("db_native", native);
+            let path = url.strip_prefix("sqlite:///").unwrap();
+            let mut expected = vec![format!("db_url '{url}'"), format!("'{path}'")];
+            expected.extend(why.iter().cloned());
+            let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+            assert_refused(&format!("sqlite-unopenable-{tag}-{i}"), &params, &Hooks::default(), &expected);
+        }
+    }
+}

@@ -16,6 +16,7 @@ pub mod shared;
 pub mod shmlock;
 pub mod sip;
 pub mod sql;
+pub mod store;
 pub mod trace_id;
 pub mod trace_text;
 pub mod wire;

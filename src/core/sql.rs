@@ -183,24 +183,55 @@ pub fn sqlite_julian_day(secs: i64) -> f64 {
     ((secs as f64) - 0.5) / 86400.0 + 2440587.5
 }
 
-/// `YYYY-MM-DD HH:MM:SS` in the process's local time zone.
-pub fn local_time_text(secs: i64) -> String {
+/// The local wall-clock time at `secs`: year, month (1-12), day, hour,
+/// minute, second.
+fn local_civil(secs: i64) -> Option<[i64; 6]> {
     let t = secs as libc::time_t;
     // SAFETY: zeroed tm is valid output space; localtime_r fills it.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     // SAFETY: both pointers are to live locals.
     if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
-        return "1970-01-01 00:00:00".into();
+        return None;
     }
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec
-    )
+    Some([
+        tm.tm_year as i64 + 1900,
+        tm.tm_mon as i64 + 1,
+        tm.tm_mday as i64,
+        tm.tm_hour as i64,
+        tm.tm_min as i64,
+        tm.tm_sec as i64,
+    ])
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in the process's local time zone.
+pub fn local_time_text(secs: i64) -> String {
+    let Some([y, mo, d, h, mi, s]) = local_civil(secs) else {
+        return "1970-01-01 00:00:00".into();
+    };
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
+}
+
+/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = (if y >= 0 { y } else { y - 399 }) / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Seconds from 1970-01-01 to 2000-01-01, PostgreSQL's epoch.
+pub const POSTGRES_EPOCH_SECS: i64 = 946_684_800;
+
+/// What a PostgreSQL `TIMESTAMP WITHOUT TIME ZONE` column holds after
+/// db_postgres wrote [`local_time_text`] of `secs` into it: the local
+/// wall-clock time, in microseconds from 2000-01-01 00:00:00.
+pub fn postgres_local_micros(secs: i64) -> i64 {
+    let [y, mo, d, h, mi, s] = local_civil(secs).unwrap_or([1970, 1, 1, 0, 0, 0]);
+    let local = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s;
+    (local - POSTGRES_EPOCH_SECS) * 1_000_000
 }
 
 #[cfg(test)]
@@ -268,6 +299,20 @@ mod tests {
         assert!(!push_row(&mut sql, Dialect::Sqlite, &row(b"a\0b")));
         assert!(!push_row(&mut sql, Dialect::Postgres, &row(b"caf\xe9")));
         assert_eq!(sql, b"X");
+    }
+
+    #[test]
+    fn postgres_micros_are_the_local_text() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 1, 1) * 86_400, POSTGRES_EPOCH_SECS);
+        assert_eq!(days_from_civil(2024, 2, 29), 19_782);
+        for secs in [0, 946_684_800, 1_800_000_000, 1_709_164_799] {
+            let text = local_time_text(secs);
+            let n = |r: std::ops::Range<usize>| text[r].parse::<i64>().unwrap();
+            let days = days_from_civil(n(0..4), n(5..7), n(8..10));
+            let local = days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19);
+            assert_eq!(postgres_local_micros(secs), (local - POSTGRES_EPOCH_SECS) * 1_000_000, "{text}");
+        }
     }
 
     #[test]

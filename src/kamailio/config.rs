@@ -79,6 +79,8 @@ pub const PARAMS: &[(&CStr, ParamType)] = &[
     (c"data_mode", ParamType::Int),
     (c"trace_dialog_ack", ParamType::Int),
     (c"trace_dialog_spiral", ParamType::Int),
+    // 0: rows for sqlite:// and postgres:// also go through the DB API.
+    (c"db_native", ParamType::Int),
 ];
 
 /// The parameters of a later siptrace than 5.6's, with the Kamailio
@@ -242,6 +244,9 @@ pub struct Config {
     /// this server) traces the dialog too (6.0's `trace_dialog_spiral`, on
     /// by default).
     pub trace_dialog_spiral: bool,
+    /// Rows for `sqlite://` and `postgres://` URLs are written by the
+    /// module's own writers (`core::store`), not through the DB API.
+    pub db_native: bool,
     /// The sender and HEP settings, shared with the other host.
     pub settings: Settings,
 }
@@ -274,6 +279,7 @@ impl Default for Config {
             data_mode_advertised: false,
             trace_dialog_ack: true,
             trace_dialog_spiral: true,
+            db_native: true,
             settings: Settings::default(),
         }
     }
@@ -344,6 +350,7 @@ impl Config {
             ("db_flush_interval", ParamValue::Int(n)) => {
                 self.settings.senders.db_flush_interval_ms = int_in(name, n, 1, 10_000)? as u64;
             }
+            ("db_native", ParamValue::Int(n)) => self.db_native = int_in(name, n, 0, 1)? == 1,
             ("trace_flag", ParamValue::Int(n)) => {
                 // -1 is the C module's "no flag"; Kamailio's flags are 0..=31.
                 self.trace_flag = if n == -1 { None } else { Some(int_in(name, n, -1, 31)? as u8) };
@@ -537,7 +544,7 @@ mod tests {
                 assert!(!e.reason.contains("unknown parameter"), "{name}: {e}");
             }
         }
-        assert_eq!(PARAMS.len(), 49);
+        assert_eq!(PARAMS.len(), 50);
     }
 
     #[test]
@@ -592,7 +599,17 @@ mod tests {
         assert_eq!(c.init_mode, InitMode::All);
         assert!(!c.trace_mode.any());
         assert!(c.trace_flag.is_none() && c.trace_sl_acks);
+        assert!(c.db_native);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn db_native_chooses_the_writer() {
+        let mut c = Config::default();
+        c.set("db_native", ParamValue::Int(0)).unwrap();
+        assert!(!c.db_native);
+        c.set("db_native", ParamValue::Int(1)).unwrap();
+        assert!(c.db_native);
     }
 
     #[test]
@@ -607,6 +624,7 @@ mod tests {
             ("flush_interval", ParamValue::Int(0), "between 1 and 1000"),
             ("db_flush_interval", ParamValue::Int(0), "between 1 and 10000"),
             ("db_batch_size", ParamValue::Int(0), "between 1 and 100000"),
+            ("db_native", ParamValue::Int(2), "between 0 and 1"),
             ("hep_capture_id", ParamValue::Int(-1), "negative"),
             ("trace_mode", ParamValue::Int(8), "bits"),
             ("trace_init_mode", ParamValue::Int(3), "must be 0"),

@@ -27,7 +27,8 @@ const ROW_BY_ROW_BUDGET: Duration = Duration::from_secs(2);
 /// statement into the process's private (pkg) memory, 8 MiB by default.
 const MAX_STATEMENT: usize = 256 << 10;
 
-fn url(config: &Config) -> String {
+/// The configured `db_url`, or Kamailio's default URL.
+pub fn url(config: &Config) -> String {
     config.db_url.clone().unwrap_or_else(Db::default_url)
 }
 

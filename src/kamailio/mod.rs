@@ -47,6 +47,8 @@ mod params;
 #[cfg(all(feature = "kamailio", not(test)))]
 mod rest;
 #[cfg(all(feature = "kamailio", not(test)))]
+mod row_writer;
+#[cfg(all(feature = "kamailio", not(test)))]
 mod rpc;
 #[cfg(all(feature = "kamailio", not(test)))]
 mod rpc_trace;

@@ -1,11 +1,14 @@
 //! A sender process: forked by the main process like any Kamailio process
 //! (listed by `core.psx`, stopped with the server), it drains one queue
-//! with the core's sender and stores rows through the DB API.
+//! with the core's sender and stores rows with the module's own writer
+//! (`core::store`) or through the DB API, as mod_init chose.
 
 use crate::core::counters::{Counters, DropReason};
 use crate::core::dest::Destination;
 use crate::core::record::Row;
 use crate::core::sender::{tls, Sender, SenderHost, SenderSettings};
+use crate::core::shared::Shared;
+use crate::core::store::{self, Backend, Event, NativeStore};
 use crate::kamailio::db::{self, DbConn, DbSetup};
 use crate::kamailio::host::process;
 use crate::kamailio::state::State;
@@ -48,6 +51,7 @@ fn work(state: &'static State, index: usize) -> ! {
         state,
         db_setup: state.db.filter(|_| config.uses_database()).map(|db| DbSetup::new(config, db)),
         uses_db: config.uses_database(),
+        native: state.native_rows.clone().filter(|_| config.uses_database()).map(NativeStore::new),
         db: None,
         next_db_attempt: Instant::now(),
     };
@@ -77,6 +81,9 @@ struct Host {
     /// The table rows go to, when the database is used and bound.
     db_setup: Option<DbSetup>,
     uses_db: bool,
+    /// The module's own writer, for sqlite:// and postgres:// URLs.
+    native: Option<NativeStore>,
+    /// The DB API's connection, for the other URLs (and with db_native=0).
     db: Option<DbConn>,
     next_db_attempt: Instant,
 }
@@ -108,10 +115,43 @@ impl Host {
     }
 }
 
+/// Stores rows through the module's own writer. Several senders writing
+/// one SQLite file take turns, as they do through the DB API, so that
+/// none of them waits in SQLite's busy handler for another.
+fn store_native(
+    shared: &Shared,
+    native: &mut NativeStore,
+    rows: &[Row<'_>],
+) -> (usize, Option<(DropReason, String)>) {
+    let _writer = match native.settings().backend {
+        Backend::Sqlite => match shared.db_lock.lock_timeout(store::sqlite::BUSY_TIMEOUT) {
+            Some(guard) => Some(guard),
+            None => {
+                let why = format!("another process held the database for {:?}", store::sqlite::BUSY_TIMEOUT);
+                return (0, Some((DropReason::DbFailed, why)));
+            }
+        },
+        Backend::Postgres => None,
+    };
+    let stored = native.store(rows);
+    match &stored.event {
+        Some(Event::Connected) => crate::log_info!("database connection open"),
+        Some(Event::ConnectFailed(e)) => {
+            crate::log_warn!("no database connection: {e}; retrying in {:?}", store::RETRY)
+        }
+        Some(Event::Lost(e)) => crate::log_warn!("database connection lost: {e}; connecting again"),
+        None => {}
+    }
+    (stored.stored, stored.error)
+}
+
 impl SenderHost for Host {
     fn store_rows(&mut self, rows: &[Row<'_>]) -> (usize, Option<(DropReason, String)>) {
         if !self.uses_db {
             return (0, Some((DropReason::DbUnavailable, "no database configured".into())));
+        }
+        if let Some(native) = self.native.as_mut() {
+            return store_native(self.state.shared, native, rows);
         }
         if let Err(e) = self.open_db() {
             return (0, Some((DropReason::DbUnavailable, e)));

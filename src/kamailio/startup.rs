@@ -10,10 +10,11 @@ use crate::kamailio::host::avp::AvpName;
 use crate::kamailio::host::http::HttpClient;
 use crate::kamailio::host::process::{self, Forked, Rank};
 use crate::kamailio::host::shm;
+use crate::kamailio::row_writer::{self, Chosen};
 use crate::kamailio::state::{self, settled, Resolved, State};
 use crate::kamailio::{
-    call_context, connections, db, dialog, events, log_lines, msg_event, rpc_trace, send_socket, sender,
-    stats, transaction,
+    call_context, connections, dialog, events, log_lines, msg_event, rpc_trace, send_socket, sender, stats,
+    transaction,
 };
 use smallvec::SmallVec;
 use std::sync::Mutex;
@@ -31,12 +32,10 @@ pub fn mod_init() -> Result<(), String> {
     config.validate().map_err(|e| e.to_string())?;
     let shared = shm::new_shared_state(config.trace_on)?;
     stats::register()?;
-    let db = if config.uses_database() {
-        let db = db::bind(&config)?;
-        db::check_at_startup(&db::DbSetup::new(&config, db))?;
-        Some(db)
-    } else {
-        None
+    let (db, native_rows) = match config.uses_database().then(|| row_writer::mod_init(&config)).transpose()? {
+        Some(Chosen::DbApi(db)) => (Some(db), None),
+        Some(Chosen::Native(settings)) => (None, Some(*settings)),
+        None => (None, None),
     };
     let mut resolved = Resolved::default();
     let mut duplicates: SmallVec<[Destination; 2]> = SmallVec::new();
@@ -109,6 +108,7 @@ pub fn mod_init() -> Result<(), String> {
         // loadmodule lines; sip_trace_http_query()'s fixup needs it.
         http: HttpClient::bind(),
         db,
+        native_rows,
         send_socket: settled(send_socket),
         traced_user_avp: settled(traced_user_avp),
         table_avp: settled(table_avp),

@@ -9,6 +9,7 @@ use crate::core::endpoint::Transport;
 use crate::core::ring::Ring;
 use crate::core::sender::tls;
 use crate::core::shared::Shared;
+use crate::core::store::StoreSettings;
 use crate::ffi::{lock, Settled};
 use crate::kamailio::config::{Config, ConfigError, ParamValue};
 use crate::kamailio::host::avp::AvpName;
@@ -39,7 +40,11 @@ pub struct State {
     pub tm: Option<Tm>,
     pub dialogs: Option<Dialogs>,
     pub http: Option<HttpClient>,
+    /// The DB API's driver, when rows go through it.
     pub db: Option<Db>,
+    /// The module's own row writer, when rows go through it
+    /// (`sqlite://`, `postgres://`, `db_native=1`).
+    pub native_rows: Option<StoreSettings>,
     /// `send_sock_name` / `send_sock_addr`: the listen socket traces
     /// leave from.
     pub send_socket: Settled<Socket>,

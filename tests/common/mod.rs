@@ -110,6 +110,13 @@ pub struct Kamailio {
     crashes: CrashWatch,
 }
 
+impl Kamailio {
+    /// The pid of Kamailio's main process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 /// Lines every test config starts with: the loopback listener, the module
 /// path, and ctl for kamcmd on a socket of the test's own.
 pub fn config_head(dir: &TestDir, name: &str, listen: &str) -> String {

@@ -45,6 +45,20 @@ impl Db {
         String::from_utf8_lossy(&sys::DEFAULT_DB_URL[..sys::DEFAULT_DB_URL.len() - 1]).into_owned()
     }
 
+    /// Kamailio's `version_table` core parameter: the table that holds
+    /// each table's version ("version" unless the config says otherwise).
+    pub fn version_table() -> String {
+        // SAFETY: a core global, set while the config is parsed and only
+        // read afterwards; its text lives as long as the process.
+        let (s, len) = unsafe { (sys::version_table.s, sys::version_table.len) };
+        if s.is_null() || len <= 0 {
+            return "version".into();
+        }
+        // SAFETY: `len` bytes at `s`, as above.
+        let bytes = unsafe { std::slice::from_raw_parts(s as *const u8, len as usize) };
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+
     /// Binds the loaded driver module that serves `url`.
     pub fn bind(url: &str) -> Option<Db> {
         let url: &'static CStr = Box::leak(CString::new(url).unwrap_or_default().into_boxed_c_str());
