@@ -44,7 +44,7 @@ impl MethodSet {
     /// names are allowed; an empty list is refused.
     pub fn parse(text: &str) -> Result<MethodSet, String> {
         let mut set = MethodSet::default();
-        for name in text.split('|').map(str::trim) {
+        for name in text.split('|').map(str::trim_ascii) {
             if name.is_empty() {
                 return Err(format!("'{text}' has an empty method name; write methods as INVITE|MESSAGE"));
             }

@@ -167,14 +167,14 @@ impl Cidr {
     /// Whether `ip` is in the block. An IPv4 address mapped into IPv6
     /// (`::ffff:192.0.2.1`) counts as the IPv4 address.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
+        let in_v4 = |net: std::net::Ipv4Addr, ip: std::net::Ipv4Addr| {
+            u32::from(ip) & mask32(self.prefix) == u32::from(net)
         };
         match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => u32::from(ip) & mask32(self.prefix) == u32::from(net),
+            (IpAddr::V4(net), IpAddr::V4(ip)) => in_v4(net, ip),
+            (IpAddr::V4(net), IpAddr::V6(ip)) => ip.to_ipv4_mapped().is_some_and(|ip| in_v4(net, ip)),
             (IpAddr::V6(net), IpAddr::V6(ip)) => u128::from(ip) & mask128(self.prefix) == u128::from(net),
-            _ => false,
+            (IpAddr::V6(_), IpAddr::V4(_)) => false,
         }
     }
 }
@@ -232,12 +232,12 @@ impl Filter {
         }
         let mut f = Filter::default();
         let mut any = false;
-        for clause in text.split(';').map(str::trim).filter(|c| !c.is_empty()) {
+        for clause in text.split(';').map(str::trim_ascii).filter(|c| !c.is_empty()) {
             let Some((key, value)) = clause.split_once('=') else {
                 return Err(whole(format!("'{clause}' is not key=value; the keys are {}", KEYS.join(", "))));
             };
-            let key = key.trim().to_ascii_lowercase();
-            let value = value.trim();
+            let key = key.trim_ascii().to_ascii_lowercase();
+            let value = value.trim_ascii();
             let Some(&known) = KEYS.iter().find(|k| **k == key) else {
                 return Err(key_error(&key, format!("unknown key; the keys are {}", KEYS.join(", "))));
             };
@@ -423,6 +423,8 @@ CSeq: 1 INVITE\r\n\r\n";
         assert!(!matches("src=2001:db8::/32", ALICE, "192.0.2.7"));
         assert!(matches("src=192.0.2.0/24", ALICE, "::ffff:192.0.2.9"));
         assert!(matches("src=::/0", ALICE, "::1"));
+        assert!(matches("src=::ffff:0.0.0.0/96", ALICE, "::ffff:192.0.2.9"), "an IPv6 block of mapped addresses");
+        assert!(!matches("src=::/0", ALICE, "192.0.2.9"), "families differ");
     }
 
     #[test]

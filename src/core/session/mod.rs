@@ -120,14 +120,14 @@ pub fn parse_start(
     };
     let filter = Filter::parse(filter_text).map_err(|e| ArgError { arg: "filter", reason: e.to_string() })?;
     let seconds = parse_seconds(args.seconds, limits.max_seconds)?;
-    let scope = match args.scope.map(str::trim) {
+    let scope = match args.scope.map(str::trim_ascii) {
         None | Some("") => limits.default_scope,
         Some(text) => match Scope::parse(text) {
             Ok(scope) => scope,
             Err(e) => return arg_error("scope", format!("'{text}': {e}")),
         },
     };
-    let (uri, dest, tls_name) = match args.uri.map(str::trim) {
+    let (uri, dest, tls_name) = match args.uri.map(str::trim_ascii) {
         None | Some("") => (None, None, None),
         Some(text) if text.eq_ignore_ascii_case("default") => (None, None, None),
         Some(text) => {
@@ -154,7 +154,7 @@ pub fn parse_start(
 
 /// A session name: 1 to 64 letters, digits and `_-.:@+`.
 pub fn parse_name(name: Option<&str>) -> Result<String, ArgError> {
-    let Some(name) = name.map(str::trim) else {
+    let Some(name) = name.map(str::trim_ascii) else {
         return arg_error("name", "missing; every session has a name, for trace_list and trace_stop");
     };
     let valid_char = |c: char| c.is_ascii_alphanumeric() || "_-.:@+".contains(c);
@@ -168,7 +168,7 @@ pub fn parse_name(name: Option<&str>) -> Result<String, ArgError> {
 }
 
 fn parse_seconds(text: Option<&str>, max: u32) -> Result<u32, ArgError> {
-    let Some(text) = text.map(str::trim) else {
+    let Some(text) = text.map(str::trim_ascii) else {
         return arg_error(
             "seconds",
             format!("missing; give how long the session lasts, 1 to {max} (trace_session_max_seconds)"),
