@@ -8,9 +8,11 @@
 //!
 //! The dialog may be created after the script call (by `t_relay()` with
 //! the dialog flag) or before it (`dlg_manage()` first). In the first case
-//! the block waits in a per-process slot for the dialog module's CREATED
-//! callback, which runs while the same request is routed; the slot is
-//! emptied when that request's script ends, whatever happened.
+//! the block waits in a per-process list for the dialog module's CREATED
+//! callback, which runs while the same request is routed; the list is
+//! emptied when that request's script ends, whatever happened. It holds
+//! one block per trace of the request: the script's and each trace
+//! session's.
 
 use crate::kamailio::call_context;
 use crate::kamailio::host::dialog::{Dialogs, Dlg, DlgCreated, DlgHandler};
@@ -19,7 +21,7 @@ use crate::kamailio::host::script_cb::{self, ScriptHook, When};
 use crate::kamailio::state;
 use crate::kamailio::trace_info::{TraceInfo, TraceRef};
 use crate::kamailio::transaction;
-use std::cell::Cell;
+use std::cell::RefCell;
 
 /// A block waiting for the dialog of the request being routed.
 struct Pending {
@@ -28,9 +30,9 @@ struct Pending {
 }
 
 thread_local! {
-    // Kamailio's workers are single-threaded processes; the slot is the
+    // Kamailio's workers are single-threaded processes; the list is the
     // process's own.
-    static PENDING: Cell<Option<Pending>> = const { Cell::new(None) };
+    static PENDING: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Binds the dialog module, when it is loaded, and registers for the
@@ -57,15 +59,32 @@ pub fn start(dialogs: &Dialogs, msg: Msg<'_>, info: &TraceRef) -> Result<(), Str
     dialogs.with_dialog_of(msg, |dlg| match dlg {
         Some(dlg) => attach(dialogs, dlg, info.clone()),
         None => {
-            replace_pending(Some(Pending { request: msg.key(), info: info.clone() }));
+            let pending = Pending { request: msg.key(), info: info.clone() };
+            // Blocks of an earlier request nobody took are released.
+            let stale = PENDING.with(|list| {
+                let mut list = list.borrow_mut();
+                let stale = take_others(&mut list, msg.key());
+                list.push(pending);
+                stale
+            });
+            drop(stale);
             Ok(())
         }
     })
 }
 
-/// Puts `new` in the slot; what waited there before is released.
-fn replace_pending(new: Option<Pending>) {
-    drop(PENDING.with(|slot| slot.replace(new)));
+/// Takes the blocks waiting for another request than `request` out of
+/// `list`.
+fn take_others(list: &mut Vec<Pending>, request: MsgKey) -> Vec<Pending> {
+    let (keep, others) = std::mem::take(list).into_iter().partition(|p| p.request == request);
+    *list = keep;
+    others
+}
+
+/// Empties the list; what waited there is released, outside the borrow
+/// (a release frees shared memory, nothing that comes back here).
+fn clear_pending() {
+    drop(PENDING.with(|list| std::mem::take(&mut *list.borrow_mut())));
 }
 
 /// Registers the dialog callbacks with `info`, a holder the dialog takes.
@@ -76,20 +95,22 @@ fn attach(dialogs: &Dialogs, dlg: Dlg<'_>, info: TraceRef) -> Result<(), String>
     Ok(())
 }
 
-/// A dialog was created; if its INVITE is the one waiting in the slot, the
-/// dialog takes over the slot's reference.
+/// A dialog was created; the blocks waiting for its INVITE go to it, each
+/// with the list's reference.
 struct Created;
 
 impl DlgCreated for Created {
     fn created(dlg: Dlg<'_>, request: Msg<'_>) {
         let Some(dialogs) = state::get().and_then(|s| s.dialogs.as_ref()) else { return };
-        let Some(pending) = PENDING.with(|slot| slot.take()) else { return };
-        if pending.request != request.key() {
-            PENDING.with(|slot| slot.set(Some(pending)));
-            return;
-        }
-        if let Err(e) = attach(dialogs, dlg, pending.info) {
-            crate::log_warn!("cannot trace the dialog: {e}");
+        let waiting = PENDING.with(|list| {
+            let mut list = list.borrow_mut();
+            let others = take_others(&mut list, request.key());
+            std::mem::replace(&mut *list, others)
+        });
+        for pending in waiting {
+            if let Err(e) = attach(dialogs, dlg, pending.info) {
+                crate::log_warn!("cannot trace the dialog: {e}");
+            }
         }
     }
 }
@@ -99,7 +120,7 @@ struct AfterRequest;
 
 impl ScriptHook for AfterRequest {
     fn run(_message: Option<Msg<'_>>) {
-        replace_pending(None);
+        clear_pending();
     }
 }
 

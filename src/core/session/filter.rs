@@ -423,7 +423,10 @@ CSeq: 1 INVITE\r\n\r\n";
         assert!(!matches("src=2001:db8::/32", ALICE, "192.0.2.7"));
         assert!(matches("src=192.0.2.0/24", ALICE, "::ffff:192.0.2.9"));
         assert!(matches("src=::/0", ALICE, "::1"));
-        assert!(matches("src=::ffff:0.0.0.0/96", ALICE, "::ffff:192.0.2.9"), "an IPv6 block of mapped addresses");
+        assert!(
+            matches("src=::ffff:0.0.0.0/96", ALICE, "::ffff:192.0.2.9"),
+            "an IPv6 block of mapped addresses"
+        );
         assert!(!matches("src=::/0", ALICE, "192.0.2.9"), "families differ");
     }
 

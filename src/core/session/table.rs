@@ -280,6 +280,13 @@ impl SessionTable {
         self.write(|w| w.sweep(now_ms))
     }
 
+    /// The name the certificate of a session's TLS destination `dest` must
+    /// carry, for the sender that connects to it.
+    pub fn tls_name(&self, dest: Destination) -> Option<String> {
+        let (_, copies) = self.read_consistent()?;
+        copies.iter().filter_map(|c| decode(&c.bytes)).find(|s| s.dest == Some(dest)).and_then(|s| s.tls_name)
+    }
+
     /// Copies the slots that hold sessions, with the sequence they were
     /// copied at, if no writer changed them meanwhile.
     fn read_consistent(&self) -> Option<(u64, Vec<Copied>)> {
@@ -718,6 +725,22 @@ CSeq: 1 INVITE\r\n\r\n";
         assert_eq!(m.len(), 1);
         assert_ne!(m[0].id, info.id);
         assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn the_sender_finds_a_sessions_tls_name() {
+        let t = table(2);
+        let dest = Destination { addr: "192.0.2.5:9061".parse().unwrap(), transport: Transport::Tls };
+        assert_eq!(t.tls_name(dest), None);
+        let mut s = spec("tls", "from=a");
+        s.uri = Some("sips:homer.example.com:9061".into());
+        s.dest = Some(dest);
+        s.tls_name = Some("homer.example.com".into());
+        t.start(&spec("plain", "from=b"), 0).unwrap();
+        t.start(&s, 0).unwrap();
+        assert_eq!(t.tls_name(dest).as_deref(), Some("homer.example.com"));
+        let other = Destination { addr: "192.0.2.6:9061".parse().unwrap(), transport: Transport::Tls };
+        assert_eq!(t.tls_name(other), None);
     }
 
     #[test]
