@@ -133,7 +133,7 @@ fn check_match(mut u: Unstructured<'_>) -> Result<()> {
     let filter_text = String::from_utf8_lossy(u.bytes(filter_len.min(u.len()))?).into_owned();
     let msg = std::mem::replace(u, Unstructured::new(&[])).take_rest();
     let Some(summary) = sip::summary(msg) else { return Ok(()) };
-    let req = Request { summary: &summary, src };
+    let req = Request::new(&summary, src);
     if let Ok(f) = Filter::parse(&filter_text) {
         let _ = f.matches(&req);
     }

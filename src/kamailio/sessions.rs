@@ -120,7 +120,7 @@ impl ScriptHook for BeforeRequest {
             {
                 return false;
             }
-            cache.matches(&Request { summary: &summary, src: src.addr.ip() }, now, &mut found);
+            cache.matches(&Request::new(&summary, src.addr.ip()), now, &mut found);
             !found.is_empty()
         });
         if !matched {

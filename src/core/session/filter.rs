@@ -21,6 +21,7 @@
 
 use crate::core::noise::MethodSet;
 use crate::core::sip::Summary;
+use std::cell::OnceCell;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -92,7 +93,11 @@ impl UserHost {
     /// Whether a URI (`sip:user@host:port;params`, `tel:+123;params`) has
     /// this user and, when given, this host.
     pub fn matches(&self, uri: &[u8]) -> bool {
-        let (user, host) = uri_user_host(uri);
+        self.matches_parts(uri_user_host(uri))
+    }
+
+    /// The same, for a URI's user and host.
+    fn matches_parts(&self, (user, host): (&[u8], &[u8])) -> bool {
         user == &self.user[..] && self.host.as_deref().map_or(true, |h| h.eq_ignore_ascii_case(host))
     }
 }
@@ -218,10 +223,21 @@ pub struct Filter {
 }
 
 /// What a request offers a filter: its summary and where it came from.
-#[derive(Debug, Clone, Copy)]
+/// The users and hosts of its URIs are read once, when a filter first
+/// asks, whatever the number of filters.
+#[derive(Debug)]
 pub struct Request<'a> {
-    pub summary: &'a Summary<'a>,
-    pub src: IpAddr,
+    summary: &'a Summary<'a>,
+    src: IpAddr,
+    from: OnceCell<Option<(&'a [u8], &'a [u8])>>,
+    to: OnceCell<Option<(&'a [u8], &'a [u8])>>,
+    ruri: OnceCell<Option<(&'a [u8], &'a [u8])>>,
+}
+
+impl<'a> Request<'a> {
+    pub fn new(summary: &'a Summary<'a>, src: IpAddr) -> Request<'a> {
+        Request { summary, src, from: OnceCell::new(), to: OnceCell::new(), ruri: OnceCell::new() }
+    }
 }
 
 impl Filter {
@@ -326,11 +342,22 @@ impl Filter {
                 return false;
             }
         }
-        let uri = |pattern: &Option<UserHost>, uri: Option<&[u8]>| match pattern {
-            None => true,
-            Some(p) => uri.is_some_and(|u| p.matches(u)),
-        };
-        uri(&self.from, s.from_uri) && uri(&self.to, s.to_uri) && uri(&self.ruri, s.ruri)
+        uri_matches(&self.from, &req.from, s.from_uri)
+            && uri_matches(&self.to, &req.to, s.to_uri)
+            && uri_matches(&self.ruri, &req.ruri, s.ruri)
+    }
+}
+
+/// Whether `pattern`, when given, names `uri`, whose user and host are
+/// read once, into `parts`.
+fn uri_matches<'a>(
+    pattern: &Option<UserHost>,
+    parts: &OnceCell<Option<(&'a [u8], &'a [u8])>>,
+    uri: Option<&'a [u8]>,
+) -> bool {
+    match pattern {
+        None => true,
+        Some(p) => parts.get_or_init(|| uri.map(uri_user_host)).is_some_and(|parts| p.matches_parts(parts)),
     }
 }
 
@@ -378,7 +405,7 @@ CSeq: 1 INVITE\r\n\r\n";
 
     fn matches(filter: &str, msg: &[u8], src: &str) -> bool {
         let s = summary(msg).unwrap();
-        Filter::parse(filter).unwrap().matches(&Request { summary: &s, src: src.parse().unwrap() })
+        Filter::parse(filter).unwrap().matches(&Request::new(&s, src.parse().unwrap()))
     }
 
     #[test]

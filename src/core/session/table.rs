@@ -617,7 +617,7 @@ CSeq: 1 INVITE\r\n\r\n";
         assert!(cache.refresh(t));
         let s = summary(msg).unwrap();
         let mut out = Vec::new();
-        cache.matches(&Request { summary: &s, src: "192.0.2.1".parse().unwrap() }, now, &mut out);
+        cache.matches(&Request::new(&s, "192.0.2.1".parse().unwrap()), now, &mut out);
         out
     }
 
