@@ -11,7 +11,16 @@ Variants: no tracing; the server's C siptrace.so and our module, each with
 HEPv3 (trace_mode=1), with rows in SQLite (trace_mode=2) and with rows in
 PostgreSQL (trace_mode=2). Ours also sends HEPv3 over TCP (-tcp) and TLS
 (-tls), and writes rows through Kamailio's DB API (-dbapi, db_native=0)
-beside its native writers (the default).
+beside its native writers (the default). And for trace sessions
+(siptrace.trace_start): our module loaded with nothing to trace
+(rust-idle), and the same with 16 running sessions that match none of the
+calls (rust-sessions16): what matching costs the calls it does not trace.
+
+With --callgrind CALLS, instead: rust-idle and rust-sessions16 (and no
+module) run under valgrind --tool=callgrind --trace-children=yes, CALLS
+calls at --callgrind-rate calls/s, instrumented only while the calls run;
+it prints the instructions the SIP workers executed per call, and those of
+the module's matching hook.
 
 Beside the ratios it prints, for our module, the sending processes' CPU
 per record (HEP packet or row) in microseconds, and for the PostgreSQL
@@ -37,6 +46,7 @@ trace("tid", "t").
 
 Usage: bench/run.py [--rate 200] [--duration 15] [--hep-rate 1000]
        [--only name,name] [--module path/to/libsiptrace.so]
+       [--callgrind CALLS [--callgrind-rate 10]]
        [--opensips path/to/opensips-tree [--opensips-module path/to/libsiptrace.so]]
 Run bench/run.sh for a fresh machine: it installs, builds and runs this.
 """
@@ -84,6 +94,36 @@ MESSAGES_PER_CALL = 13
 # several does not make them do; by default nothing is pinned.
 PIN_KAMAILIO = []
 PIN_OTHERS = []
+
+
+# 16 trace sessions that match none of the benchmark's calls (sipp's
+# built-in UAC: INVITE from 127.0.0.1, From sipp@127.0.0.1, To and request
+# URI service@127.0.0.1). Most fail on their first key; four match the
+# source and the method and fail on the To URI, the costliest miss.
+BENCH_SESSIONS = (
+    [f"from=alice{i}" for i in range(4)]
+    + [f"src=127.0.0.1;method=INVITE;to=bob{i}" for i in range(4)]
+    + [f"src=10.{i}.0.0/16" for i in range(2)]
+    + ["method=MESSAGE|OPTIONS", "method=SUBSCRIBE"]
+    + [f"ruri=carol{i}@example.com" for i in range(2)]
+    + [f"callid=not-a-call-{i}@example.com" for i in range(2)]
+)
+
+
+def start_sessions(ctl, filters):
+    """Starts one trace session per filter, for an hour, in the t scope."""
+    for i, f in enumerate(filters):
+        out = subprocess.run([KAMCMD, "-s", f"unix:{ctl}", "siptrace.trace_start", f"bench{i}", f, "3600",
+                              "default", "t"], capture_output=True, text=True)
+        if out.returncode != 0 or "error" in out.stdout + out.stderr:
+            raise SystemExit(f"trace_start {f}: {out.stdout}{out.stderr}")
+
+
+def sessions_matched(ctl):
+    """The calls the running sessions matched, summed."""
+    out = subprocess.run([KAMCMD, "-s", f"unix:{ctl}", "siptrace.trace_list"], capture_output=True,
+                         text=True).stdout
+    return sum(int(n) for n in re.findall(r"calls_matched:\s*(\d+)", out))
 
 
 def free_port():
@@ -413,8 +453,9 @@ def port_taken(port):
 
 
 def run_variant(name, module, params, rate, duration, workdir, output_kind, counter=None, pg=None, db=None,
-                opensips=None):
-    """One run; on OpenSIPS when `opensips` names its tree."""
+                opensips=None, sessions=None):
+    """One run; on OpenSIPS when `opensips` names its tree; with trace
+    sessions of the `sessions` filters running."""
     port, uas_port, uac_port = free_port(), free_port(), free_port()
     vdir = pathlib.Path(workdir) / name
     vdir.mkdir()
@@ -446,6 +487,8 @@ def run_variant(name, module, params, rate, duration, workdir, output_kind, coun
         if opensips:
             # Its processes start after the socket is taken.
             time.sleep(1)
+        if sessions:
+            start_sessions(vdir / "ctl.sock", sessions)
         uas = subprocess.Popen(PIN_OTHERS + ["sipp", "-sf", str(UAS_SCENARIO), "-i", "127.0.0.1", "-p", str(uas_port),
                                 "-nostdin", "-nd"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                cwd=vdir, start_new_session=True)
@@ -471,6 +514,8 @@ def run_variant(name, module, params, rate, duration, workdir, output_kind, coun
             pg_after = tree_cpu(pg.proc.pid)
             pg_cpu = sum(t - pg_before.get(pid, 0) for pid, t in pg_after.items())
         names = {} if opensips else process_names(vdir / "ctl.sock")
+        if sessions and sessions_matched(vdir / "ctl.sock"):
+            print(f"{name}: a benchmark session matched calls", file=sys.stderr)
         per_process = {}
         for pid, seconds in cpu_after.items():
             # A sender's sending process is a child of the one core.psx lists.
@@ -531,6 +576,9 @@ def main():
     ap.add_argument("--opensips-module",
                     help="our module built for that tree (default: target/opensips-X.Y/release/libsiptrace.so, "
                          "X.Y the tree's release)")
+    ap.add_argument("--callgrind", type=int, default=0, metavar="CALLS",
+                    help="count the workers' instructions per call under callgrind instead (trace sessions)")
+    ap.add_argument("--callgrind-rate", type=int, default=10, help="calls per second under callgrind (default 10)")
     ap.add_argument("--pin", action="store_true",
                     help="pin Kamailio to the first CPU and the load generators to the others")
     args = ap.parse_args()
@@ -543,6 +591,9 @@ def main():
 
     workdir = tempfile.mkdtemp(prefix="siptrace-bench-")
     os.chmod(workdir, 0o755)
+    if args.callgrind:
+        callgrind(args, workdir)
+        return
     counter = HepCounter()
     tcp_counter = HepTcpCounter()
     tls_counter = HepTlsCounter(workdir)
@@ -577,6 +628,11 @@ def main():
             # The same rows through Kamailio's DB API (db_sqlite, db_postgres).
             plan.append(("rust-sqlite-dbapi", module, "sqlite", "sqlite", args.rate))
             plan.append(("rust-postgres-dbapi", module, "postgres", "postgres", args.rate))
+    # Trace sessions: the module loaded with nothing to trace, without and
+    # with 16 sessions that match none of the calls.
+    idle = {"trace_on": 0, "trace_to_database": 0, "hep_mode_on": 1, "duplicate_uri": hep["duplicate_uri"]}
+    plan.append(("rust-idle", args.module, idle, "none", args.rate))
+    plan.append(("rust-sessions16", args.module, idle, "none", args.rate))
     if args.hep_rate:
         plan.append((f"untraced@{args.hep_rate}", None, {}, "none", args.hep_rate))
         for impl, module in (("c", C_MODULE), ("rust", args.module)):
@@ -628,8 +684,9 @@ def main():
                       file=sys.stderr, flush=True)
                 on = args.opensips if name.startswith("os-") else None
                 collector = {"tcp": tcp_counter, "tls": tls_counter}.get(name.split("-")[-1], counter)
+                sessions = BENCH_SESSIONS if name.startswith("rust-sessions") else None
                 r = run_variant(f"{name}-{rep}", module, params, rate, args.duration, workdir, kind, collector, pg,
-                                db, on)
+                                db, on, sessions)
                 runs.setdefault(name, []).append(r)
         floors = row_floors(runs, args.rate, pg)
     finally:
@@ -679,6 +736,8 @@ def print_table(results):
     def untraced_for(name):
         if name.startswith("os-"):
             return results.get("os-untraced")
+        if name.startswith("rust-sessions"):
+            return results.get("rust-idle") or results.get("untraced")
         rate = name.split("@")[1] if "@" in name else None
         return results.get(f"untraced@{rate}" if rate else "untraced")
 
@@ -800,6 +859,114 @@ def print_row_floors(results, floors):
         print(f"| {name} | {round(r['per_call'] * r['calls'])} | {round(r['row_size'] or 0)} | {ours} "
               f"| {f['total']:.2f} ({f['count']} rows of {f['size']} B, batches of {f['batch']}) | {pg} "
               f"| {server} |")
+
+
+def callgrind_counts(path):
+    """The instructions (Ir) a callgrind output file counts in all, and in
+    the module's trace session hook (inclusive)."""
+    text = path.read_text(errors="replace")
+    # "totals:" is what the file counts; "summary:" may be left at 0.
+    counts = [int(n) for n in re.findall(r"^(?:totals|summary):\s*(\d+)", text, re.M)]
+    total = max(counts, default=0)
+    hook = 0
+    out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(path)],
+                         capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d,]+)\s", line)
+        if m and "BeforeRequest as" in line and "ScriptHook>::run" in line:
+            hook = max(hook, int(m.group(1).replace(",", "")))
+    return total, hook
+
+
+def callgrind_variant(name, module, params, sessions, calls, rate, workdir):
+    """One run under callgrind: the instructions of the workers, the other
+    processes and the session hook, counted while the calls run."""
+    port, uas_port, uac_port = free_port(), free_port(), free_port()
+    vdir = pathlib.Path(workdir) / name
+    vdir.mkdir()
+    cfg = vdir / "kamailio.cfg"
+    cfg.write_text(kamailio_config(vdir, port, uas_port, module, params))
+    log = open(vdir / "server.log", "w")
+    command = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--instr-atstart=no",
+               f"--callgrind-out-file={vdir}/callgrind.out.%p",
+               KAMAILIO, "-f", str(cfg), "-DD", "-E", "-Y", str(vdir), "-m", "256"]
+    kam = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+    uas = None
+    ctl = vdir / "ctl.sock"
+    try:
+        for _ in range(600):
+            if subprocess.run([KAMCMD, "-s", f"unix:{ctl}", "core.uptime"], capture_output=True).returncode == 0:
+                break
+            if kam.poll() is not None:
+                raise SystemExit(f"{name}: the server exited; see {vdir}/server.log")
+            time.sleep(0.2)
+        if sessions:
+            start_sessions(ctl, sessions)
+        uas = subprocess.Popen(["sipp", "-sf", str(UAS_SCENARIO), "-i", "127.0.0.1", "-p", str(uas_port),
+                                "-nostdin", "-nd"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               cwd=vdir, start_new_session=True)
+        time.sleep(3)
+        pids = sorted(group_cpu(kam.pid))
+        names = process_names(ctl)
+        subprocess.run(["callgrind_control", "-i", "on"] + [str(p) for p in pids], capture_output=True)
+        uac = subprocess.run(["sipp", "-sn", "uac", f"127.0.0.1:{port}", "-i", "127.0.0.1", "-p", str(uac_port),
+                              "-r", str(rate), "-m", str(calls), "-l", str(rate * 10), "-nostdin", "-nd",
+                              "-timeout", f"{calls // rate * 10 + 60}s"], capture_output=True, text=True, cwd=vdir)
+        time.sleep(2)
+        subprocess.run(["callgrind_control", "-i", "off"] + [str(p) for p in pids], capture_output=True)
+        ok_calls, failed = sipp_counts(uac.stdout + uac.stderr)
+        matched = sessions_matched(ctl) if sessions else 0
+    finally:
+        if uas:
+            os.killpg(uas.pid, signal.SIGKILL)
+            uas.wait()
+        os.killpg(kam.pid, signal.SIGTERM)
+        try:
+            kam.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(kam.pid, signal.SIGKILL)
+            kam.wait()
+        log.close()
+    split = {"workers": 0, "other": 0}
+    hook = 0
+    for pid in pids:
+        path = vdir / f"callgrind.out.{pid}"
+        if not path.exists():
+            continue
+        total, in_hook = callgrind_counts(path)
+        kind = "workers" if names.get(pid, "").startswith("udp receiver") else "other"
+        split[kind] += total
+        hook += in_hook
+    return {"name": name, "calls": calls, "ok": ok_calls, "failed": failed, "split": split, "hook": hook,
+            "matched": matched}
+
+
+def callgrind(args, workdir):
+    """Trace sessions under callgrind: instructions per call."""
+    if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
+        raise SystemExit("valgrind is missing (apt-get install valgrind)")
+    idle = {"trace_on": 0, "trace_to_database": 0, "hep_mode_on": 1, "duplicate_uri": f"sip:127.0.0.1:{free_port()}"}
+    plan = [("untraced", None, {}, None), ("rust-idle", args.module, idle, None),
+            ("rust-sessions16", args.module, idle, BENCH_SESSIONS)]
+    only = set(filter(None, args.only.split(",")))
+    results = []
+    for name, module, params, sessions in plan:
+        if only and name not in only:
+            continue
+        print(f"callgrind: {name}, {args.callgrind} calls at {args.callgrind_rate} calls/s", file=sys.stderr,
+              flush=True)
+        results.append(callgrind_variant(name, module, params, sessions, args.callgrind, args.callgrind_rate,
+                                         workdir))
+    base = next((r for r in results if r["name"] == "rust-idle"), None)
+    print("| variant | calls ok / failed | worker instructions per call | vs rust-idle | session hook per call "
+          "| other processes per call | sessions' matches |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        per_call = r["split"]["workers"] / r["calls"]
+        vs = f"{per_call / (base['split']['workers'] / base['calls']):.4f}x" if base else "-"
+        print(f"| {r['name']} | {r['ok']} / {r['failed']} | {per_call:,.0f} | {vs} | {r['hook'] / r['calls']:,.0f} "
+              f"| {r['split']['other'] / r['calls']:,.0f} | {r['matched']} |")
+    print(f"\nworking files: {workdir}", file=sys.stderr)
 
 
 if __name__ == "__main__":

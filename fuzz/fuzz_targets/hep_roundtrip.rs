@@ -52,6 +52,7 @@ fn input(u: &mut Unstructured<'_>) -> Result<Input> {
             auth_key: u.arbitrary()?,
             version: if u.ratio(3, 4)? { u.int_in_range(1..=3)? } else { u.arbitrary()? },
             layout: if u.arbitrary()? { ChunkLayout::OpenSips } else { ChunkLayout::Kamailio },
+            node_name: u.arbitrary()?,
         },
         prefix: u.arbitrary()?,
         with_fields: u.arbitrary()?,
@@ -76,7 +77,8 @@ fn expected_len(p: &HepPacket<'_>, settings: &HepSettings, v3: bool) -> usize {
         let time_header = if settings.version == 2 { 12 } else { 0 };
         return 8 + 2 * addr + time_header + p.payload.len();
     }
-    let optional = [p.correlation_id, p.extra_correlation, settings.auth_key.as_deref()];
+    let optional =
+        [p.correlation_id, p.extra_correlation, settings.auth_key.as_deref(), settings.node_name.as_deref()];
     let chunks = [1, 1, addr, addr, 2, 2, 4, 4, 1, 4, p.payload.len()].into_iter();
     6 + chunks.chain(optional.into_iter().flat_map(non_empty).map(<[u8]>::len)).map(|n| 6 + n).sum::<usize>()
 }
@@ -138,6 +140,7 @@ fn check_v3(p: &HepPacket<'_>, settings: &HepSettings, packet: &[u8]) {
     let correlation = non_empty(p.correlation_id);
     let extra = non_empty(p.extra_correlation);
     let auth_key = non_empty(settings.auth_key.as_deref());
+    let node_name = non_empty(settings.node_name.as_deref());
     let expected = Decoded {
         family: Some(if v6 { 10 } else { 2 }),
         ip_proto: Some(named_proto(p, settings)),
@@ -152,6 +155,7 @@ fn check_v3(p: &HepPacket<'_>, settings: &HepSettings, packet: &[u8]) {
         auth_key,
         correlation_id: correlation,
         extra_correlation: extra,
+        node_name,
         payload: Some(p.payload),
     };
     assert_eq!(d, expected);
@@ -163,6 +167,7 @@ fn check_v3(p: &HepPacket<'_>, settings: &HepSettings, packet: &[u8]) {
     }
     kinds.extend([chunk::SRC_PORT, chunk::DST_PORT, chunk::TIME_SEC, chunk::TIME_USEC]);
     kinds.extend([chunk::PROTO_TYPE, chunk::CAPTURE_ID]);
+    kinds.extend(node_name.map(|_| chunk::NODE_NAME));
     match settings.layout {
         // Kamailio's order: correlations and key before the payload.
         ChunkLayout::Kamailio => {

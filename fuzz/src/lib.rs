@@ -92,4 +92,5 @@ pub fn check_hep_decoder(data: &[u8]) {
     assert_eq!(d.auth_key, last(chunk::AUTH_KEY));
     assert_eq!(d.correlation_id, last(chunk::CORRELATION_ID));
     assert_eq!(d.extra_correlation, last(chunk::EXTRA_CORRELATION));
+    assert_eq!(d.node_name, last(chunk::NODE_NAME));
 }

@@ -88,6 +88,14 @@ pub struct Counters {
     pub contexts_freed: AtomicU64,
     /// Sender processes started again after one died.
     pub sender_restarts: AtomicU64,
+    /// Calls (initial requests) that trace sessions matched, counted once
+    /// per session that matched.
+    pub session_calls_matched: AtomicU64,
+    /// Messages kept out of the traces by `trace_skip_methods`.
+    pub skipped_method: AtomicU64,
+    /// Messages, or calls the script asked to trace, kept out by
+    /// `trace_sample`.
+    pub skipped_sample: AtomicU64,
     dropped: [AtomicU64; DropReason::ALL.len()],
 }
 

@@ -36,6 +36,8 @@ pub mod chunk {
     pub const AUTH_KEY: u16 = 0x000e;
     pub const PAYLOAD: u16 = 0x000f;
     pub const CORRELATION_ID: u16 = 0x0011;
+    /// The capture node's name (`hep_node_name`), as heplify sends it.
+    pub const NODE_NAME: u16 = 0x0013;
     /// A JSON object of further correlations, as OpenSIPS's proto_hep sends.
     pub const EXTRA_CORRELATION: u16 = 0x0065;
 }
@@ -59,6 +61,10 @@ pub struct HepSettings {
     /// 1, 2 or 3; anything else encodes as 3.
     pub version: u8,
     pub layout: ChunkLayout,
+    /// Sent in chunk 0x0013 of every HEPv3 packet when set (and not
+    /// empty), right after the capture id: the name of the node that
+    /// traced the record. Versions 1 and 2 have no place for it.
+    pub node_name: Option<Vec<u8>>,
 }
 
 /// The order of the chunks in a HEPv3 packet. Receivers do not depend on
@@ -188,7 +194,8 @@ pub fn encode_v3(
     let correlation = packet.correlation_id.filter(|c| !c.is_empty());
     let auth_key = settings.auth_key.as_deref().filter(|k| !k.is_empty());
     let extra = packet.extra_correlation.filter(|c| !c.is_empty());
-    let len = encoded_len_v3(family == AF_INET6, [correlation, extra, auth_key], packet.payload);
+    let node_name = settings.node_name.as_deref().filter(|n| !n.is_empty());
+    let len = encoded_len_v3(family == AF_INET6, [correlation, extra, auth_key, node_name], packet.payload);
     if len > MAX_PACKET_LEN {
         return Err(EncodeError::Oversize { len });
     }
@@ -224,6 +231,7 @@ pub fn encode_v3(
     put_chunk(out, chunk::TIME_USEC, &packet.time_usec.to_be_bytes());
     put_chunk(out, chunk::PROTO_TYPE, &[packet.proto_type]);
     put_chunk(out, chunk::CAPTURE_ID, &settings.capture_id.to_be_bytes());
+    optional(out, chunk::NODE_NAME, node_name);
     match settings.layout {
         ChunkLayout::Kamailio => {
             optional(out, chunk::CORRELATION_ID, correlation);
@@ -244,8 +252,8 @@ pub fn encode_v3(
 }
 
 /// `optional` holds the chunks a packet may lack: correlation id, extra
-/// correlation and auth key.
-fn encoded_len_v3(ipv6: bool, optional: [Option<&[u8]>; 3], payload: &[u8]) -> usize {
+/// correlation, auth key and node name.
+fn encoded_len_v3(ipv6: bool, optional: [Option<&[u8]>; 4], payload: &[u8]) -> usize {
     let data_len = |n: usize| CHUNK_HEADER_LEN + n;
     let addr_len = if ipv6 { 16 } else { 4 };
     HEADER_LEN
@@ -329,6 +337,7 @@ pub struct Decoded<'a> {
     pub auth_key: Option<&'a [u8]>,
     pub correlation_id: Option<&'a [u8]>,
     pub extra_correlation: Option<&'a [u8]>,
+    pub node_name: Option<&'a [u8]>,
     pub payload: Option<&'a [u8]>,
 }
 
@@ -358,6 +367,7 @@ impl<'a> Decoded<'a> {
                 chunk::AUTH_KEY => d.auth_key = Some(data),
                 chunk::CORRELATION_ID => d.correlation_id = Some(data),
                 chunk::EXTRA_CORRELATION => d.extra_correlation = Some(data),
+                chunk::NODE_NAME => d.node_name = Some(data),
                 chunk::PAYLOAD => d.payload = Some(data),
                 _ => {}
             }
@@ -547,6 +557,43 @@ mod tests {
     }
 
     #[test]
+    fn the_node_name_follows_the_capture_id_in_either_layout() {
+        let p = packet(b"SIP", Some(b"cid"));
+        for layout in [ChunkLayout::Kamailio, ChunkLayout::OpenSips] {
+            let settings = HepSettings {
+                capture_id: 7,
+                node_name: Some(b"proxy-eu-1".to_vec()),
+                layout,
+                ..Default::default()
+            };
+            let mut out = Vec::new();
+            encode(&p, &settings, &mut out).unwrap();
+            let chunks = decode_v3(&out).unwrap();
+            let at = chunks.iter().position(|c| c.kind == chunk::NODE_NAME).unwrap();
+            assert_eq!(chunks[at - 1].kind, chunk::CAPTURE_ID, "{layout:?}");
+            assert_eq!(chunks[at].data, b"proxy-eu-1");
+            assert_eq!(chunks[at].vendor, 0);
+            let d = Decoded::from_chunks(&chunks);
+            assert_eq!((d.node_name, d.capture_id), (Some(&b"proxy-eu-1"[..]), Some(7)));
+            // Byte for byte: the chunk's header says 6 + 10 bytes.
+            let start = out.windows(4).position(|w| w == [0, 0, 0, 0x13]).unwrap();
+            assert_eq!(&out[start..start + 6], &[0, 0, 0, 0x13, 0, 16]);
+        }
+        // Empty or unset: no chunk; versions 1 and 2 never carry it.
+        for node_name in [None, Some(Vec::new())] {
+            let mut out = Vec::new();
+            encode_v3(&p, &HepSettings { node_name, ..Default::default() }, &mut out).unwrap();
+            assert!(decode_v3(&out).unwrap().iter().all(|c| c.kind != chunk::NODE_NAME));
+        }
+        let mut v2 = Vec::new();
+        let named = HepSettings { version: 2, node_name: Some(b"n".to_vec()), ..Default::default() };
+        encode(&p, &named, &mut v2).unwrap();
+        let mut plain = Vec::new();
+        encode(&p, &HepSettings { version: 2, ..Default::default() }, &mut plain).unwrap();
+        assert_eq!(v2, plain);
+    }
+
+    #[test]
     fn empty_correlation_and_auth_key_are_left_out() {
         let settings =
             HepSettings { capture_id: 1, auth_key: Some(Vec::new()), version: 3, ..Default::default() };
@@ -559,7 +606,7 @@ mod tests {
     #[test]
     fn size_limit_is_the_16_bit_length_field() {
         let settings = HepSettings::default();
-        let overhead = encoded_len_v3(false, [None; 3], b"");
+        let overhead = encoded_len_v3(false, [None; 4], b"");
         let mut out = Vec::new();
         let fits = vec![b'a'; MAX_PACKET_LEN - overhead];
         encode_v3(&packet(&fits, None), &settings, &mut out).unwrap();

@@ -176,6 +176,82 @@ fn header_kind(name: &[u8]) -> Option<Header> {
     }
 }
 
+/// What trace decisions read of a message, found in one pass over its
+/// headers: the start line and request URI, the Call-ID, the CSeq method,
+/// the From and To URIs, and whether To has a tag. Unlike [`extract`] it
+/// refuses nothing but a bad start line: a missing header is `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary<'a> {
+    pub start: StartLine<'a>,
+    /// The request URI of a request.
+    pub ruri: Option<&'a [u8]>,
+    pub call_id: Option<&'a [u8]>,
+    pub cseq_method: Option<&'a [u8]>,
+    pub from_uri: Option<&'a [u8]>,
+    pub to_uri: Option<&'a [u8]>,
+    /// Whether the To header carries a tag: the request is within a dialog.
+    pub to_tagged: bool,
+}
+
+impl<'a> Summary<'a> {
+    /// The request method, or for a reply the method of its CSeq.
+    pub fn method(&self) -> Option<&'a [u8]> {
+        match self.start {
+            StartLine::Request { method } => Some(method),
+            StartLine::Reply { .. } => self.cseq_method,
+        }
+    }
+
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+}
+
+/// Reads the [`Summary`] of `buf`; `None` when its first line is neither a
+/// request line nor a status line.
+pub fn summary(buf: &[u8]) -> Option<Summary<'_>> {
+    let (first_line, mut rest) = split_line(buf);
+    let start = parse_start_line(first_line).ok()?;
+    let ruri = match start {
+        StartLine::Request { .. } => request_uri(first_line),
+        StartLine::Reply { .. } => None,
+    };
+    let mut s = Summary {
+        start,
+        ruri,
+        call_id: None,
+        cseq_method: None,
+        from_uri: None,
+        to_uri: None,
+        to_tagged: false,
+    };
+    let (mut from, mut to, mut cseq) = (false, false, false);
+    while let Some((name, value, next)) = next_header(rest) {
+        rest = next;
+        match header_kind(name) {
+            Some(Header::CallId) if s.call_id.is_none() => s.call_id = (!value.is_empty()).then_some(value),
+            Some(Header::CSeq) if !cseq => {
+                cseq = true;
+                s.cseq_method = cseq_method(value).ok();
+            }
+            Some(Header::From) if !from => {
+                from = true;
+                s.from_uri = Some(addr_uri(value));
+            }
+            Some(Header::To) if !to => {
+                to = true;
+                s.to_uri = Some(addr_uri(value));
+                s.to_tagged = tag_param(value).is_some_and(|t| !t.is_empty());
+            }
+            _ => continue,
+        }
+        if from && to && cseq && s.call_id.is_some() {
+            break;
+        }
+    }
+    Some(s)
+}
+
 /// Splits off one line; the line excludes its CRLF or bare LF.
 /// The URI of the first header called `name` (or its `compact` form):
 /// what is inside `<...>`, or the value up to its first `;`.
@@ -191,10 +267,24 @@ pub fn header_uri<'a>(buf: &'a [u8], name: &[u8], compact: &[u8]) -> Option<&'a 
 }
 
 fn addr_uri(value: &[u8]) -> &[u8] {
-    match (memchr(b'<', value), memchr(b'>', value)) {
-        (Some(open), Some(close)) if open < close => &value[open + 1..close],
-        _ => trim(value.split(|&c| c == b';').next().unwrap_or_default()),
+    // A '<' inside a quoted display name opens nothing.
+    let mut i = 0;
+    while i < value.len() {
+        match value[i] {
+            b'"' => match closing_quote(value, i) {
+                Some(close) => i = close + 1,
+                None => break,
+            },
+            b'<' => {
+                return match memchr(b'>', &value[i..]) {
+                    Some(close) => &value[i + 1..i + close],
+                    None => &value[i + 1..],
+                };
+            }
+            _ => i += 1,
+        }
     }
+    trim(value.split(|&c| c == b';').next().unwrap_or_default())
 }
 
 /// The request URI of a request's start line.
@@ -523,6 +613,28 @@ To: <sip:c@d>\r\nCSeq: 1 ACK\r\n\r\n";
         );
         assert_eq!(request_uri(b"SIP/2.0 200 OK\r\n\r\n"), None);
         assert_eq!(header_uri(b"X y SIP/2.0\r\n\r\n", b"From", b"f"), None);
+    }
+
+    #[test]
+    fn summaries_read_what_trace_decisions_need_in_one_pass() {
+        let s = summary(INVITE).unwrap();
+        assert_eq!(s.method(), Some(&b"INVITE"[..]));
+        assert!(s.is_request() && !s.to_tagged);
+        assert_eq!(s.ruri, Some(&b"sip:bob@example.com"[..]));
+        assert_eq!(s.call_id, Some(&b"a84b4c76e66710@pc33.example.com"[..]));
+        assert_eq!(s.from_uri, Some(&b"sip:alice@example.com;transport=udp"[..]));
+        assert_eq!(s.to_uri, Some(&b"sip:bob@example.com"[..]));
+        let reply = b"SIP/2.0 200 OK\r\nt: <sip:b@x>;tag=9f\r\ni: call-1\r\nCSeq: 2 OPTIONS\r\n\r\n";
+        let s = summary(reply).unwrap();
+        assert_eq!((s.method(), s.ruri, s.from_uri), (Some(&b"OPTIONS"[..]), None, None));
+        assert!(s.to_tagged && !s.is_request());
+        // Nothing but the start line is required.
+        let quoted = b"MESSAGE sip:x SIP/2.0\r\nFrom: \"a <b>\" <sip:c@d>;tag=1\r\nTo: sip:e@f;tag=2\r\n\r\n";
+        let s = summary(quoted).unwrap();
+        assert_eq!((s.from_uri, s.to_uri, s.to_tagged), (Some(&b"sip:c@d"[..]), Some(&b"sip:e@f"[..]), true));
+        let bare = summary(b"MESSAGE sip:x SIP/2.0\r\nCSeq: x\r\n\r\n").unwrap();
+        assert_eq!((bare.call_id, bare.cseq_method, bare.to_uri), (None, None, None));
+        assert_eq!(summary(b"garbage\r\n\r\n"), None);
     }
 
     #[test]

@@ -10,7 +10,9 @@
 
 use crate::core::dest::{DestError, DestUri};
 use crate::core::endpoint::{Endpoint, Transport};
+use crate::core::noise::{MethodSet, Noise};
 use crate::core::rpc_command::CommandFilter;
+use crate::core::session;
 use crate::core::settings::Settings;
 use crate::core::sql::{redact_url, Columns};
 use crate::core::wire::MAX_DESTINATIONS;
@@ -81,6 +83,12 @@ pub const PARAMS: &[(&CStr, ParamType)] = &[
     (c"trace_dialog_spiral", ParamType::Int),
     // 0: rows for sqlite:// and postgres:// also go through the DB API.
     (c"db_native", ParamType::Int),
+    // Trace sessions (siptrace.trace_start), and keeping noise out.
+    (c"trace_sessions_max", ParamType::Int),
+    (c"trace_session_max_seconds", ParamType::Int),
+    (c"trace_skip_methods", ParamType::Str),
+    (c"trace_sample", ParamType::Int),
+    (c"hep_node_name", ParamType::Str),
 ];
 
 /// The parameters of a later siptrace than 5.6's, with the Kamailio
@@ -247,6 +255,13 @@ pub struct Config {
     /// Rows for `sqlite://` and `postgres://` URLs are written by the
     /// module's own writers (`core::store`), not through the DB API.
     pub db_native: bool,
+    /// `trace_sessions_max`: sessions `siptrace.trace_start` may run at
+    /// once; 0 turns sessions off.
+    pub sessions_max: u32,
+    /// `trace_session_max_seconds`: the longest a session may last.
+    pub session_max_seconds: u32,
+    /// `trace_skip_methods` and `trace_sample`.
+    pub noise: Noise,
     /// The sender and HEP settings, shared with the other host.
     pub settings: Settings,
 }
@@ -280,6 +295,9 @@ impl Default for Config {
             trace_dialog_ack: true,
             trace_dialog_spiral: true,
             db_native: true,
+            sessions_max: session::DEFAULT_MAX_SESSIONS,
+            session_max_seconds: session::DEFAULT_MAX_SECONDS,
+            noise: Noise::default(),
             settings: Settings::default(),
         }
     }
@@ -414,6 +432,28 @@ impl Config {
             }
             ("trace_dialog_ack", ParamValue::Int(n)) => self.trace_dialog_ack = n != 0,
             ("trace_dialog_spiral", ParamValue::Int(n)) => self.trace_dialog_spiral = n != 0,
+            ("trace_sessions_max", ParamValue::Int(n)) => {
+                self.sessions_max = int_in(name, n, 0, session::LIMIT_MAX_SESSIONS as i32)? as u32;
+            }
+            ("trace_session_max_seconds", ParamValue::Int(n)) => {
+                self.session_max_seconds = int_in(name, n, 1, session::LIMIT_MAX_SECONDS as i32)? as u32;
+            }
+            ("trace_skip_methods", ParamValue::Str(s)) => {
+                self.noise.skip_methods = if s.trim().is_empty() {
+                    MethodSet::default()
+                } else {
+                    MethodSet::parse(s).map_err(|e| bad(&e))?
+                };
+            }
+            ("trace_sample", ParamValue::Int(n)) => {
+                self.noise.sample_per_mille = int_in(name, n, 0, 1000)? as u16
+            }
+            ("hep_node_name", ParamValue::Str(s)) => {
+                if s.is_empty() || s.len() > 255 || s.chars().any(char::is_control) {
+                    return Err(bad("must be 1 to 255 bytes, without control characters"));
+                }
+                self.settings.hep.node_name = Some(s.as_bytes().to_vec());
+            }
             _ => return Err(bad("unknown parameter or wrong type")),
         }
         Ok(())
@@ -448,6 +488,18 @@ impl Config {
                     param,
                     1,
                     "these records are HEPv3 only: set hep_mode_on=1, hep_version=3 and duplicate_uri",
+                ));
+            }
+        }
+        if let Some(name) = &self.settings.hep.node_name {
+            if self.settings.hep.version != 3 {
+                return Err(ConfigError::new(
+                    "hep_node_name",
+                    String::from_utf8_lossy(name),
+                    format!(
+                        "HEP version {} has no chunk for it; set hep_version=3",
+                        self.settings.hep.version
+                    ),
                 ));
             }
         }
@@ -544,7 +596,7 @@ mod tests {
                 assert!(!e.reason.contains("unknown parameter"), "{name}: {e}");
             }
         }
-        assert_eq!(PARAMS.len(), 50);
+        assert_eq!(PARAMS.len(), 55);
     }
 
     #[test]
@@ -742,6 +794,45 @@ mod tests {
             assert_eq!(needs_release(name), Some((6, 0)));
         }
         assert_eq!(needs_release("trace_mode"), None);
+    }
+
+    #[test]
+    fn session_and_noise_parameters() {
+        let c = Config::default();
+        assert_eq!((c.sessions_max, c.session_max_seconds), (16, 3600));
+        assert!(c.noise.is_off() && c.settings.hep.node_name.is_none());
+        let mut c = Config::default();
+        c.set("trace_sessions_max", ParamValue::Int(0)).unwrap();
+        c.set("trace_session_max_seconds", ParamValue::Int(600)).unwrap();
+        c.set("trace_skip_methods", ParamValue::Str("OPTIONS|notify")).unwrap();
+        c.set("trace_sample", ParamValue::Int(100)).unwrap();
+        c.set("hep_node_name", ParamValue::Str("proxy-eu-1")).unwrap();
+        c.validate().unwrap();
+        assert_eq!((c.sessions_max, c.session_max_seconds), (0, 600));
+        assert_eq!(c.noise.skip_methods.to_string(), "OPTIONS|NOTIFY");
+        assert_eq!(c.noise.sample_per_mille, 100);
+        assert_eq!(c.settings.hep.node_name.as_deref(), Some(&b"proxy-eu-1"[..]));
+        c.set("trace_skip_methods", ParamValue::Str("")).unwrap();
+        assert!(c.noise.skip_methods.is_empty());
+        c.set("hep_version", ParamValue::Int(2)).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("'hep_node_name'") && e.contains("'proxy-eu-1'") && e.contains("hep_version=3"),
+            "{e}"
+        );
+        for (name, value, why) in [
+            ("trace_sessions_max", ParamValue::Int(257), "between 0 and 256"),
+            ("trace_sessions_max", ParamValue::Int(-1), "between 0 and 256"),
+            ("trace_session_max_seconds", ParamValue::Int(0), "between 1 and 604800"),
+            ("trace_skip_methods", ParamValue::Str("OPTIONS;NOTIFY"), "not a SIP method"),
+            ("trace_skip_methods", ParamValue::Str("OPTIONS||NOTIFY"), "empty method"),
+            ("trace_sample", ParamValue::Int(1001), "between 0 and 1000"),
+            ("hep_node_name", ParamValue::Str(""), "1 to 255 bytes"),
+            ("hep_node_name", ParamValue::Str("a\nb"), "control"),
+        ] {
+            let e = Config::default().set(name, value).unwrap_err().to_string();
+            assert!(e.contains(&format!("'{name}'")) && e.contains(why), "{e}");
+        }
     }
 
     #[test]

@@ -8,9 +8,11 @@
 //!
 //! The dialog may be created after the script call (by `t_relay()` with
 //! the dialog flag) or before it (`dlg_manage()` first). In the first case
-//! the block waits in a per-process slot for the dialog module's CREATED
-//! callback, which runs while the same request is routed; the slot is
-//! emptied when that request's script ends, whatever happened.
+//! the block waits in a per-process list for the dialog module's CREATED
+//! callback, which runs while the same request is routed; the list is
+//! emptied when that request's script ends, whatever happened. It holds
+//! one block per trace of the request: the script's and each trace
+//! session's.
 
 use crate::kamailio::call_context;
 use crate::kamailio::host::dialog::{Dialogs, Dlg, DlgCreated, DlgHandler};
@@ -20,7 +22,7 @@ use crate::kamailio::host::version::{self, Release};
 use crate::kamailio::state::{self, State};
 use crate::kamailio::trace_info::{TraceInfo, TraceRef};
 use crate::kamailio::transaction;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 /// A block waiting for the dialog of the request being routed.
 struct Pending {
@@ -29,9 +31,9 @@ struct Pending {
 }
 
 thread_local! {
-    // Kamailio's workers are single-threaded processes; the slot is the
+    // Kamailio's workers are single-threaded processes; the list is the
     // process's own.
-    static PENDING: Cell<Option<Pending>> = const { Cell::new(None) };
+    static PENDING: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
     /// The dialog created last in this process, and the request it was
     /// created for: a dialog an initial INVITE finds that was not created
     /// for it is one the INVITE spiraled back into.
@@ -79,7 +81,15 @@ pub fn start(state: &State, dialogs: &Dialogs, msg: Msg<'_>, info: &TraceRef) ->
             Ok(())
         }
         None => {
-            replace_pending(Some(Pending { request: msg.key(), info: info.clone() }));
+            let pending = Pending { request: msg.key(), info: info.clone() };
+            // Blocks of an earlier request nobody took are released.
+            let stale = PENDING.with(|list| {
+                let mut list = list.borrow_mut();
+                let stale = take_others(&mut list, msg.key());
+                list.push(pending);
+                stale
+            });
+            drop(stale);
             Ok(())
         }
     })
@@ -90,9 +100,18 @@ fn created_for(msg: Msg<'_>, dlg: Dlg<'_>) -> bool {
     LAST_CREATED.with(Cell::get) == Some((msg.key(), dlg.id()))
 }
 
-/// Puts `new` in the slot; what waited there before is released.
-fn replace_pending(new: Option<Pending>) {
-    drop(PENDING.with(|slot| slot.replace(new)));
+/// Takes the blocks waiting for another request than `request` out of
+/// `list`.
+fn take_others(list: &mut Vec<Pending>, request: MsgKey) -> Vec<Pending> {
+    let (keep, others) = std::mem::take(list).into_iter().partition(|p| p.request == request);
+    *list = keep;
+    others
+}
+
+/// Empties the list; what waited there is released, outside the borrow
+/// (a release frees shared memory, nothing that comes back here).
+fn clear_pending() {
+    drop(PENDING.with(|list| std::mem::take(&mut *list.borrow_mut())));
 }
 
 /// Registers the dialog callbacks with `info`, a holder the dialog takes;
@@ -104,8 +123,7 @@ fn attach(state: &State, dialogs: &Dialogs, dlg: Dlg<'_>, info: TraceRef) -> Res
     Ok(())
 }
 
-/// A dialog was created; if its INVITE is the one waiting in the slot, the
-/// dialog takes over the slot's reference.
+/// A dialog was created; the blocks waiting for its INVITE go to it.
 struct Created;
 
 impl DlgCreated for Created {
@@ -121,7 +139,7 @@ impl DlgCreated for Created {
 }
 
 /// An initial INVITE spiraled back into a dialog (with spirals traced): a
-/// dialog trace it started waits in the slot, and follows the dialog too.
+/// dialog trace it started waits in the list, and follows the dialog too.
 struct Spiraled;
 
 impl DlgCreated for Spiraled {
@@ -132,16 +150,18 @@ impl DlgCreated for Spiraled {
     }
 }
 
-/// If the trace waiting in the slot is `request`'s, `dlg` takes over the
-/// slot's reference.
+/// The blocks waiting for `request` go to `dlg`, each with the list's
+/// reference.
 fn take_pending(state: &State, dialogs: &Dialogs, dlg: Dlg<'_>, request: Msg<'_>) {
-    let Some(pending) = PENDING.with(|slot| slot.take()) else { return };
-    if pending.request != request.key() {
-        PENDING.with(|slot| slot.set(Some(pending)));
-        return;
-    }
-    if let Err(e) = attach(state, dialogs, dlg, pending.info) {
-        crate::log_warn!("cannot trace the dialog: {e}");
+    let waiting = PENDING.with(|list| {
+        let mut list = list.borrow_mut();
+        let others = take_others(&mut list, request.key());
+        std::mem::replace(&mut *list, others)
+    });
+    for pending in waiting {
+        if let Err(e) = attach(state, dialogs, dlg, pending.info) {
+            crate::log_warn!("cannot trace the dialog: {e}");
+        }
     }
 }
 
@@ -150,7 +170,7 @@ struct AfterRequest;
 
 impl ScriptHook for AfterRequest {
     fn run(_message: Option<Msg<'_>>) {
-        replace_pending(None);
+        clear_pending();
     }
 }
 

@@ -1,8 +1,10 @@
 //! `trace_mode`: every SIP message the core receives or sends, seen
 //! through the core's network data events.
 
+use crate::core::counters::Counters;
 use crate::core::endpoint::Endpoint;
 use crate::core::hep::proto_type::SIP;
+use crate::core::noise::Verdict;
 use crate::core::record::{Direction, Outputs, Timestamp, TraceRecord};
 use crate::kamailio::host::events::{self, NetDataHandler};
 use crate::kamailio::host::net::Received;
@@ -47,6 +49,13 @@ fn advertised(state: &State, socket: Option<Socket>) -> Option<Endpoint> {
 }
 
 fn trace(state: &State, direction: Direction, src: Endpoint, dst: Endpoint, payload: &[u8]) {
+    // trace_skip_methods and trace_sample.
+    let counters = &state.shared.counters;
+    match state.config.noise.verdict(payload) {
+        Verdict::Trace => {}
+        Verdict::SkipMethod => return Counters::add(&counters.skipped_method),
+        Verdict::SkipSample => return Counters::add(&counters.skipped_sample),
+    }
     let record = TraceRecord {
         time: Timestamp::now(),
         direction,

@@ -11,7 +11,7 @@ use crate::kamailio::params::Modparams;
 use crate::kamailio::rest::HttpQuery;
 use crate::kamailio::script::{Hlog, SipTrace, SipTraceMode, SipTraceTypes};
 use crate::kamailio::trace_msg::{KemiSipTraceMsg, SipTraceMsg};
-use crate::kamailio::{kemi, msg_event, rpc, startup};
+use crate::kamailio::{kemi, msg_event, rpc, sessions, startup};
 use std::os::raw::{c_char, c_int, c_void};
 
 /// Compared by Kamailio with its own `SER_FULL_VERSION`, at load time.
@@ -58,7 +58,8 @@ const SETTERS: [Setter; PARAMS.len()] = [
     setter::<Modparams, 36>, setter::<Modparams, 37>, setter::<Modparams, 38>, setter::<Modparams, 39>,
     setter::<Modparams, 40>, setter::<Modparams, 41>, setter::<Modparams, 42>, setter::<Modparams, 43>,
     setter::<Modparams, 44>, setter::<Modparams, 45>, setter::<Modparams, 46>, setter::<Modparams, 47>,
-    setter::<Modparams, 48>, setter::<Modparams, 49>,
+    setter::<Modparams, 48>, setter::<Modparams, 49>, setter::<Modparams, 50>, setter::<Modparams, 51>,
+    setter::<Modparams, 52>, setter::<Modparams, 53>, setter::<Modparams, 54>,
 ];
 
 static PARAMS_TABLE: Export<[sys::param_export_t; PARAMS.len() + 1]> = Export({
@@ -71,9 +72,12 @@ static PARAMS_TABLE: Export<[sys::param_export_t; PARAMS.len() + 1]> = Export({
     table
 });
 
-static RPCS: Export<[sys::rpc_export_t; 3]> = Export([
+static RPCS: Export<[sys::rpc_export_t; 6]> = Export([
     host_rpc::export::<rpc::Status>(&rpc::STATUS_DOC),
     host_rpc::export::<rpc::Stats>(&rpc::STATS_DOC),
+    host_rpc::export::<sessions::TraceStart>(&sessions::TRACE_START_DOC),
+    host_rpc::export::<sessions::TraceStop>(&sessions::TRACE_STOP_DOC),
+    host_rpc::export::<sessions::TraceList>(&sessions::TRACE_LIST_DOC),
     host_rpc::end(),
 ]);
 

@@ -59,6 +59,8 @@ mod send_socket;
 #[cfg(all(feature = "kamailio", not(test)))]
 mod sender;
 #[cfg(all(feature = "kamailio", not(test)))]
+mod sessions;
+#[cfg(all(feature = "kamailio", not(test)))]
 mod startup;
 #[cfg(all(feature = "kamailio", not(test)))]
 mod state;

@@ -3,7 +3,7 @@
 //! `hlog([correlation_id,] text)`, with the checks of their parameters
 //! while the config is read.
 
-use crate::core::counters::DropReason;
+use crate::core::counters::{Counters, DropReason};
 use crate::core::endpoint::{Endpoint, Transport};
 use crate::core::event::TraceTypes;
 use crate::core::record::{Direction, Outputs, Scope, Timestamp, TraceRecord};
@@ -242,6 +242,14 @@ pub fn trace_call(
     let users = users::current(state);
     if let Users::Skip = users {
         return -1;
+    }
+    // trace_sample: the call is in the sample or not, by its Call-ID.
+    if !state.config.noise.samples_all() {
+        let call_id = current_message(msg).and_then(|(payload, ..)| crate::core::sip::call_id(payload));
+        if !state.config.noise.samples_call(call_id) {
+            Counters::add(&state.shared.counters.skipped_sample);
+            return -1;
+        }
     }
     let target = match dest {
         None => ScriptTarget { uri_given: false, dest: None },

@@ -13,8 +13,8 @@ use crate::kamailio::host::shm;
 use crate::kamailio::row_writer::{self, Chosen};
 use crate::kamailio::state::{self, settled, Resolved, State};
 use crate::kamailio::{
-    call_context, connections, dialog, events, log_lines, msg_event, rpc_trace, send_socket, sender, stats,
-    transaction,
+    call_context, connections, dialog, events, log_lines, msg_event, rpc_trace, send_socket, sender,
+    sessions, stats, transaction,
 };
 use smallvec::SmallVec;
 use std::sync::Mutex;
@@ -68,6 +68,7 @@ pub fn mod_init() -> Result<(), String> {
         traced_user_avp = avp("traced_user_avp", config.traced_user_avp.as_ref())?;
         table_avp = avp("trace_table_avp", config.trace_table_avp.as_ref())?;
     }
+    let session_table = sessions::mod_init(&config)?;
     if config.db_mode_asked != 0 && config.uses_database() {
         crate::log_info!(
             "trace_db_mode {} asks for {} inserts: rows are always written by the sender processes, in batches",
@@ -115,6 +116,7 @@ pub fn mod_init() -> Result<(), String> {
         msg_route,
         msg_callback,
         announced,
+        sessions: session_table,
     })
 }
 
@@ -123,7 +125,13 @@ pub fn mod_init() -> Result<(), String> {
 pub fn child_init(rank: i32) -> Result<(), String> {
     let Some(state) = state::get() else { return Ok(()) };
     match process::rank(rank) {
-        Rank::Init if state.config.trace_rpc => rpc_trace::install(state),
+        Rank::Init => {
+            sessions::proc_init(state)?;
+            if state.config.trace_rpc {
+                rpc_trace::install(state)?;
+            }
+            Ok(())
+        }
         Rank::Main => {
             for index in 0..state.queues.len() {
                 match process::fork(&format!("siptrace sender {index}")) {

@@ -8,6 +8,7 @@ use crate::core::dest::{DestUri, Destination};
 use crate::core::endpoint::Transport;
 use crate::core::ring::Ring;
 use crate::core::sender::tls;
+use crate::core::session::table::SessionTable;
 use crate::core::shared::Shared;
 use crate::core::store::StoreSettings;
 use crate::ffi::{lock, Settled};
@@ -55,6 +56,9 @@ pub struct State {
     pub msg_callback: Option<&'static CStr>,
     /// With trace_net: the connections announced, in shared memory.
     pub announced: Option<&'static [AtomicI32]>,
+    /// The trace sessions `siptrace.trace_start` runs, in shared memory;
+    /// none with `trace_sessions_max` 0.
+    pub sessions: Option<&'static SessionTable>,
 }
 
 /// A host value settled in mod_init, or none.
@@ -102,9 +106,15 @@ impl State {
         })
     }
 
-    /// The name a TLS collector's certificate must carry.
+    /// The name a TLS collector's certificate must carry: the one of a
+    /// destination resolved at startup, else of a trace session's.
     pub fn tls_name(&self, dest: Destination) -> String {
-        lock(&self.resolved).tls_names.get(&dest).cloned().unwrap_or_else(|| dest.addr.ip().to_string())
+        lock(&self.resolved)
+            .tls_names
+            .get(&dest)
+            .cloned()
+            .or_else(|| self.sessions.and_then(|t| t.tls_name(dest)))
+            .unwrap_or_else(|| dest.addr.ip().to_string())
     }
 }
 

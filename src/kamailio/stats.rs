@@ -5,6 +5,7 @@
 use crate::core::counters::{Counters, DropReason};
 use crate::core::ring::Ring;
 use crate::kamailio::host::stats::{self, StatGroup};
+use crate::kamailio::sessions;
 use crate::kamailio::state::{self, State};
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +21,7 @@ fn dropped(state: &State, reason: DropReason) -> u64 {
 }
 
 /// Every statistic, with how to read it.
-pub const STATS: [(&CStr, Reader); 25] = [
+pub const STATS: [(&CStr, Reader); 29] = [
     (c"enqueued", |s| load(s, |c| &c.enqueued)),
     (c"dequeued", |s| load(s, |c| &c.dequeued)),
     (c"queue_records", |s| load(s, |c| &c.enqueued).saturating_sub(load(s, |c| &c.dequeued))),
@@ -47,6 +48,12 @@ pub const STATS: [(&CStr, Reader); 25] = [
     (c"dropped_not_connected", |s| dropped(s, DropReason::NotConnected)),
     (c"dropped_sender_died", |s| dropped(s, DropReason::SenderDied)),
     (c"dropped_unreachable", |s| dropped(s, DropReason::Unreachable)),
+    // Trace sessions running now, and the calls they matched.
+    (c"sessions_active", sessions::active),
+    (c"session_calls_matched", |s| load(s, |c| &c.session_calls_matched)),
+    // Kept out by trace_skip_methods and by trace_sample.
+    (c"skipped_method", |s| load(s, |c| &c.skipped_method)),
+    (c"skipped_sample", |s| load(s, |c| &c.skipped_sample)),
 ];
 
 const NAMES: [&CStr; STATS.len()] = {

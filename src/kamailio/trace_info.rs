@@ -19,12 +19,27 @@ pub struct TraceInfo {
     pub target: ScriptTarget,
     /// What the trace sends: SIP messages, log lines, REST queries.
     pub types: TraceTypes,
+    /// Who started it: the script, or a trace session.
+    pub origin: Origin,
     /// The shared counters, at the same address in every process.
     counters: &'static Counters,
 }
 
 /// A holder of a block.
 pub type TraceRef = ShmRc<TraceInfo>;
+
+/// Who started a trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A script call (`sip_trace()`, `sip_trace_mode()`). `skipped_method`:
+    /// it was made on a request of a method `trace_skip_methods` names,
+    /// which an explicit call still traces, with its transaction.
+    Script { skipped_method: bool },
+    /// Trace session `id`, in slot `slot` of the session table. Its
+    /// records go to the session's destination, whether `trace_on` is set
+    /// or not.
+    Session { slot: u32, id: u64 },
+}
 
 impl TraceInfo {
     /// A new block with one holder, the caller.
@@ -33,9 +48,10 @@ impl TraceInfo {
         target: ScriptTarget,
         correlation: &[u8],
         types: TraceTypes,
+        origin: Origin,
     ) -> Option<TraceRef> {
         let counters = &state.shared.counters;
-        let info = ShmRc::new(TraceInfo { target, types, counters }, correlation)?;
+        let info = ShmRc::new(TraceInfo { target, types, origin, counters }, correlation)?;
         Counters::add(&counters.contexts_made);
         Some(info)
     }

@@ -69,6 +69,17 @@ pub fn script_outputs(state: &State, target: &ScriptTarget) -> Outputs {
     }
 }
 
+/// Where a trace session's records go: its own destination, as HEP with
+/// `hep_mode_on` and as SIP copies without, and nowhere else; or, when it
+/// has none, where `sip_trace()` without a URI sends.
+pub fn session_outputs(state: &State, dest: Option<Destination>) -> Outputs {
+    match dest {
+        None => script_outputs(state, &ScriptTarget { uri_given: false, dest: None }),
+        Some(d) if state.config.hep_mode_on => Outputs { hep: smallvec![d], ..Outputs::default() },
+        Some(d) => Outputs { duplicate: smallvec![d], ..Outputs::default() },
+    }
+}
+
 /// Where the records of a traced call that are not SIP go: the HEP
 /// collectors of its trace. Without HEP there are none; those records are
 /// neither stored in the table nor copied as SIP.

@@ -14,17 +14,19 @@
 //! carries every event type, so TM releases it exactly once, with the
 //! transaction.
 
+use crate::core::counters::Counters;
 use crate::core::endpoint::Endpoint;
 use crate::core::event::TraceTypes;
 use crate::core::record::Scope;
 use crate::core::record::{Direction, Timestamp, TraceRecord};
+use crate::core::session::table::SessionCounter;
 use crate::kamailio::host::msg::{Method, Msg};
 use crate::kamailio::host::net::unknown_source;
 use crate::kamailio::host::sl::{self, SlHandler, SlReply};
 use crate::kamailio::host::socket::DestInfo;
 use crate::kamailio::host::tm::{Cell, RegisterError, Tm, TmEvent, TmEventKind, TmEvents, TmHandler};
 use crate::kamailio::state::{self, State};
-use crate::kamailio::trace_info::{self, TraceInfo, TraceRef};
+use crate::kamailio::trace_info::{self, Origin, TraceInfo, TraceRef};
 use crate::kamailio::tracer::{self, ScriptTarget};
 use crate::kamailio::users::{self, Users};
 use crate::kamailio::{call_context, connections, dialog};
@@ -85,8 +87,17 @@ pub fn start(
             );
         }
     }
+    // An explicit call traces a method trace_skip_methods names, and its
+    // transaction's replies.
+    let skipped_method = !state.config.noise.skip_methods.is_empty()
+        && msg
+            .bytes()
+            .and_then(crate::core::sip::summary)
+            .and_then(|s| s.method())
+            .is_some_and(|m| state.config.noise.skip_methods.contains(m));
     // This function's own holder, released when it returns.
-    let info = TraceInfo::alloc(state, target, correlation, types).ok_or("out of shared memory")?;
+    let info = TraceInfo::alloc(state, target, correlation, types, Origin::Script { skipped_method })
+        .ok_or("out of shared memory")?;
     follow(state, msg, &info)?;
     if let Some(dialogs) = dialogs {
         dialog::start(state, dialogs, msg, &info)?;
@@ -101,10 +112,8 @@ fn has_to_tag(msg: Msg<'_>) -> bool {
         .is_some_and(|fields| !fields.to_tag.is_empty())
 }
 
-/// Traces what the transaction of request `msg` sends and receives, with
-/// `info`, of which the transaction becomes a holder.
-pub fn follow(state: &State, msg: Msg<'_>, info: &TraceRef) -> Result<(), String> {
-    let tm = state.tm.as_ref().ok_or("the tm module is not loaded")?;
+/// The events a traced transaction's callback listens to.
+fn events(info: &TraceRef) -> TmEvents {
     let events = TmEvents::REQUEST_SENT
         | TmEvents::RESPONSE_IN
         | TmEvents::RESPONSE_SENT
@@ -112,11 +121,33 @@ pub fn follow(state: &State, msg: Msg<'_>, info: &TraceRef) -> Result<(), String
         | TmEvents::E2ECANCEL_IN;
     // The failure route of a call that traces more than SIP runs with the
     // call current, for its log lines and REST queries.
-    let events = if info.types.beyond_sip() { events | TmEvents::ON_FAILURE } else { events };
-    tm.register::<Transactions>(msg, events, Some(info.clone())).map_err(|e| match e {
+    if info.types.beyond_sip() {
+        events | TmEvents::ON_FAILURE
+    } else {
+        events
+    }
+}
+
+fn register_error(e: RegisterError) -> &'static str {
+    match e {
         RegisterError::Unavailable => "the tm module gave no register_tmcb",
         RegisterError::Refused => "TM refused the transaction callbacks",
-    })?;
+    }
+}
+
+/// Traces what the transaction of request `msg` sends and receives, with
+/// `info`, of which the transaction becomes a holder.
+pub fn follow(state: &State, msg: Msg<'_>, info: &TraceRef) -> Result<(), String> {
+    let tm = state.tm.as_ref().ok_or("the tm module is not loaded")?;
+    tm.register::<Transactions>(msg, events(info), Some(info.clone())).map_err(register_error)?;
+    msg.mark_traced();
+    Ok(())
+}
+
+/// As [`follow`], for transaction `cell` that TM has just made for `msg`.
+pub fn follow_on(state: &State, cell: Cell<'_>, msg: Msg<'_>, info: &TraceRef) -> Result<(), String> {
+    let tm = state.tm.as_ref().ok_or("the tm module is not loaded")?;
+    tm.register_on::<Transactions>(cell, msg, events(info), Some(info.clone())).map_err(register_error)?;
     msg.mark_traced();
     Ok(())
 }
@@ -133,7 +164,10 @@ fn belongs_to_traced_transaction(tm: &Tm, msg: Msg<'_>, method: Method) -> bool 
 }
 
 /// Queues one message of a traced transaction, unless tracing is off and
-/// no traced user asks for it.
+/// no traced user asks for it (a trace session's are queued either way),
+/// or its method is one `trace_skip_methods` names (unless an explicit
+/// script call started the trace on such a request, or `explicit` says
+/// the message answers one).
 fn enqueue(
     state: &State,
     direction: Direction,
@@ -141,14 +175,24 @@ fn enqueue(
     payload: &[u8],
     info: Option<&TraceRef>,
     connection: Option<i32>,
+    explicit: bool,
 ) {
-    let users = users::current(state);
+    let origin = info.map(|i| i.origin);
+    let users = match origin {
+        Some(Origin::Session { .. }) => Users::Default,
+        _ => users::current(state),
+    };
     let traced_users = match &users {
         Users::Skip => return,
         Users::Default => None,
         Users::List(packed) => Some(&packed[..]),
     };
     if info.is_some_and(|i| !i.types.contains(TraceTypes::SIP)) {
+        return;
+    }
+    let explicit = explicit || matches!(origin, Some(Origin::Script { skipped_method: true }));
+    if !explicit && state.config.noise.skips_message(payload) {
+        Counters::add(&state.shared.counters.skipped_method);
         return;
     }
     let default = ScriptTarget { uri_given: false, dest: None };
@@ -166,13 +210,31 @@ fn enqueue(
         proto_type: crate::core::hep::proto_type::SIP,
         traced_users,
     };
-    tracer::enqueue(state, &record, &tracer::script_outputs(state, &target));
+    match origin {
+        Some(Origin::Session { slot, id }) => {
+            let queued = tracer::enqueue(state, &record, &tracer::session_outputs(state, target.dest));
+            if let Some(table) = state.sessions {
+                table.count(slot, id, if queued { SessionCounter::Sent } else { SessionCounter::Dropped }, 1);
+            }
+        }
+        _ => {
+            tracer::enqueue(state, &record, &tracer::script_outputs(state, &target));
+        }
+    }
 }
 
 /// Traces a message Kamailio received, from its own buffer.
 pub fn trace_received(state: &State, msg: Msg<'_>, info: Option<&TraceRef>) {
     let (Some(ends), Some(payload)) = (msg.received().ends(), msg.bytes()) else { return };
-    enqueue(state, Direction::In, ends, payload, info, connections::received_on(state, msg.received()));
+    enqueue(
+        state,
+        Direction::In,
+        ends,
+        payload,
+        info,
+        connections::received_on(state, msg.received()),
+        false,
+    );
 }
 
 /// The ends of a message sent to `dst`, or, without one, from the socket
@@ -232,7 +294,7 @@ fn request_sent(state: &State, event: &TmEvent<'_>, info: Option<&TraceRef>) {
     }
     let Some(ends) = sent_ends(event.dest(), req) else { return };
     let connection = event.dest().and_then(|d| connections::sent_on(state, d));
-    enqueue(state, Direction::Out, ends, payload, info, connection);
+    enqueue(state, Direction::Out, ends, payload, info, connection, false);
 }
 
 fn reply_received(state: &State, event: &TmEvent<'_>, info: Option<&TraceRef>) {
@@ -266,7 +328,7 @@ fn reply_sent(state: &State, event: &TmEvent<'_>, info: Option<&TraceRef>) {
         .dest()
         .and_then(|d| connections::sent_on(state, d))
         .or_else(|| connections::received_on(state, req.received()));
-    enqueue(state, Direction::Out, ends, payload, info, connection);
+    enqueue(state, Direction::Out, ends, payload, info, connection, false);
 }
 
 fn negative_ack_received(state: &State, event: &TmEvent<'_>, info: Option<&TraceRef>) {
@@ -295,6 +357,17 @@ fn cancel_received(state: &State, event: &TmEvent<'_>, info: Option<&TraceRef>) 
     trace_received(state, cancel, info);
 }
 
+/// The ends of a stateless reply to `req`: from the socket the request
+/// came in on, to the reply's peer.
+pub fn stateless_reply_ends(reply: &SlReply<'_>, req: Msg<'_>) -> Option<(Endpoint, Endpoint)> {
+    let (_, local) = req.received().ends()?;
+    let dst = match reply.peer() {
+        Some(addr) => Endpoint { transport: local.transport, addr },
+        None => unknown_source(),
+    };
+    Some((local, dst))
+}
+
 /// The stateless replies to requests the script traced as a transaction,
 /// and the ACKs SL absorbs.
 struct Stateless;
@@ -304,19 +377,12 @@ impl SlHandler for Stateless {
         let Some(state) = state::get() else { return };
         let Some(req) = reply.request().filter(|r| r.is_traced()) else { return };
         let Some(payload) = reply.payload() else { return };
-        let Some((_, local)) = req.received().ends() else { return };
-        let dst = match reply.peer() {
-            Some(addr) => Endpoint { transport: local.transport, addr },
-            None => unknown_source(),
-        };
-        enqueue(
-            state,
-            Direction::Out,
-            (local, dst),
-            payload,
-            None,
-            connections::received_on(state, req.received()),
-        );
+        let Some(ends) = stateless_reply_ends(reply, req) else { return };
+        // A traced request of a method trace_skip_methods names was traced
+        // by an explicit script call (sessions never match one): its reply
+        // is traced too.
+        let connection = connections::received_on(state, req.received());
+        enqueue(state, Direction::Out, ends, payload, None, connection, true);
     }
 
     /// The ACK of one of SL's own replies.

@@ -87,6 +87,22 @@ impl RpcCtx<'_> {
         Some(unsafe { host_bytes(arg.s, arg.len) }.unwrap_or_default().to_vec())
     }
 
+    /// The next parameter as text, whatever its type (a number is given
+    /// as its digits); `None` when there are no more. Nothing is replied:
+    /// the command says what is missing.
+    pub fn scan_optional(&self) -> Option<Vec<u8>> {
+        let scan = self.rpc.scan?;
+        let mut arg = sys::str_ { s: std::ptr::null_mut(), len: 0 };
+        // SAFETY: "*" makes the parameter optional (no fault when it is
+        // missing), "." converts a number to text, "S" scans a str.
+        let scanned = unsafe { scan(self.ctx, c"*.S".as_ptr() as *mut c_char, &mut arg as *mut sys::str_) };
+        if scanned < 1 || arg.s.is_null() {
+            return None;
+        }
+        // SAFETY: a scanned str points at `len` bytes of the request.
+        Some(unsafe { host_bytes(arg.s, arg.len) }.unwrap_or_default().to_vec())
+    }
+
     /// Opens a structure in the reply.
     pub fn add_struct(&self) -> Option<RpcStruct<'_>> {
         let (add, struct_add) = (self.rpc.add?, self.rpc.struct_add?);
@@ -95,20 +111,92 @@ impl RpcCtx<'_> {
         if unsafe { add(self.ctx, c"{".as_ptr() as *mut c_char, &mut handle as *mut *mut c_void) } < 0 {
             return None;
         }
-        Some(RpcStruct { struct_add, handle, _ctx: std::marker::PhantomData })
+        Some(RpcStruct { struct_add, array_add: self.rpc.array_add, handle, _ctx: std::marker::PhantomData })
     }
 }
 
+type AddFn = unsafe extern "C" fn(*mut c_void, *mut c_char, ...) -> i32;
+
 /// A structure of a reply.
 pub struct RpcStruct<'a> {
-    struct_add: unsafe extern "C" fn(*mut c_void, *mut c_char, ...) -> i32,
+    struct_add: AddFn,
+    array_add: Option<AddFn>,
     handle: *mut c_void,
     _ctx: std::marker::PhantomData<&'a ()>,
 }
 
-impl RpcStruct<'_> {
+impl<'a> RpcStruct<'a> {
     pub fn add_u64(&self, name: &CStr, value: u64) {
         // SAFETY: "J" takes a name and an unsigned long long.
         unsafe { (self.struct_add)(self.handle, c"J".as_ptr() as *mut c_char, name.as_ptr(), value) };
+    }
+
+    /// An integer member, as "d" (a C int) carries it: counts above
+    /// `i32::MAX` show as that.
+    pub fn add_int(&self, name: &CStr, value: u64) {
+        let value = std::os::raw::c_int::try_from(value).unwrap_or(std::os::raw::c_int::MAX);
+        // SAFETY: "d" takes a name and an int.
+        unsafe { (self.struct_add)(self.handle, c"d".as_ptr() as *mut c_char, name.as_ptr(), value) };
+    }
+
+    /// A text member.
+    pub fn add_str(&self, name: &CStr, value: &[u8]) {
+        let mut text = sys::str_ { s: value.as_ptr() as *mut c_char, len: value.len() as _ };
+        // SAFETY: "S" takes a name and a str, which the transport copies
+        // before this returns; the bytes outlive the call.
+        unsafe {
+            (self.struct_add)(
+                self.handle,
+                c"S".as_ptr() as *mut c_char,
+                name.as_ptr(),
+                &mut text as *mut sys::str_,
+            )
+        };
+    }
+
+    /// An array member, to which structures are added.
+    pub fn add_array(&self, name: &CStr) -> Option<RpcArray<'a>> {
+        let array_add = self.array_add?;
+        let mut handle: *mut c_void = std::ptr::null_mut();
+        // SAFETY: "[" takes a name and writes the new array's handle.
+        let rc = unsafe {
+            (self.struct_add)(
+                self.handle,
+                c"[".as_ptr() as *mut c_char,
+                name.as_ptr(),
+                &mut handle as *mut *mut c_void,
+            )
+        };
+        (rc >= 0 && !handle.is_null()).then_some(RpcArray {
+            struct_add: self.struct_add,
+            array_add,
+            handle,
+            _ctx: std::marker::PhantomData,
+        })
+    }
+}
+
+/// An array of a reply.
+pub struct RpcArray<'a> {
+    struct_add: AddFn,
+    array_add: AddFn,
+    handle: *mut c_void,
+    _ctx: std::marker::PhantomData<&'a ()>,
+}
+
+impl<'a> RpcArray<'a> {
+    /// Adds a structure to the array.
+    pub fn add_struct(&self) -> Option<RpcStruct<'a>> {
+        let mut handle: *mut c_void = std::ptr::null_mut();
+        // SAFETY: "{" writes the new structure's handle.
+        let rc = unsafe {
+            (self.array_add)(self.handle, c"{".as_ptr() as *mut c_char, &mut handle as *mut *mut c_void)
+        };
+        (rc >= 0 && !handle.is_null()).then_some(RpcStruct {
+            struct_add: self.struct_add,
+            array_add: Some(self.array_add),
+            handle,
+            _ctx: std::marker::PhantomData,
+        })
     }
 }

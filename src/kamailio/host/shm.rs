@@ -4,6 +4,7 @@
 
 use super::sys;
 use crate::core::ring::Ring;
+use crate::core::session::table::SessionTable;
 use crate::core::shared::Shared;
 use crate::ffi::guard::guard;
 use std::ffi::c_void;
@@ -43,6 +44,23 @@ pub fn new_ring(bytes: usize) -> Result<Ring, String> {
     // SAFETY: a fresh shm block of `bytes` bytes, 8-byte aligned, kept
     // until the server exits.
     unsafe { Ring::init(mem.as_ptr(), bytes) }.map_err(|e| format!("cannot create a queue: {e}"))
+}
+
+/// The table of trace sessions, for `capacity` of them, kept until the
+/// server exits.
+pub fn new_session_table(capacity: u32) -> Result<&'static SessionTable, String> {
+    let bytes = SessionTable::size_for(capacity);
+    let Some(mem) = alloc(bytes) else {
+        return Err(format!(
+            "cannot allocate {} KiB of shared memory for {capacity} trace sessions; give Kamailio more (-m) \
+             or set a smaller trace_sessions_max",
+            bytes.div_ceil(1024)
+        ));
+    };
+    // SAFETY: a fresh block of `bytes` bytes, 8-byte aligned, in memory
+    // every process shares, never freed.
+    unsafe { SessionTable::init_at(mem.as_ptr(), capacity) }
+        .map_err(|e| format!("cannot create the session table: {e}"))
 }
 
 /// A table of `len` zeroed counters in shared memory, kept until the

@@ -70,6 +70,13 @@ pub enum RegisterError {
     Refused,
 }
 
+/// What runs when TM creates the transaction of a request it received
+/// (`TMCB_REQUEST_IN`), before the request is copied into it: a flag set
+/// on the request then is the transaction's request's too.
+pub trait TmRequestIn: 'static {
+    fn created(cell: Cell<'_>, request: Msg<'_>);
+}
+
 /// What a transaction callback does; TM calls it with the parameter given
 /// at registration, one owner of which TM holds until it releases it.
 pub trait TmHandler: 'static {
@@ -113,6 +120,61 @@ impl Tm {
             register(
                 msg.as_ptr(),
                 std::ptr::null_mut(),
+                events.0 as c_int,
+                Some(on_event::<H>),
+                raw,
+                Some(shm::release::<H::Param>),
+            )
+        };
+        if registered <= 0 {
+            // SAFETY: TM did not take the owner given above.
+            drop(unsafe { ShmRc::<H::Param>::from_raw(raw) });
+            return Err(RegisterError::Refused);
+        }
+        Ok(())
+    }
+
+    /// Registers `H` for every transaction TM creates for a request it
+    /// received. TM's list of these lives in its shared memory, made in its
+    /// mod_init: call this after every module's mod_init (child_init's
+    /// PROC_INIT), before Kamailio forks.
+    pub fn on_request_in<H: TmRequestIn>(&self) -> Result<(), RegisterError> {
+        let register = self.register_tmcb.ok_or(RegisterError::Unavailable)?;
+        // SAFETY: a static callback without a parameter; TM keeps it.
+        let registered = unsafe {
+            register(
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                sys::TMCB_REQUEST_IN as c_int,
+                Some(request_in::<H>),
+                std::ptr::null_mut(),
+                None,
+            )
+        };
+        if registered <= 0 {
+            return Err(RegisterError::Refused);
+        }
+        Ok(())
+    }
+
+    /// As [`Tm::register`], on transaction `cell` of request `msg`, which
+    /// the caller holds: for a callback of [`TmRequestIn`], when the
+    /// transaction is not yet the current one.
+    pub fn register_on<H: TmHandler>(
+        &self,
+        cell: Cell<'_>,
+        msg: Msg<'_>,
+        events: TmEvents,
+        param: Option<ShmRc<H::Param>>,
+    ) -> Result<(), RegisterError> {
+        let register = self.register_tmcb.ok_or(RegisterError::Unavailable)?;
+        let raw = param.map_or(std::ptr::null_mut(), ShmRc::into_raw);
+        // SAFETY: a live request and its held transaction; TM keeps the
+        // static callback and `raw`, and calls the release function once.
+        let registered = unsafe {
+            register(
+                msg.as_ptr(),
+                cell.ptr.as_ptr(),
                 events.0 as c_int,
                 Some(on_event::<H>),
                 raw,
@@ -274,6 +336,19 @@ fn kind_of(kind: c_int) -> TmEventKind {
         sys::TMCB_ON_FAILURE => TmEventKind::OnFailure,
         _ => TmEventKind::Other,
     }
+}
+
+unsafe extern "C" fn request_in<H: TmRequestIn>(t: *mut sys::cell, _kind: c_int, ps: *mut sys::tmcb_params) {
+    guard("the new transaction callback", (), || {
+        // SAFETY: TM passes live parameters with the request, and the new
+        // transaction, for the callback's duration.
+        let request = unsafe { ps.as_ref().and_then(|ps| Msg::from_ptr(ps.req)) };
+        // SAFETY: as above.
+        let cell = unsafe { Cell::from_ptr(t) };
+        if let (Some(cell), Some(request)) = (cell, request) {
+            H::created(cell, request);
+        }
+    })
 }
 
 unsafe extern "C" fn on_event<H: TmHandler>(t: *mut sys::cell, kind: c_int, ps: *mut sys::tmcb_params) {
