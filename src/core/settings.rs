@@ -38,10 +38,75 @@ impl Default for Senders {
     }
 }
 
+/// How a record's several HEP destinations are used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Distribution {
+    /// Every destination gets every record (the C module's behaviour).
+    #[default]
+    Copy,
+    /// Everything goes to the first destination that is up.
+    Failover,
+    /// Each call goes to one destination, by rendezvous hashing of its
+    /// Call-ID.
+    Shard,
+}
+
+impl Distribution {
+    pub fn parse(text: &str) -> Result<Distribution, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "copy" => Ok(Distribution::Copy),
+            "failover" => Ok(Distribution::Failover),
+            "shard" => Ok(Distribution::Shard),
+            _ => Err("expected copy, failover or shard".into()),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Distribution::Copy => "copy",
+            Distribution::Failover => "failover",
+            Distribution::Shard => "shard",
+        }
+    }
+}
+
+/// How destinations are chosen, watched, and what happens to records none
+/// can take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub distribution: Distribution,
+    /// Seconds an earlier destination must have been up before failover
+    /// returns to it.
+    pub failover_return_s: u64,
+    /// Seconds between probes of a UDP collector (a SIP OPTIONS it
+    /// answers); 0: no probes.
+    pub probe_interval_s: u64,
+    /// The disk spool's directory; `None`: no spool.
+    pub spool_dir: Option<String>,
+    /// Most bytes of the spool, all sender processes together.
+    pub spool_max_bytes: u64,
+    /// Most spooled records replayed per second, per sender process.
+    pub spool_replay_rate: u32,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            distribution: Distribution::Copy,
+            failover_return_s: 30,
+            probe_interval_s: 0,
+            spool_dir: None,
+            spool_max_bytes: 1024 << 20,
+            spool_replay_rate: 1000,
+        }
+    }
+}
+
 /// What the sender processes need from the configuration, on any host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub senders: Senders,
+    pub delivery: Delivery,
     pub hep: HepSettings,
     /// Whether SIP sent to collectors and as copies carries the
     /// `X-Siptrace-*` headers.
@@ -52,6 +117,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             senders: Senders::default(),
+            delivery: Delivery::default(),
             hep: HepSettings { capture_id: 1, auth_key: None, version: 3, ..Default::default() },
             xheaders_write: false,
         }

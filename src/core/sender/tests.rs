@@ -79,6 +79,7 @@ fn settings(batch_size: usize) -> SenderSettings {
         db_batch_size: 1000,
         xheaders_write: false,
         source_ip: None,
+        delivery: Default::default(),
     }
 }
 
