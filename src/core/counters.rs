@@ -238,7 +238,8 @@ impl Counters {
                     slot.ip_lo.store(lo, Ordering::Relaxed);
                     slot.up.store(1, Ordering::Relaxed);
                     slot.changed.store(unix_now(), Ordering::Relaxed);
-                    slot.head.store(transport << 24 | family << 16 | dest.addr.port() as u64, Ordering::Release);
+                    slot.head
+                        .store(transport << 24 | family << 16 | dest.addr.port() as u64, Ordering::Release);
                     return Some(slot);
                 }
                 Err(k) if k == key => return Some(slot),

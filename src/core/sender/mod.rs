@@ -19,16 +19,16 @@ use crate::core::dest::Destination;
 use crate::core::endpoint::Transport;
 use crate::core::hep::{self, EncodeError, HepSettings};
 use crate::core::record::{Outputs, Row, TraceRecord};
-use crate::core::settings::{Delivery, Distribution};
-use cluster::{Board, FailoverState};
-use spool::Spool;
 use crate::core::ring::Ring;
+use crate::core::settings::{Delivery, Distribution};
 use crate::core::sip;
 use crate::core::wire;
 use crate::core::xheaders::{self, XHeaders};
+use cluster::{Board, FailoverState};
 use rows::PendingRows;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
+use spool::Spool;
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -163,8 +163,8 @@ impl<'c> Sender<'c> {
         count: usize,
     ) -> Result<Option<String>, String> {
         let max = self.settings.delivery.spool_max_bytes / count.max(1) as u64;
-        let (spool, found) = Spool::open(dir, index, count, max)
-            .map_err(|e| format!("spool_dir '{}': {e}", dir.display()))?;
+        let (spool, found) =
+            Spool::open(dir, index, count, max).map_err(|e| format!("spool_dir '{}': {e}", dir.display()))?;
         let c = self.counters;
         Counters::add_n(&c.spool_restored, found.records);
         Counters::add_n(&c.replay_repeated, found.repeated);
@@ -195,7 +195,12 @@ impl<'c> Sender<'c> {
         c.spool_bytes[self.index].store(bytes, std::sync::atomic::Ordering::Relaxed);
         c.spool_records[self.index].store(records, std::sync::atomic::Ordering::Relaxed);
         if full > 0 {
-            self.drop(host, DropReason::SpoolFull, full, &"the spool is full: its oldest records were dropped");
+            self.drop(
+                host,
+                DropReason::SpoolFull,
+                full,
+                &"the spool is full: its oldest records were dropped",
+            );
         }
     }
 
@@ -401,7 +406,16 @@ impl<'c> Sender<'c> {
                 } else {
                     Bytes::Payload(i)
                 };
-                self.plan(&outputs.duplicate, Kind::Copy, record, copy, now, &mut packets, &mut to_spool, host);
+                self.plan(
+                    &outputs.duplicate,
+                    Kind::Copy,
+                    record,
+                    copy,
+                    now,
+                    &mut packets,
+                    &mut to_spool,
+                    host,
+                );
             }
         }
         let failed = self.send_packets(batch, &packets, host);
@@ -578,7 +592,9 @@ impl<'c> Sender<'c> {
             }
         }
         let now = Instant::now();
-        for (p, (dest, kind, b, tag)) in packets.iter().enumerate().filter(|(_, (d, ..))| d.transport != Transport::Udp) {
+        for (p, (dest, kind, b, tag)) in
+            packets.iter().enumerate().filter(|(_, (d, ..))| d.transport != Transport::Udp)
+        {
             let stream = match self.streams.get_mut(&(*dest, *kind)) {
                 Some(s) => s,
                 None => {

@@ -177,7 +177,6 @@ impl Sender<'_> {
         }
     }
 
-
     fn replay_rows(&mut self, batch: Batch, host: &mut dyn SenderHost, now: Instant) {
         let rows: Vec<Row<'_>> = batch.entries.iter().filter_map(|e| decode_row(&e.data)).collect();
         let (stored, error) = if rows.is_empty() { (0, None) } else { host.store_rows(&rows) };
@@ -213,7 +212,9 @@ impl Sender<'_> {
             let pick = match batch.target.distribution {
                 _ if list.len() <= 1 => list.first().copied().filter(|d| self.board.is_up(*d, now)),
                 Distribution::Copy => list.first().copied(),
-                Distribution::Failover => cluster::failover(&list, &mut self.board, &mut self.failover, ret, now),
+                Distribution::Failover => {
+                    cluster::failover(&list, &mut self.board, &mut self.failover, ret, now)
+                }
                 Distribution::Shard => {
                     cluster::shard(cluster::frame_key(copy, &e.data), &list, &mut self.board, now)
                 }
@@ -245,7 +246,8 @@ impl Sender<'_> {
                         break;
                     }
                     self.streams.entry((*d, kind)).or_insert_with(|| {
-                        super::Stream::new(*d, tls, self.settings.stream_backlog).from_ip(self.settings.source_ip)
+                        super::Stream::new(*d, tls, self.settings.stream_backlog)
+                            .from_ip(self.settings.source_ip)
                     })
                 }
             };

@@ -193,7 +193,10 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 
 /// What is at `at` in `buf`.
 enum Frame {
-    Whole { body: std::ops::Range<usize>, next: usize },
+    Whole {
+        body: std::ops::Range<usize>,
+        next: usize,
+    },
     /// The frame goes on past the buffer.
     Cut,
     Bad,
@@ -403,7 +406,12 @@ impl Spool {
     }
 
     fn load_queue(&mut self, id: u64, dir: &Path, found: &mut Found) -> io::Result<()> {
-        let cursor = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join("cursor"))?;
+        let cursor = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("cursor"))?;
         let (generation, c_seq, c_off, c_end) = read_cursor(&cursor);
         let mut paths: Vec<(u64, PathBuf)> =
             fs::read_dir(dir)?.flatten().filter_map(|e| seq_of(&e.path()).map(|s| (s, e.path()))).collect();
@@ -805,7 +813,8 @@ mod tests {
             }
             qdir = root.join("s0").join(format!("q-{:016x}", target(1).id()));
         }
-        let seg = fs::read_dir(&qdir).unwrap().flatten().find(|e| seq_of(&e.path()).is_some()).unwrap().path();
+        let seg =
+            fs::read_dir(&qdir).unwrap().flatten().find(|e| seq_of(&e.path()).is_some()).unwrap().path();
         // Tear the last record, damage one in the middle.
         let mut bytes = fs::read(&seg).unwrap();
         bytes.truncate(bytes.len() - 30);
