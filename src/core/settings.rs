@@ -78,9 +78,6 @@ pub struct Delivery {
     /// Seconds an earlier destination must have been up before failover
     /// returns to it.
     pub failover_return_s: u64,
-    /// Seconds between probes of a UDP collector (a SIP OPTIONS it
-    /// answers); 0: no probes.
-    pub probe_interval_s: u64,
     /// The disk spool's directory; `None`: no spool.
     pub spool_dir: Option<String>,
     /// Most bytes of the spool, all sender processes together.
@@ -94,7 +91,6 @@ impl Default for Delivery {
         Delivery {
             distribution: Distribution::Copy,
             failover_return_s: 30,
-            probe_interval_s: 0,
             spool_dir: None,
             spool_max_bytes: 1024 << 20,
             spool_replay_rate: 1000,

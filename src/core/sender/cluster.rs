@@ -292,7 +292,7 @@ pub fn shard(key: &[u8], list: &[Destination], board: &mut Board<'_>, now: Insta
             continue;
         }
         let w = weight(key, &dest_name(d));
-        if best.is_none_or(|(b, _)| w > b) {
+        if best.map_or(true, |(b, _)| w > b) {
             best = Some((w, *d));
         }
     }

@@ -476,7 +476,7 @@ impl<'c> Sender<'c> {
     /// Decides where one output of `record` goes, for destinations `list`:
     /// to the destinations that take it now, or to the spool, or nowhere.
     #[allow(clippy::too_many_arguments)]
-    fn plan<'b>(
+    fn plan(
         &mut self,
         list: &[Destination],
         kind: Kind,

@@ -126,7 +126,7 @@ impl Sender<'_> {
 
     fn target_ready(&mut self, t: &Target, now: Instant) -> bool {
         match t.kind {
-            Kind::Row => self.replay.rows_retry_at.is_none_or(|at| now >= at),
+            Kind::Row => self.replay.rows_retry_at.map_or(true, |at| now >= at),
             _ => t.dests.iter().any(|d| self.board.is_up(*d, now)),
         }
     }
@@ -142,7 +142,7 @@ impl Sender<'_> {
                 // Some of the batch may have been written before the break.
                 Counters::add_n(&self.counters.replay_repeated, n);
                 spool_result(host, self.spool.as_mut().map(|s| s.rewind(&batch)));
-            } else if streams.iter().all(|k| self.streams.get(k).is_none_or(|s| s.pending_replay() == 0)) {
+            } else if streams.iter().all(|k| self.streams.get(k).map_or(true, |s| s.pending_replay() == 0)) {
                 Counters::add_n(&self.counters.replayed, n);
                 spool_result(host, self.spool.as_mut().map(|s| s.commit(&batch)));
             } else {
@@ -151,7 +151,7 @@ impl Sender<'_> {
             }
         }
         let budget = self.replay.budget(now).min(self.settings.batch_size);
-        if budget == 0 || self.spool.as_ref().is_none_or(|s| s.is_empty()) {
+        if budget == 0 || self.spool.as_ref().map_or(true, |s| s.is_empty()) {
             return;
         }
         // Which targets can take records now.
