@@ -75,6 +75,12 @@ pub const PARAMS: &[(&CStr, ParamType)] = &[
     (c"tls_ca_file", ParamType::Str),
     (c"db_batch_size", ParamType::Int),
     (c"db_flush_interval", ParamType::Int),
+    // Several collectors, and the disk spool.
+    (c"hep_distribution", ParamType::Str),
+    (c"failover_return", ParamType::Int),
+    (c"spool_dir", ParamType::Str),
+    (c"spool_max_size", ParamType::Int),
+    (c"spool_replay_rate", ParamType::Int),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,6 +318,22 @@ impl Config {
             ("db_batch_size", ParamValue::Int(n)) => {
                 self.settings.senders.db_batch_size = int_in(name, n, 1, 100_000)? as usize
             }
+            ("hep_distribution", ParamValue::Str(s)) => {
+                self.settings.delivery.distribution =
+                    crate::core::settings::Distribution::parse(s).map_err(|e| bad(&e))?
+            }
+            ("failover_return", ParamValue::Int(n)) => {
+                self.settings.delivery.failover_return_s = int_in(name, n, 0, 86_400)? as u64
+            }
+            ("spool_dir", ParamValue::Str(s)) => {
+                self.settings.delivery.spool_dir = Some(non_empty(name, s)?.trim().to_string())
+            }
+            ("spool_max_size", ParamValue::Int(n)) => {
+                self.settings.delivery.spool_max_bytes = int_in(name, n, 1, 1 << 20)? as u64 * (1 << 20)
+            }
+            ("spool_replay_rate", ParamValue::Int(n)) => {
+                self.settings.delivery.spool_replay_rate = int_in(name, n, 1, 1_000_000)? as u32
+            }
             ("db_flush_interval", ParamValue::Int(n)) => {
                 self.settings.senders.db_flush_interval_ms = int_in(name, n, 1, 10_000)? as u64;
             }
@@ -406,6 +428,10 @@ impl Config {
                 ));
             }
         }
+        if let Some(dir) = &self.settings.delivery.spool_dir {
+            crate::core::sender::spool::check_dir(std::path::Path::new(dir))
+                .map_err(|e| ConfigError::new("spool_dir", dir, e))?;
+        }
         if self.init_mode == InitMode::CoreEvents && !mode.any() {
             return Err(ConfigError::new(
                 "trace_init_mode",
@@ -499,7 +525,7 @@ mod tests {
                 assert!(!e.reason.contains("unknown parameter"), "{name}: {e}");
             }
         }
-        assert_eq!(PARAMS.len(), 46);
+        assert_eq!(PARAMS.len(), 51);
     }
 
     #[test]
@@ -569,6 +595,11 @@ mod tests {
             ("flush_interval", ParamValue::Int(0), "between 1 and 1000"),
             ("db_flush_interval", ParamValue::Int(0), "between 1 and 10000"),
             ("db_batch_size", ParamValue::Int(0), "between 1 and 100000"),
+            ("hep_distribution", ParamValue::Str("round-robin"), "expected copy, failover or shard"),
+            ("failover_return", ParamValue::Int(-1), "between 0 and 86400"),
+            ("spool_dir", ParamValue::Str(" "), "empty"),
+            ("spool_max_size", ParamValue::Int(0), "between 1 and"),
+            ("spool_replay_rate", ParamValue::Int(0), "between 1 and 1000000"),
             ("hep_capture_id", ParamValue::Int(-1), "negative"),
             ("trace_mode", ParamValue::Int(8), "bits"),
             ("trace_init_mode", ParamValue::Int(3), "must be 0"),
@@ -677,5 +708,27 @@ mod tests {
         let e = c.set("trace_rpc_filter", ParamValue::Str("allow")).unwrap_err().to_string();
         assert!(e.contains("trace_rpc_filter") && e.contains("allow"), "{e}");
         assert!(c.set("trace_rpc", ParamValue::Int(2)).is_err());
+    }
+
+    #[test]
+    fn cluster_and_spool_parameters() {
+        let mut c = Config::default();
+        assert_eq!(c.settings.delivery, crate::core::settings::Delivery::default());
+        c.set("hep_distribution", ParamValue::Str(" Shard ")).unwrap();
+        c.set("failover_return", ParamValue::Int(5)).unwrap();
+        let dir = std::env::temp_dir().join(format!("siptrace-config-spool-{}", std::process::id()));
+        c.set("spool_dir", ParamValue::Str(dir.to_str().unwrap())).unwrap();
+        c.set("spool_max_size", ParamValue::Int(2)).unwrap();
+        c.set("spool_replay_rate", ParamValue::Int(200)).unwrap();
+        let d = &c.settings.delivery;
+        assert_eq!(d.distribution, crate::core::settings::Distribution::Shard);
+        assert_eq!((d.failover_return_s, d.spool_max_bytes, d.spool_replay_rate), (5, 2 << 20, 200));
+        c.validate().unwrap();
+        assert!(dir.is_dir(), "the spool directory is made at startup");
+        let _ = std::fs::remove_dir_all(&dir);
+        c.set("spool_dir", ParamValue::Str("/proc/1/no-spool-here")).unwrap();
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.param, "spool_dir");
+        assert!(e.to_string().contains("/proc/1/no-spool-here"), "{e}");
     }
 }
