@@ -54,7 +54,8 @@ const SETTERS: [Setter; PARAMS.len()] = [
     setter::<Modparams, 32>, setter::<Modparams, 33>, setter::<Modparams, 34>, setter::<Modparams, 35>,
     setter::<Modparams, 36>, setter::<Modparams, 37>, setter::<Modparams, 38>, setter::<Modparams, 39>,
     setter::<Modparams, 40>, setter::<Modparams, 41>, setter::<Modparams, 42>, setter::<Modparams, 43>,
-    setter::<Modparams, 44>, setter::<Modparams, 45>,
+    setter::<Modparams, 44>, setter::<Modparams, 45>, setter::<Modparams, 46>, setter::<Modparams, 47>,
+    setter::<Modparams, 48>, setter::<Modparams, 49>, setter::<Modparams, 50>,
 ];
 
 static PARAMS_TABLE: Export<[sys::param_export_t; PARAMS.len() + 1]> = Export({

@@ -111,4 +111,12 @@ impl RpcStruct<'_> {
         // SAFETY: "J" takes a name and an unsigned long long.
         unsafe { (self.struct_add)(self.handle, c"J".as_ptr() as *mut c_char, name.as_ptr(), value) };
     }
+
+    pub fn add_str(&self, name: &CStr, value: &CStr) {
+        // SAFETY: "s" takes a name and a C string, which the transport
+        // copies before the call returns.
+        unsafe {
+            (self.struct_add)(self.handle, c"s".as_ptr() as *mut c_char, name.as_ptr(), value.as_ptr())
+        };
+    }
 }
