@@ -9,7 +9,9 @@ sip_trace table, and the calls that failed.
 
 Variants: no tracing; Debian's C siptrace.so and our module, each with
 HEPv3 (trace_mode=1), with rows in SQLite (trace_mode=2) and with rows in
-PostgreSQL (trace_mode=2).
+PostgreSQL (trace_mode=2). Our module also runs with
+hep_distribution=shard over three UDP collectors (rust-hep-shard) and with
+a disk spool configured and idle (rust-hep-spool).
 
 With --opensips PATH (an OpenSIPS 3.6 tree the user built; this project
 never fetches or builds OpenSIPS), the same proxy runs on OpenSIPS too: no
@@ -121,6 +123,25 @@ class HepCounter:
         self.running = False
         self.thread.join()
         self.sock.close()
+
+
+class MultiCounter:
+    """Several collectors counted as one: what all of them received."""
+
+    def __init__(self, counters):
+        self.counters = counters
+
+    @property
+    def count(self):
+        return sum(c.count for c in self.counters)
+
+    @property
+    def bytes(self):
+        return sum(c.bytes for c in self.counters)
+
+    def stop(self):
+        for c in self.counters:
+            c.stop()
 
 
 class HepTcpCounter:
@@ -249,8 +270,10 @@ def kamailio_config(workdir, port, uas_port, module, params):
     if module:
         lines.append(f'loadmodule "{module}"')
         for name, value in params.items():
-            v = value if isinstance(value, int) else f'"{value}"'
-            lines.append(f'modparam("siptrace", "{name}", {v})')
+            # A list is a parameter given several times (duplicate_uri).
+            for one in value if isinstance(value, list) else [value]:
+                v = one if isinstance(one, int) else f'"{one}"'
+                lines.append(f'modparam("siptrace", "{name}", {v})')
     lines += ["request_route {"] + relay_route(uas_port)
     return "\n".join(lines) + "\n"
 
@@ -428,6 +451,7 @@ def main():
     os.chmod(workdir, 0o755)
     counter = HepCounter()
     tcp_counter = HepTcpCounter()
+    shard_counter = MultiCounter([HepCounter() for _ in range(3)])
     pg = Postgres(workdir)
     hep = {"trace_on": 1, "trace_mode": 1, "trace_to_database": 0, "hep_mode_on": 1, "hep_version": 3,
            "duplicate_uri": f"sip:127.0.0.1:{counter.port}"}
@@ -450,6 +474,13 @@ def main():
             # module would need Kamailio's own TCP, which this proxy has off.)
             tcp = {**hep, "duplicate_uri": f"sip:127.0.0.1:{tcp_counter.port};transport=tcp"}
             plan.append(("rust-hep-tcp", module, tcp, "hep", args.rate))
+            # Three collectors, each call to one of them; and a spool that
+            # is configured and has nothing to do.
+            shard = {**hep, "hep_distribution": "shard",
+                     "duplicate_uri": [f"sip:127.0.0.1:{c.port}" for c in shard_counter.counters]}
+            plan.append(("rust-hep-shard", module, shard, "hep", args.rate))
+            spool = {**hep, "spool_dir": str(pathlib.Path(workdir) / "spool")}
+            plan.append(("rust-hep-spool", module, spool, "hep", args.rate))
         plan.append((f"{impl}-sqlite", module, "sqlite", "sqlite", args.rate))
         plan.append((f"{impl}-postgres", module, "postgres", "postgres", args.rate))
     if args.hep_rate:
@@ -496,12 +527,15 @@ def main():
                       file=sys.stderr, flush=True)
                 on = args.opensips if name.startswith("os-") else None
                 collector = tcp_counter if name.endswith("-tcp") else counter
+                if name.endswith("-shard"):
+                    collector = shard_counter
                 r = run_variant(f"{name}-{rep}", module, params, rate, args.duration, workdir, kind, collector, pg,
                                 db, on)
                 runs.setdefault(name, []).append(r)
     finally:
         counter.stop()
         tcp_counter.stop()
+        shard_counter.stop()
         pg.stop()
 
     results = {name: summarize(rs) for name, rs in runs.items()}
@@ -534,9 +568,9 @@ def print_table(results):
         rate = name.split("@")[1] if "@" in name else None
         return results.get(f"untraced@{rate}" if rate else "untraced")
 
-    print("| variant | server CPU (s), median [min-max] | workers / senders / other | vs untraced | vs C module "
-          "| delivered per call (worst) | failed calls (worst) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| variant | server CPU (s), median [min-max] | workers / senders / other | sending µs per record "
+          "| vs untraced | vs C module | delivered per call (worst) | failed calls (worst) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         base = untraced_for(name)
         vs_base = f"{r['cpu'] / base['cpu']:.2f}x" if base and base["cpu"] > 0 else "-"
@@ -546,7 +580,10 @@ def print_table(results):
         per_call = "-" if r["per_call"] is None else f"{r['per_call']:.2f}"
         lo, hi = r["spread"]
         split = " / ".join(f"{r['split'].get(k, 0):.2f}" for k in ("workers", "senders", "other"))
-        print(f"| {name} | {r['cpu']:.2f} [{lo:.2f}-{hi:.2f}] | {split} | {vs_base} | {vs_c} | {per_call} "
+        records = r["calls"] * MESSAGES_PER_CALL
+        sender_us = r["split"].get("senders", 0) / records * 1e6 if r["split"].get("senders") else None
+        sender_us = "-" if sender_us is None else f"{sender_us:.2f}"
+        print(f"| {name} | {r['cpu']:.2f} [{lo:.2f}-{hi:.2f}] | {split} | {sender_us} | {vs_base} | {vs_c} | {per_call} "
               f"| {r['failed']} of {r['calls']} |")
 
 

@@ -89,7 +89,8 @@ impl Collector {
     fn count(&self) -> usize {
         (1..=self.lives)
             .map(|life| {
-                fs::read_to_string(self.out(life)).map_or(0, |t| t.lines().filter(|l| l.contains("\"raw\"")).count())
+                fs::read_to_string(self.out(life))
+                    .map_or(0, |t| t.lines().filter(|l| l.contains("\"raw\"")).count())
             })
             .sum()
     }
@@ -291,17 +292,15 @@ fn shard_keeps_every_call_whole_on_one_of_three_collectors() {
         let first = preference(id, &collectors)[0].port;
         assert!(nodes[id].contains(&first), "call {id} on the collector the documented hash names");
     }
-    let shares: Vec<usize> = collectors
-        .iter()
-        .map(|c| nodes.values().filter(|s| s.contains(&c.port)).count())
-        .collect();
+    let shares: Vec<usize> =
+        collectors.iter().map(|c| nodes.values().filter(|s| s.contains(&c.port)).count()).collect();
     let even = n as f64 / 3.0;
     for s in &shares {
         assert!((*s as f64 - even).abs() <= 0.15 * even, "split {shares:?} is not within 15 % of even");
     }
-    for i in 0..3 {
+    for (i, c) in collectors.iter().enumerate() {
         assert_eq!(proxy.stat(&format!("dest{i}_up")), 1);
-        assert_eq!(proxy.stat(&format!("dest{i}_sent")), collectors[i].count() as u64);
+        assert_eq!(proxy.stat(&format!("dest{i}_sent")), c.count() as u64);
     }
     assert_eq!(proxy.stat("dropped"), 0);
     println!("figures: shard: {n} calls, {want} records over 3 collectors split {shares:?}; every call whole on one");
@@ -345,14 +344,18 @@ fn node_killed(spool: bool, name: &str) {
             assert!(at.contains(&pref[0].port), "call {id} is not on its collector");
         }
     }
-    let dups: usize = calls.values().map(|v| v.len() - v.iter().map(|p| &p.raw).collect::<HashSet<_>>().len()).sum();
+    let dups: usize =
+        calls.values().map(|v| v.len() - v.iter().map(|p| &p.raw).collect::<HashSet<_>>().len()).sum();
     let repeated = proxy.stat("replay_repeated") as usize;
     // Frames written into the dying collector's socket and not yet read by
     // it die with it, unseen by the sender: bounded by a few calls' worth.
     let unseen = want as i64 - (received - dups) as i64 - dropped as i64;
     assert!(dups <= repeated, "{dups} records arrived twice, {repeated} counted as possibly repeated");
-    assert!((0..=3 * FLOW as i64).contains(&unseen), "{unseen} records vanished; stats:\n{}",
-        proxy.kamailio.rpc(&["siptrace.stats"]));
+    assert!(
+        (0..=3 * FLOW as i64).contains(&unseen),
+        "{unseen} records vanished; stats:\n{}",
+        proxy.kamailio.rpc(&["siptrace.stats"])
+    );
     assert!(moved > 0, "the dead node's calls moved");
     if spool {
         assert_eq!(dropped, 0, "with a spool nothing is dropped");
@@ -468,7 +471,10 @@ fn a_whole_outage_with_a_spool_loses_nothing_and_replays_at_its_rate() {
     assert_eq!(proxy.stat("dropped"), 0);
     let replayed = proxy.stat("replayed");
     let floor = Duration::from_secs_f64(replayed as f64 / rate_limit as f64 * 0.9);
-    assert!(replay_time >= floor, "{replayed} records replayed in {replay_time:?}, faster than {rate_limit}/s");
+    assert!(
+        replay_time >= floor,
+        "{replayed} records replayed in {replay_time:?}, faster than {rate_limit}/s"
+    );
     assert_flat(&base, &during, "collectors down");
     assert_flat(&base, &after, "replaying");
     println!(
@@ -565,9 +571,11 @@ fn bad_spool_files_are_skipped_and_counted_at_startup() {
     proxy.kamailio.stop();
     // Tear the last record of the segment, and add one of random bytes.
     let queue = fs::read_dir(spool_dir.join("s0")).unwrap().flatten().next().unwrap().path();
-    let segment = fs::read_dir(&queue).unwrap().flatten().map(|e| e.path()).find(|p| {
-        p.extension().is_some_and(|e| e == "seg")
-    });
+    let segment = fs::read_dir(&queue)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "seg"));
     let segment = segment.expect("a segment");
     let bytes = fs::read(&segment).unwrap();
     fs::write(&segment, &bytes[..bytes.len() - 40]).unwrap();
@@ -581,7 +589,9 @@ fn bad_spool_files_are_skipped_and_counted_at_startup() {
     assert_eq!(corrupt, 2, "the torn record and the random segment");
     assert_eq!(collector.count(), n as usize * FLOW - 1, "all but the torn record arrived");
     calls(&dir, &proxy, 5, 10);
-    println!("figures: bad spool: a torn record and a random segment skipped, {corrupt} counted; Kamailio runs");
+    println!(
+        "figures: bad spool: a torn record and a random segment skipped, {corrupt} counted; Kamailio runs"
+    );
 }
 
 #[test]
@@ -624,7 +634,9 @@ fn rows_are_spooled_while_postgresql_is_down_and_written_after() {
     ];
     let proxy = Proxy::start(&dir, "127.0.0.1", &p, &Hooks::default());
     let rows = |pg: &Postgres| {
-        pg.try_psql("kamailio", "select count(*) from sip_trace").ok().and_then(|t| t.trim().parse::<usize>().ok())
+        pg.try_psql("kamailio", "select count(*) from sip_trace")
+            .ok()
+            .and_then(|t| t.trim().parse::<usize>().ok())
     };
     let base = calls(&dir, &proxy, 50, 50);
     wait_for(Duration::from_secs(20), || rows(&pg) == Some(50 * FLOW));
@@ -638,5 +650,8 @@ fn rows_are_spooled_while_postgresql_is_down_and_written_after() {
     assert_eq!(rows(&pg), Some(250 * FLOW), "stats:\n{}", proxy.kamailio.rpc(&["siptrace.stats"]));
     assert_eq!(proxy.stat("dropped"), 0);
     assert_flat(&base, &during, "database down");
-    println!("figures: PostgreSQL down: {spooled} rows spooled and written after; all {} rows stored", 250 * FLOW);
+    println!(
+        "figures: PostgreSQL down: {spooled} rows spooled and written after; all {} rows stored",
+        250 * FLOW
+    );
 }
