@@ -123,6 +123,8 @@ pub struct Health<'c> {
     /// A probe is on and has not been answered since it went down.
     pub awaiting_probe: bool,
     pub(crate) stats: Option<&'c DestStats>,
+    /// Its name in the shard hash.
+    name: String,
 }
 
 /// The health of every destination a sender has used.
@@ -147,7 +149,8 @@ impl<'c> Board<'c> {
         if let Some(s) = stats {
             s.up.store(1, Ordering::Relaxed);
         }
-        let health = Health { up: true, since: now, retry_at: None, awaiting_probe: false, stats };
+        let name = dest_name(&d);
+        let health = Health { up: true, since: now, retry_at: None, awaiting_probe: false, stats, name };
         self.entries.push((d, health));
         self.entries.len() - 1
     }
@@ -210,6 +213,15 @@ impl<'c> Board<'c> {
         if let Some(s) = self.entries[i].1.stats {
             s.sent.fetch_add(n, Ordering::Relaxed);
         }
+    }
+
+    /// The weight of `key` on `d`, if `d` is up.
+    fn weight_if_up(&mut self, key: &[u8], d: Destination, now: Instant) -> Option<u64> {
+        if !self.is_up(d, now) {
+            return None;
+        }
+        let i = self.index(d, now);
+        Some(weight(key, &self.entries[i].1.name))
     }
 
     /// The UDP destinations, for probing.
@@ -288,10 +300,7 @@ pub fn failover(
 pub fn shard(key: &[u8], list: &[Destination], board: &mut Board<'_>, now: Instant) -> Option<Destination> {
     let mut best: Option<(u64, Destination)> = None;
     for d in list {
-        if !board.is_up(*d, now) {
-            continue;
-        }
-        let w = weight(key, &dest_name(d));
+        let Some(w) = board.weight_if_up(key, *d, now) else { continue };
         if best.map_or(true, |(b, _)| w > b) {
             best = Some((w, *d));
         }

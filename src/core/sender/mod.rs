@@ -129,7 +129,7 @@ pub struct Sender<'c> {
     board: Board<'c>,
     failover: FailoverState,
     /// Where tagged frames were meant to go, by the tag's route.
-    routes: Vec<spool::Target>,
+    routes: Vec<(spool::Target, u64)>,
     spool: Option<Spool>,
     /// Which sender this is, for its spool gauges.
     index: usize,
@@ -445,7 +445,7 @@ impl<'c> Sender<'c> {
             self.drop(host, DropReason::NotConnected, 1, &"no destination is up");
             return;
         };
-        let Some(target) = self.routes.get(route as usize) else { return };
+        let Some((target, _)) = self.routes.get(route as usize) else { return };
         let mut frame = std::mem::take(&mut self.replay.frame);
         let result = spool.append(target, key, time, data, &mut frame);
         self.replay.frame = frame;
@@ -465,11 +465,13 @@ impl<'c> Sender<'c> {
         if let Some(i) = self
             .routes
             .iter()
-            .position(|t| t.kind == kind && t.distribution == distribution && t.dests == dests)
+            .position(|(t, _)| t.kind == kind && t.distribution == distribution && t.dests == dests)
         {
             return i as u32;
         }
-        self.routes.push(spool::Target { kind, distribution, dests: dests.to_vec() });
+        let target = spool::Target { kind, distribution, dests: dests.to_vec() };
+        let id = target.id();
+        self.routes.push((target, id));
         (self.routes.len() - 1) as u32
     }
 
@@ -499,36 +501,45 @@ impl<'c> Sender<'c> {
         }
         let spool_kind = if kind == Kind::Hep { spool::Kind::Hep } else { spool::Kind::Copy };
         let time = record.time.secs * 1_000_000 + record.time.usecs as u64;
-        let key = cluster::call_key(record);
-        let hash = cluster::key_hash(key);
-        let held = |s: &Option<Spool>, route: &spool::Target| {
-            s.as_ref().is_some_and(|s| s.holds_call(route.id(), hash))
+        // The call's key is read only when it matters: to shard, or when
+        // the spool holds records of the target.
+        let mut key: Option<(&[u8], u64)> = None;
+        let mut key_of = || {
+            *key.get_or_insert_with(|| {
+                let k = cluster::call_key(record);
+                (k, cluster::key_hash(k))
+            })
         };
         match distribution {
             Distribution::Copy => {
                 for d in list {
                     let route = self.route_of(spool_kind, Distribution::Copy, std::slice::from_ref(d));
-                    let tag = Tag { key: hash, route, replay: false };
-                    if self.board.is_up(*d, now) && !held(&self.spool, &self.routes[route as usize]) {
-                        packets.push((*d, kind, bytes.clone(), tag));
+                    let id = self.routes[route as usize].1;
+                    let holds = self.spool.as_ref().is_some_and(|s| s.holds(id));
+                    let held = holds && self.spool.as_ref().is_some_and(|s| s.holds_call(id, key_of().1));
+                    if self.board.is_up(*d, now) && !held {
+                        let hash = if holds { key_of().1 } else { 0 };
+                        packets.push((*d, kind, bytes.clone(), Tag { key: hash, route, replay: false }));
                     } else {
-                        to_spool.push((route, hash, bytes.clone(), time));
+                        to_spool.push((route, key_of().1, bytes.clone(), time));
                     }
                 }
             }
             Distribution::Failover | Distribution::Shard => {
                 let route = self.route_of(spool_kind, distribution, list);
-                let tag = Tag { key: hash, route, replay: false };
-                if held(&self.spool, &self.routes[route as usize]) {
+                let id = self.routes[route as usize].1;
+                let (call, hash) = key_of();
+                if self.spool.as_ref().is_some_and(|s| s.holds(id) && s.holds_call(id, hash)) {
                     to_spool.push((route, hash, bytes, time));
                     return;
                 }
                 let ret = Duration::from_secs(self.settings.delivery.failover_return_s);
                 let pick = if distribution == Distribution::Shard {
-                    cluster::shard(key, list, &mut self.board, now)
+                    cluster::shard(call, list, &mut self.board, now)
                 } else {
                     cluster::failover(list, &mut self.board, &mut self.failover, ret, now)
                 };
+                let tag = Tag { key: hash, route, replay: false };
                 match pick {
                     Some(d) => packets.push((d, kind, bytes, tag)),
                     None if self.spool.is_some() => to_spool.push((route, hash, bytes, time)),

@@ -135,6 +135,10 @@ impl Sender<'_> {
     /// it, or takes the next one when the rate allows.
     pub(super) fn replay_step(&mut self, host: &mut dyn SenderHost) {
         let now = Instant::now();
+        if self.replay.in_flight.is_none() {
+            // Frames of a batch already rewound broke: nothing to undo.
+            self.replay.broken = false;
+        }
         if let Some((batch, streams)) = self.replay.in_flight.take() {
             let n = batch.entries.len() as u64;
             if self.replay.broken {
@@ -150,8 +154,14 @@ impl Sender<'_> {
                 return;
             }
         }
+        if self.spool.as_ref().map_or(true, |s| s.is_empty()) {
+            // Nothing to replay: the rate starts afresh when there is.
+            self.replay.last = None;
+            self.replay.tokens = 0.0;
+            return;
+        }
         let budget = self.replay.budget(now).min(self.settings.batch_size);
-        if budget == 0 || self.spool.as_ref().map_or(true, |s| s.is_empty()) {
+        if budget == 0 {
             return;
         }
         // Which targets can take records now.
@@ -294,21 +304,8 @@ impl Sender<'_> {
             let r = self.spool.as_mut().map(|s| s.commit(&batch));
             spool_result(host, r);
         } else {
-            // Written as far as the sockets take now; the batch ends when
-            // the streams wrote it all.
-            for k in &streams {
-                if let Some(s) = self.streams.get_mut(k) {
-                    let report = s.poll(now);
-                    if report.sent > 0 {
-                        Counters::add_n(super::counter_of(self.counters, k.1), report.sent);
-                        self.board.sent(k.0, report.sent, now);
-                    }
-                    if report.lost > 0 {
-                        // Handled at the next poll of outputs.
-                        self.replay.broken |= s.pending_replay() == 0;
-                    }
-                }
-            }
+            // The next polls write it; the batch ends when the streams
+            // wrote it all.
             self.replay.in_flight = Some((batch, streams));
         }
     }
