@@ -59,9 +59,17 @@ pub fn dest_name(d: &Destination) -> String {
 
 /// The rendezvous weight of `key` on the destination named `name`.
 pub fn weight(key: &[u8], name: &str) -> u64 {
-    let h = fnv1a(key, FNV_OFFSET);
-    let h = fnv1a(&[0], h);
-    splitmix64(fnv1a(name.as_bytes(), h))
+    weight_after(key_state(key), name)
+}
+
+/// The hash state after the key and its 0x00: the same for every
+/// destination, so computed once per record.
+fn key_state(key: &[u8]) -> u64 {
+    fnv1a(&[0], fnv1a(key, FNV_OFFSET))
+}
+
+fn weight_after(state: u64, name: &str) -> u64 {
+    splitmix64(fnv1a(name.as_bytes(), state))
 }
 
 /// The key a record is sharded by: its Call-ID, or the one it correlates to.
@@ -215,13 +223,14 @@ impl<'c> Board<'c> {
         }
     }
 
-    /// The weight of `key` on `d`, if `d` is up.
-    fn weight_if_up(&mut self, key: &[u8], d: Destination, now: Instant) -> Option<u64> {
+    /// The weight on `d` of the key whose [`key_state`] is `state`, if `d`
+    /// is up.
+    fn weight_if_up(&mut self, state: u64, d: Destination, now: Instant) -> Option<u64> {
         if !self.is_up(d, now) {
             return None;
         }
         let i = self.index(d, now);
-        Some(weight(key, &self.entries[i].1.name))
+        Some(weight_after(state, &self.entries[i].1.name))
     }
 
     /// The UDP destinations, for probing.
@@ -299,8 +308,9 @@ pub fn failover(
 /// The shard choice: the destination that is up with the highest weight.
 pub fn shard(key: &[u8], list: &[Destination], board: &mut Board<'_>, now: Instant) -> Option<Destination> {
     let mut best: Option<(u64, Destination)> = None;
+    let state = key_state(key);
     for d in list {
-        let Some(w) = board.weight_if_up(key, *d, now) else { continue };
+        let Some(w) = board.weight_if_up(state, *d, now) else { continue };
         if best.map_or(true, |(b, _)| w > b) {
             best = Some((w, *d));
         }

@@ -361,3 +361,54 @@ fn rows_wait_in_the_spool_while_the_database_is_away() {
     assert_eq!(counters.spool_records_total(), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The sending process's own cost per record, without a server around it:
+/// one collector, three sharded, and one with an idle spool.
+#[test]
+#[ignore = "a timing, not a check: cargo test --release --lib sender_cost -- --ignored --nocapture"]
+fn sender_cost_per_record() {
+    let sockets: Vec<UdpSocket> = (0..3).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    let dests: Vec<Destination> =
+        sockets.iter().map(|s| dest(s.local_addr().unwrap(), Transport::Udp)).collect();
+    let dir = spool_dir("cost");
+    for (name, n_dest, distribution, spool) in [
+        ("one collector", 1, Distribution::Copy, false),
+        ("shard over three", 3, Distribution::Shard, false),
+        ("one collector, idle spool", 1, Distribution::Copy, true),
+        ("one collector", 1, Distribution::Copy, false),
+        ("shard over three", 3, Distribution::Shard, false),
+        ("one collector, idle spool", 1, Distribution::Copy, true),
+    ] {
+        let ring = ring();
+        let mut outputs = Outputs::default();
+        outputs.hep.extend(dests.iter().take(n_dest).copied());
+        let counters = Counters::default();
+        let mut s = settings(64);
+        s.delivery.distribution = distribution;
+        let mut sender = Sender::new(s, &counters);
+        if spool {
+            sender.open_spool(&dir, 0, 1).unwrap();
+        }
+        let mut host = FakeHost::default();
+        let payloads: Vec<Vec<u8>> = (0..64).map(|n| message(n, n % 2 == 1)).collect();
+        let mut spent = Duration::ZERO;
+        let rounds = 2000;
+        for _ in 0..rounds {
+            for p in &payloads {
+                push(&ring, p, &outputs);
+            }
+            let t = Instant::now();
+            sender.step(&ring, &mut host);
+            spent += t.elapsed();
+            for s in &sockets {
+                s.set_nonblocking(true).unwrap();
+                let mut buf = [0u8; 2048];
+                while s.recv(&mut buf).is_ok() {}
+            }
+        }
+        let records = rounds * payloads.len();
+        println!("{name}: {:.2} µs per record", spent.as_secs_f64() * 1e6 / records as f64);
+        assert_eq!(load(&counters.hep_sent) + counters.dropped_total(), records as u64);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
