@@ -243,6 +243,47 @@ fn resync(buf: &[u8], at: usize) -> usize {
     buf.len()
 }
 
+/// What a segment holds from `start` on: the whole frames (start and end
+/// offsets) and the damaged stretches between them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Scan {
+    pub frames: Vec<(usize, usize)>,
+    pub corrupt: u64,
+}
+
+/// Reads a segment's bytes: whole frames are kept; each torn or damaged
+/// stretch is skipped up to the next whole frame and counted once.
+pub fn scan(buf: &[u8], start: usize) -> Scan {
+    let mut out = Scan::default();
+    let mut at = start.min(buf.len());
+    while at < buf.len() {
+        match frame_at(buf, at) {
+            Frame::Whole { next, .. } => {
+                out.frames.push((at, next));
+                at = next;
+            }
+            Frame::Cut | Frame::Bad => {
+                out.corrupt += 1;
+                at = resync(buf, at);
+            }
+        }
+    }
+    out
+}
+
+/// A frame as the spool writes it, for tests and fuzzing.
+pub fn frame(target: &Target, key: u64, time_us: u64, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_frame(target, key, time_us, data, &mut out);
+    out
+}
+
+/// The target and entry of a whole frame that [`scan`] found.
+pub fn read_frame(frame: &[u8]) -> Option<(Target, Entry)> {
+    let body = frame.get(FRAME_HEAD..)?;
+    Some((target_of(body)?, entry_of(body)))
+}
+
 fn target_of(body: &[u8]) -> Option<Target> {
     let kind = match body[1] {
         1 => Kind::Hep,
@@ -428,30 +469,21 @@ impl Spool {
             }
             let buf = fs::read(&path)?;
             let start = if seq == c_seq { (c_off as usize).min(buf.len()) } else { 0 };
-            let mut at = start;
+            let scanned = scan(&buf, start);
             let mut clean = Vec::with_capacity(buf.len());
-            let mut records = 0;
-            let mut damaged = false;
-            while at < buf.len() {
-                match frame_at(&buf, at) {
-                    Frame::Whole { body, next } => {
-                        if target.is_none() {
-                            target = target_of(&buf[body.clone()]);
-                        }
-                        if seq == c_seq && c_end > c_off && (at as u64) < c_end {
-                            found.repeated += 1;
-                        }
-                        keys.insert(u64_at(&buf[body], 4));
-                        clean.extend_from_slice(&buf[at..next]);
-                        records += 1;
-                        at = next;
-                    }
-                    Frame::Cut | Frame::Bad => {
-                        found.corrupt += 1;
-                        damaged = true;
-                        at = resync(&buf, at);
-                    }
+            let records = scanned.frames.len() as u64;
+            let damaged = scanned.corrupt > 0;
+            found.corrupt += scanned.corrupt;
+            for (at, next) in scanned.frames {
+                let body = &buf[at + FRAME_HEAD..next];
+                if target.is_none() {
+                    target = target_of(body);
                 }
+                if seq == c_seq && c_end > c_off && (at as u64) < c_end {
+                    found.repeated += 1;
+                }
+                keys.insert(u64_at(body, 4));
+                clean.extend_from_slice(&buf[at..next]);
             }
             if records == 0 {
                 let _ = fs::remove_file(&path);
