@@ -105,6 +105,8 @@ impl Drop for Collector {
 #[derive(Debug, Clone)]
 struct Packet {
     call_id: String,
+    /// HEP payload type: 1 SIP, 100 a log line.
+    kind: u64,
     time: (u64, u64),
     raw: String,
 }
@@ -114,6 +116,7 @@ impl Packet {
         let rc = &v["decoded"]["rcinfo"];
         Packet {
             call_id: rc["correlation_id"].as_str().unwrap_or_default().to_string(),
+            kind: rc["payloadType"].as_u64().unwrap_or(0),
             time: (rc["timeSeconds"].as_u64().unwrap_or(0), rc["timeUseconds"].as_u64().unwrap_or(0)),
             raw: v["raw"].as_str().unwrap_or_default().to_string(),
         }
@@ -304,6 +307,50 @@ fn shard_keeps_every_call_whole_on_one_of_three_collectors() {
     }
     assert_eq!(proxy.stat("dropped"), 0);
     println!("figures: shard: {n} calls, {want} records over 3 collectors split {shares:?}; every call whole on one");
+}
+
+#[test]
+fn shard_keeps_a_calls_log_lines_with_its_sip() {
+    let dir = TestDir::new("cluster-shard-logs");
+    let collectors: Vec<Collector> = (0..3).map(|_| Collector::start(&dir)).collect();
+    let mut p = vec![
+        "loadmodule \"xlog.so\"\n".to_string(),
+        modparam("trace_on", 1),
+        modparam("hep_mode_on", 1),
+        modparam("trace_to_database", 0),
+        modparam("hep_distribution", "shard"),
+        "onreply_route[TRACED] { xlog(\"L_INFO\", \"reply $rs for $ci\\n\"); }\n".to_string(),
+    ];
+    for c in &collectors {
+        p.push(modparam("duplicate_uri", c.uri()));
+    }
+    let on_request = r#"if (is_method("INVITE") && !has_totag()) {
+        sip_trace_types("sip|xlog");
+        sip_trace_mode("t");
+        t_on_reply("TRACED");
+        xlog("L_INFO", "routing $rm of $ci\n");
+    }"#;
+    let hooks = Hooks { on_request, on_reply: "", on_send: "" };
+    let proxy = Proxy::start(&dir, "127.0.0.1", &p, &hooks);
+    let n = 150;
+    calls(&dir, &proxy, n, 50);
+    // Per call: the 7 SIP messages of the INVITE transaction and 3 log
+    // lines (routing, reply 180, reply 200).
+    let want = n as usize * 10;
+    wait_for(Duration::from_secs(30), || total(&collectors) >= want);
+    settle(&proxy, &|| total(&collectors));
+    assert_eq!(total(&collectors), want, "stats:\n{}", proxy.kamailio.rpc(&["siptrace.stats"]));
+    let (calls, nodes) = by_call(&collectors);
+    assert_eq!(calls.len(), n as usize);
+    for (id, packets) in &calls {
+        let logs = packets.iter().filter(|p| p.kind == 100).count();
+        assert_eq!((packets.len() - logs, logs), (7, 3), "call {id}");
+        assert_eq!(nodes[id].len(), 1, "call {id}: SIP and log lines on one collector");
+        assert!(nodes[id].contains(&preference(id, &collectors)[0].port), "call {id} on its collector");
+    }
+    println!(
+        "figures: shard with log lines: {n} calls, {want} records, each call's SIP and log lines on one node"
+    );
 }
 
 /// One of three collectors is killed under load and started again 20 s
