@@ -487,7 +487,11 @@ fn a_whole_outage_with_a_spool_loses_nothing_and_replays_at_its_rate() {
     for c in collectors.iter_mut() {
         c.kill();
     }
-    let (n, rate) = (2000u32, 200u32);
+    // 10 s of calls with every collector down; CLUSTER_OUTAGE_SECONDS=30
+    // runs the full 30 s (about 2.5 minutes in all).
+    let seconds: u32 =
+        std::env::var("CLUSTER_OUTAGE_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let (n, rate) = (200 * seconds, 200u32);
     let during = calls(&dir, &proxy, n, rate);
     wait_for(Duration::from_secs(20), || proxy.stat("enqueued") == proxy.stat("dequeued"));
     let spooled = proxy.stat("spool_records");
@@ -498,7 +502,7 @@ fn a_whole_outage_with_a_spool_loses_nothing_and_replays_at_its_rate() {
     let back = Instant::now();
     let after = calls(&dir, &proxy, 400, 200);
     assert!(
-        wait_for(Duration::from_secs(120), || proxy.stat("spool_records") == 0),
+        wait_for(Duration::from_secs(30 + 2 * seconds as u64), || proxy.stat("spool_records") == 0),
         "spool not empty: {}",
         proxy.kamailio.rpc(&["siptrace.stats"])
     );
