@@ -60,6 +60,14 @@ pub struct SenderSettings {
     pub source_ip: Option<IpAddr>,
     /// How several destinations are used, and the spool's settings.
     pub delivery: Delivery,
+    /// Whether rows the database cannot take now wait in the spool. The
+    /// host's `store_rows` must then store a batch in order, each row in
+    /// one place, and stop at the first row it cannot store, as Kamailio's
+    /// one transaction per batch does: the rows after the stored ones are
+    /// spooled, and replayed to the same place. OpenSIPS writes each row
+    /// to every destination of its trace id, one by one, so its rows are
+    /// not spooled.
+    pub spool_rows: bool,
 }
 
 impl SenderSettings {
@@ -80,6 +88,7 @@ impl SenderSettings {
             xheaders_write: settings.xheaders_write,
             source_ip: None,
             delivery: settings.delivery.clone(),
+            spool_rows: true,
         }
     }
 }
@@ -302,7 +311,7 @@ impl<'c> Sender<'c> {
         // Rows the database could not take because it is not there wait in
         // the spool; rows it refused would be refused again.
         let mut spooled = 0;
-        if lost > 0 && reason == DropReason::DbUnavailable {
+        if lost > 0 && reason == DropReason::DbUnavailable && self.settings.spool_rows {
             if let Some(spool) = &mut self.spool {
                 let target = replay::row_target();
                 for row in &rows[stored.min(rows.len())..] {

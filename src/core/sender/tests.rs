@@ -85,6 +85,7 @@ fn settings(batch_size: usize) -> SenderSettings {
         xheaders_write: false,
         source_ip: None,
         delivery: Default::default(),
+        spool_rows: true,
     }
 }
 
@@ -358,6 +359,29 @@ fn rows_wait_in_the_spool_while_the_database_is_away() {
     ids.dedup();
     assert_eq!(ids.len(), 30, "each row once");
     assert_eq!(load(&counters.replayed), 30);
+    assert_eq!(counters.spool_records_total(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A host whose rows may not wait in the spool (OpenSIPS's) has them
+/// counted as dropped while the database is away, with a spool or not.
+#[test]
+fn rows_do_not_wait_in_the_spool_when_the_host_says_so() {
+    let ring = ring();
+    let outputs = Outputs { db: true, ..Outputs::default() };
+    let counters = Counters::default();
+    let mut s = settings(64);
+    s.spool_rows = false;
+    let mut sender = Sender::new(s, &counters);
+    let dir = spool_dir("rows-not-spooled");
+    sender.open_spool(&dir, 0, 1).unwrap();
+    let mut host = FakeHost { db_down: true, ..FakeHost::default() };
+    for n in 0..10 {
+        push(&ring, &message(n, false), &outputs);
+        sender.step(&ring, &mut host);
+    }
+    assert_eq!(load(&counters.spooled), 0);
+    assert_eq!(counters.dropped(DropReason::DbUnavailable), 10);
     assert_eq!(counters.spool_records_total(), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
