@@ -15,6 +15,9 @@ beside its native writers (the default). And for trace sessions
 (siptrace.trace_start): our module loaded with nothing to trace
 (rust-idle), and the same with 16 running sessions that match none of the
 calls (rust-sessions16): what matching costs the calls it does not trace.
+Our module also runs with hep_distribution=shard over three UDP collectors
+(rust-hep-shard) and with a disk spool configured and idle
+(rust-hep-spool).
 
 With --callgrind CALLS, instead: rust-idle and rust-sessions16 (and no
 module) run under valgrind --tool=callgrind --trace-children=yes, CALLS
@@ -222,6 +225,25 @@ class HepCounter:
         self.sock.close()
 
 
+class MultiCounter:
+    """Several collectors counted as one: what all of them received."""
+
+    def __init__(self, counters):
+        self.counters = counters
+
+    @property
+    def count(self):
+        return sum(c.count for c in self.counters)
+
+    @property
+    def bytes(self):
+        return sum(c.bytes for c in self.counters)
+
+    def stop(self):
+        for c in self.counters:
+            c.stop()
+
+
 class HepTcpCounter:
     """Counts the HEPv3 packets that arrive over TCP connections to a port."""
 
@@ -378,8 +400,10 @@ def kamailio_config(workdir, port, uas_port, module, params):
     if module:
         lines.append(f'loadmodule "{module}"')
         for name, value in params.items():
-            v = value if isinstance(value, int) else f'"{value}"'
-            lines.append(f'modparam("siptrace", "{name}", {v})')
+            # A list is a parameter given several times (duplicate_uri).
+            for one in value if isinstance(value, list) else [value]:
+                v = one if isinstance(one, int) else f'"{one}"'
+                lines.append(f'modparam("siptrace", "{name}", {v})')
     lines += ["request_route {"] + relay_route(uas_port)
     return "\n".join(lines) + "\n"
 
@@ -597,6 +621,7 @@ def main():
     counter = HepCounter()
     tcp_counter = HepTcpCounter()
     tls_counter = HepTlsCounter(workdir)
+    shard_counter = MultiCounter([HepCounter() for _ in range(3)])
     pg = Postgres(workdir)
     hep = {"trace_on": 1, "trace_mode": 1, "trace_to_database": 0, "hep_mode_on": 1, "hep_version": 3,
            "duplicate_uri": f"sip:127.0.0.1:{counter.port}"}
@@ -622,6 +647,13 @@ def main():
             tls = {**hep, "duplicate_uri": f"sip:127.0.0.1:{tls_counter.port};transport=tls",
                    "tls_ca_file": tls_counter.ca}
             plan.append(("rust-hep-tls", module, tls, "hep", args.rate))
+            # Three collectors, each call to one of them; and a spool that
+            # is configured and has nothing to do.
+            shard = {**hep, "hep_distribution": "shard",
+                     "duplicate_uri": [f"sip:127.0.0.1:{c.port}" for c in shard_counter.counters]}
+            plan.append(("rust-hep-shard", module, shard, "hep", args.rate))
+            spool = {**hep, "spool_dir": str(pathlib.Path(workdir) / "spool")}
+            plan.append(("rust-hep-spool", module, spool, "hep", args.rate))
         plan.append((f"{impl}-sqlite", module, "sqlite", "sqlite", args.rate))
         plan.append((f"{impl}-postgres", module, "postgres", "postgres", args.rate))
         if impl == "rust":
@@ -685,6 +717,8 @@ def main():
                 on = args.opensips if name.startswith("os-") else None
                 collector = {"tcp": tcp_counter, "tls": tls_counter}.get(name.split("-")[-1], counter)
                 sessions = BENCH_SESSIONS if name.startswith("rust-sessions") else None
+                if name.endswith("-shard"):
+                    collector = shard_counter
                 r = run_variant(f"{name}-{rep}", module, params, rate, args.duration, workdir, kind, collector, pg,
                                 db, on, sessions)
                 runs.setdefault(name, []).append(r)
@@ -693,6 +727,7 @@ def main():
         counter.stop()
         tcp_counter.stop()
         tls_counter.stop()
+        shard_counter.stop()
         pg.stop()
 
     results = {name: summarize(rs) for name, rs in runs.items()}

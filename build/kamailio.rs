@@ -18,9 +18,6 @@ pub fn build() {
         println!("cargo:rerun-if-env-changed={var}");
     }
     let host = KamailioHost::discover();
-    for release in SUPPORTED {
-        println!("cargo:rustc-check-cfg=cfg({})", release.cfg);
-    }
     println!("cargo:rustc-cfg={}", host.release.cfg);
     host.check_module_strings();
     host.generate_bindings();
@@ -61,6 +58,11 @@ const SUPPORTED: &[Release] = &[
         has_srdb1_library: false,
     },
 ];
+
+/// The cfg of each supported release.
+pub fn release_cfgs() -> impl Iterator<Item = &'static str> {
+    SUPPORTED.iter().map(|r| r.cfg)
+}
 
 fn supported_names() -> String {
     SUPPORTED.iter().map(|r| r.name).collect::<Vec<_>>().join(" and ")

@@ -40,6 +40,11 @@ fn declare_test_trees() {
     for release in opensips::SUPPORTED {
         println!("cargo:rustc-check-cfg=cfg({})", release.cfg);
     }
+    // The Kamailio release cfgs are set only when the Kamailio binding is
+    // built, but tests/common names them in every build.
+    for cfg in kamailio::release_cfgs() {
+        println!("cargo:rustc-check-cfg=cfg({cfg})");
+    }
     println!("cargo:rerun-if-env-changed=OPENSIPS_SRC");
     let Some(tree) = env::var_os("OPENSIPS_SRC").map(PathBuf::from) else { return };
     if tree.join("opensips").is_file() {

@@ -194,3 +194,31 @@ pub fn log_connection(dest: crate::core::dest::Destination, up: bool, detail: &d
         crate::log_warn!("HEP collector {to}: connection failed: {detail}; retrying");
     }
 }
+
+/// Logs news of the spool (`warn`: a problem).
+pub fn log_spool_note(warn: bool, detail: &dyn std::fmt::Display) {
+    if warn {
+        crate::log_warn!("{detail}");
+    } else {
+        crate::log_info!("{detail}");
+    }
+}
+
+/// In the sending process `name` (sender `index` of `count`): opens its
+/// disk spool under `dir`, when the config gives one, and says what an
+/// earlier run left there. A spool that cannot be opened is logged, and
+/// the sender runs without it.
+pub fn open_spool(
+    name: &str,
+    sender: &mut crate::core::sender::Sender<'_>,
+    dir: Option<&str>,
+    index: usize,
+    count: usize,
+) {
+    let Some(dir) = dir else { return };
+    match sender.open_spool(std::path::Path::new(dir), index, count) {
+        Ok(Some(news)) => crate::log_info!("{name}: {news}"),
+        Ok(None) => {}
+        Err(e) => crate::log_error!("{name}: {e}; records no collector takes are dropped"),
+    }
+}

@@ -151,6 +151,43 @@ fn beyond_sip_misconfigured() {
 }
 
 #[test]
+fn bad_hep_distribution() {
+    let params = no_db()
+        + &modparam("duplicate_uri", "sip:127.0.0.1:9")
+        + &modparam("hep_mode_on", 1)
+        + &modparam("hep_distribution", "round-robin");
+    assert_refused(
+        "hep-distribution",
+        &params,
+        &Hooks::default(),
+        &["'hep_distribution'", "'round-robin'", "expected copy, failover or shard"],
+    );
+}
+
+#[test]
+fn spool_max_size_out_of_range() {
+    let params = no_db() + &modparam("spool_max_size", 0);
+    assert_refused(
+        "spool-max-size",
+        &params,
+        &Hooks::default(),
+        &["'spool_max_size'", "'0'", "between 1 and"],
+    );
+}
+
+#[test]
+fn a_spool_dir_that_cannot_be_created() {
+    // Under a regular file: no directory can be made there, even by root.
+    let dir = TestDir::new("spool-dir-blocked");
+    let blocker = dir.file("a-file");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let spool = blocker.join("spool");
+    let params = no_db() + &modparam("spool_dir", spool.display());
+    let value = format!("'{}'", spool.display());
+    assert_refused("spool-dir", &params, &Hooks::default(), &["'spool_dir'", &value, "cannot create"]);
+}
+
+#[test]
 fn a_good_config_starts() {
     // The counterpart of the refusals: the same proxy with valid values runs.
     let dir = TestDir::new("good-config");

@@ -32,10 +32,14 @@ pub enum DropReason {
     SenderDied,
     /// The network returned the datagram as undeliverable (ICMP).
     Unreachable,
+    /// The disk spool was full: the oldest segment was dropped.
+    SpoolFull,
+    /// A spooled record was torn or damaged and skipped.
+    SpoolCorrupt,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Oversize,
         DropReason::MixedFamily,
         DropReason::SendFailed,
@@ -47,6 +51,8 @@ impl DropReason {
         DropReason::NotConnected,
         DropReason::SenderDied,
         DropReason::Unreachable,
+        DropReason::SpoolFull,
+        DropReason::SpoolCorrupt,
     ];
 
     /// Statistic name suffix.
@@ -63,6 +69,8 @@ impl DropReason {
             DropReason::NotConnected => "not_connected",
             DropReason::SenderDied => "sender_died",
             DropReason::Unreachable => "unreachable",
+            DropReason::SpoolFull => "spool_full",
+            DropReason::SpoolCorrupt => "spool_corrupt",
         }
     }
 }
@@ -96,7 +104,84 @@ pub struct Counters {
     /// Messages, or calls the script asked to trace, kept out by
     /// `trace_sample`.
     pub skipped_sample: AtomicU64,
+    /// Outputs written to the disk spool, replayed from it, and found in
+    /// it at startup (left by an earlier run).
+    pub spooled: AtomicU64,
+    pub replayed: AtomicU64,
+    pub spool_restored: AtomicU64,
+    /// Records of a replay batch that may have reached their destination
+    /// twice: the batch was in flight when its sending process died, or
+    /// its connection broke while it was being written.
+    pub replay_repeated: AtomicU64,
+    /// Bytes and records in each sender's spool now.
+    pub spool_bytes: [AtomicU64; MAX_SENDERS],
+    pub spool_records: [AtomicU64; MAX_SENDERS],
+    /// Each destination's health and traffic, in the order first seen.
+    pub destinations: [DestStats; MAX_DEST_STATS],
     dropped: [AtomicU64; DropReason::ALL.len()],
+}
+
+/// Most sender processes (the `senders` parameter's upper bound).
+pub const MAX_SENDERS: usize = 16;
+/// Most destinations with counters of their own; further ones are counted
+/// in the totals only.
+pub const MAX_DEST_STATS: usize = 32;
+
+/// One destination's counters. A slot is claimed by the first sending
+/// process that uses the destination (`key` from 0 to its id).
+#[derive(Debug, Default)]
+#[repr(C)]
+pub struct DestStats {
+    /// [`dest_key`] of the destination; 0: a free slot.
+    pub key: AtomicU64,
+    /// Transport, family and port, and the 16 address bytes.
+    pub head: AtomicU64,
+    pub ip_hi: AtomicU64,
+    pub ip_lo: AtomicU64,
+    /// 1 up, 0 down.
+    pub up: AtomicU64,
+    /// Records handed to it: datagrams sent, frames written.
+    pub sent: AtomicU64,
+    /// Times it went down.
+    pub downs: AtomicU64,
+    /// Unix time, in seconds, of its last change between up and down.
+    pub changed: AtomicU64,
+}
+
+/// The slot key of a destination: never 0.
+pub fn dest_key(d: &crate::core::dest::Destination) -> u64 {
+    let text = format!("{}:{}", d.transport.name(), d.addr);
+    crate::core::sender::cluster::fnv1a(text.as_bytes(), crate::core::sender::cluster::FNV_OFFSET) | 1
+}
+
+impl DestStats {
+    /// The destination this slot counts, once claimed.
+    pub fn destination(&self) -> Option<crate::core::dest::Destination> {
+        use crate::core::endpoint::Transport;
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+        if self.key.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let head = self.head.load(Ordering::Acquire);
+        let mut ip = [0u8; 16];
+        ip[..8].copy_from_slice(&self.ip_hi.load(Ordering::Relaxed).to_be_bytes());
+        ip[8..].copy_from_slice(&self.ip_lo.load(Ordering::Relaxed).to_be_bytes());
+        let transport = match head >> 24 {
+            0 => Transport::Udp,
+            1 => Transport::Tcp,
+            2 => Transport::Tls,
+            _ => return None,
+        };
+        let addr = match (head >> 16) & 0xff {
+            4 => IpAddr::V4(Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3])),
+            6 => IpAddr::V6(Ipv6Addr::from(ip)),
+            _ => return None,
+        };
+        Some(crate::core::dest::Destination {
+            addr: SocketAddr::new(addr, (head & 0xffff) as u16),
+            transport,
+        })
+    }
 }
 
 impl Counters {
@@ -123,6 +208,59 @@ impl Counters {
     pub fn dropped_total(&self) -> u64 {
         self.dropped.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
+
+    /// Bytes in all senders' spools now.
+    pub fn spool_bytes_total(&self) -> u64 {
+        self.spool_bytes.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Records in all senders' spools now.
+    pub fn spool_records_total(&self) -> u64 {
+        self.spool_records.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The counters of `dest`, claiming a slot on first use; `None` once
+    /// every slot is taken.
+    pub fn dest_slot(&self, dest: &crate::core::dest::Destination) -> Option<&DestStats> {
+        use crate::core::endpoint::Transport;
+        let key = dest_key(dest);
+        for slot in &self.destinations {
+            match slot.key.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    let (family, ip) = match dest.addr.ip() {
+                        std::net::IpAddr::V4(v4) => {
+                            let mut b = [0u8; 16];
+                            b[..4].copy_from_slice(&v4.octets());
+                            (4u64, b)
+                        }
+                        std::net::IpAddr::V6(v6) => (6u64, v6.octets()),
+                    };
+                    let transport = match dest.transport {
+                        Transport::Tcp => 1u64,
+                        Transport::Tls => 2,
+                        _ => 0,
+                    };
+                    let hi = u64::from_be_bytes(ip[..8].try_into().unwrap_or_default());
+                    let lo = u64::from_be_bytes(ip[8..].try_into().unwrap_or_default());
+                    slot.ip_hi.store(hi, Ordering::Relaxed);
+                    slot.ip_lo.store(lo, Ordering::Relaxed);
+                    slot.up.store(1, Ordering::Relaxed);
+                    slot.changed.store(unix_now(), Ordering::Relaxed);
+                    slot.head
+                        .store(transport << 24 | family << 16 | dest.addr.port() as u64, Ordering::Release);
+                    return Some(slot);
+                }
+                Err(k) if k == key => return Some(slot),
+                Err(_) => {}
+            }
+        }
+        None
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -89,6 +89,12 @@ pub const PARAMS: &[(&CStr, ParamType)] = &[
     (c"trace_skip_methods", ParamType::Str),
     (c"trace_sample", ParamType::Int),
     (c"hep_node_name", ParamType::Str),
+    // Several collectors, and the disk spool.
+    (c"hep_distribution", ParamType::Str),
+    (c"failover_return", ParamType::Int),
+    (c"spool_dir", ParamType::Str),
+    (c"spool_max_size", ParamType::Int),
+    (c"spool_replay_rate", ParamType::Int),
 ];
 
 /// The parameters of a later siptrace than 5.6's, with the Kamailio
@@ -365,6 +371,12 @@ impl Config {
             ("db_batch_size", ParamValue::Int(n)) => {
                 self.settings.senders.db_batch_size = int_in(name, n, 1, 100_000)? as usize
             }
+            ("hep_distribution" | "spool_dir", ParamValue::Str(s)) => {
+                self.settings.delivery.set_str(name, s).map_err(|e| bad(&e))?
+            }
+            ("failover_return" | "spool_max_size" | "spool_replay_rate", ParamValue::Int(n)) => {
+                self.settings.delivery.set_int(name, n.into()).map_err(|e| bad(&e))?
+            }
             ("db_flush_interval", ParamValue::Int(n)) => {
                 self.settings.senders.db_flush_interval_ms = int_in(name, n, 1, 10_000)? as u64;
             }
@@ -596,7 +608,7 @@ mod tests {
                 assert!(!e.reason.contains("unknown parameter"), "{name}: {e}");
             }
         }
-        assert_eq!(PARAMS.len(), 55);
+        assert_eq!(PARAMS.len(), 60);
     }
 
     #[test]
@@ -677,6 +689,11 @@ mod tests {
             ("db_flush_interval", ParamValue::Int(0), "between 1 and 10000"),
             ("db_batch_size", ParamValue::Int(0), "between 1 and 100000"),
             ("db_native", ParamValue::Int(2), "between 0 and 1"),
+            ("hep_distribution", ParamValue::Str("round-robin"), "expected copy, failover or shard"),
+            ("failover_return", ParamValue::Int(-1), "between 0 and 86400"),
+            ("spool_dir", ParamValue::Str(" "), "empty"),
+            ("spool_max_size", ParamValue::Int(0), "between 1 and"),
+            ("spool_replay_rate", ParamValue::Int(0), "between 1 and 1000000"),
             ("hep_capture_id", ParamValue::Int(-1), "negative"),
             ("trace_mode", ParamValue::Int(8), "bits"),
             ("trace_init_mode", ParamValue::Int(3), "must be 0"),
@@ -841,5 +858,25 @@ mod tests {
         let e = c.set("trace_rpc_filter", ParamValue::Str("allow")).unwrap_err().to_string();
         assert!(e.contains("trace_rpc_filter") && e.contains("allow"), "{e}");
         assert!(c.set("trace_rpc", ParamValue::Int(2)).is_err());
+    }
+
+    #[test]
+    fn cluster_and_spool_parameters() {
+        let mut c = Config::default();
+        assert_eq!(c.settings.delivery, crate::core::settings::Delivery::default());
+        c.set("hep_distribution", ParamValue::Str(" Shard ")).unwrap();
+        c.set("failover_return", ParamValue::Int(5)).unwrap();
+        let dir = std::env::temp_dir().join(format!("siptrace-config-spool-{}", std::process::id()));
+        c.set("spool_dir", ParamValue::Str(dir.to_str().unwrap())).unwrap();
+        c.set("spool_max_size", ParamValue::Int(2)).unwrap();
+        c.set("spool_replay_rate", ParamValue::Int(200)).unwrap();
+        let d = &c.settings.delivery;
+        assert_eq!(d.distribution, crate::core::settings::Distribution::Shard);
+        assert_eq!((d.failover_return_s, d.spool_max_bytes, d.spool_replay_rate), (5, 2 << 20, 200));
+        assert_eq!(d.spool_dir.as_deref(), dir.to_str());
+        // Checked at startup (startup.rs, through Delivery::check_spool_dir),
+        // not here: validate() touches no disk.
+        c.validate().unwrap();
+        assert!(!dir.exists());
     }
 }

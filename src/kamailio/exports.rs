@@ -59,7 +59,8 @@ const SETTERS: [Setter; PARAMS.len()] = [
     setter::<Modparams, 40>, setter::<Modparams, 41>, setter::<Modparams, 42>, setter::<Modparams, 43>,
     setter::<Modparams, 44>, setter::<Modparams, 45>, setter::<Modparams, 46>, setter::<Modparams, 47>,
     setter::<Modparams, 48>, setter::<Modparams, 49>, setter::<Modparams, 50>, setter::<Modparams, 51>,
-    setter::<Modparams, 52>, setter::<Modparams, 53>, setter::<Modparams, 54>,
+    setter::<Modparams, 52>, setter::<Modparams, 53>, setter::<Modparams, 54>, setter::<Modparams, 55>,
+    setter::<Modparams, 56>, setter::<Modparams, 57>, setter::<Modparams, 58>, setter::<Modparams, 59>,
 ];
 
 static PARAMS_TABLE: Export<[sys::param_export_t; PARAMS.len() + 1]> = Export({

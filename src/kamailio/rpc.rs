@@ -4,7 +4,7 @@
 use crate::kamailio::host::rpc::{self, RpcCommand, RpcCtx, RpcDoc};
 use crate::kamailio::state;
 use crate::kamailio::stats;
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::sync::atomic::Ordering;
 
 /// `siptrace.status on|off|check`: switch tracing for all processes, or
@@ -45,7 +45,8 @@ impl RpcCommand for Status {
 pub struct Stats;
 
 pub static STATS_DOC: RpcDoc = rpc::doc(
-    c"Trace counters: queued, sent and stored records, queue depth, reconnections, drops by reason.",
+    c"Trace counters: queued, sent and stored records, queue depth, reconnections, drops by reason, \
+       the spool, and each destination: up, records sent, times down, last change.",
 );
 
 impl RpcCommand for Stats {
@@ -56,6 +57,19 @@ impl RpcCommand for Stats {
         let state = state::get();
         for (name, read) in stats::STATS {
             reply.add_u64(name, state.map_or(0, read));
+        }
+        // Each destination: its address, and whether it is up, records
+        // sent, times it went down, the Unix time of its last change.
+        let Some(state) = state else { return };
+        for (i, slot) in state.shared.counters.destinations.iter().enumerate() {
+            let Some(dest) = slot.destination() else { break };
+            let addr = format!("{}:{}", dest.transport.name(), dest.addr);
+            let Ok(key) = CString::new(format!("dest{i}")) else { continue };
+            reply.add_str(&key, addr.as_bytes());
+            for (field, (suffix, _)) in stats::DEST_FIELDS.iter().enumerate() {
+                let Ok(key) = CString::new(format!("dest{i}_{}", suffix.to_string_lossy())) else { continue };
+                reply.add_u64(&key, stats::dest_field(state, i, field));
+            }
         }
     }
 }

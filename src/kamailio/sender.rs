@@ -56,12 +56,14 @@ fn work(state: &'static State, index: usize) -> ! {
         next_db_attempt: Instant::now(),
     };
     let mut sender = Sender::new(settings, &state.shared.counters);
+    let name = format!("sender {index}");
+    let spool_dir = config.settings.delivery.spool_dir.as_deref();
+    supervise::open_spool(&name, &mut sender, spool_dir, index, config.settings.senders.count);
     match send_socket::udp_socket(state) {
         Some(Ok(socket)) => sender = sender.with_udp_source(socket),
         Some(Err(e)) => crate::log_error!("sender {index}: {e}; sending from an ephemeral socket instead"),
         None => {}
     }
-    let name = format!("sender {index}");
     supervise::send(&name, &mut sender, &state.queues[index], &mut host, DRAIN_TIME, &process::cfg_update);
     // This child is done; Kamailio's own exit path belongs to the main
     // process.
@@ -189,5 +191,9 @@ impl SenderHost for Host {
 
     fn connection(&self, dest: Destination, up: bool, detail: &dyn Display) {
         supervise::log_connection(dest, up, detail);
+    }
+
+    fn spool_note(&self, warn: bool, detail: &dyn Display) {
+        supervise::log_spool_note(warn, detail);
     }
 }

@@ -30,8 +30,10 @@ fn avp(param: &str, spec: Option<&String>) -> Result<Option<AvpName>, String> {
 pub fn mod_init() -> Result<(), String> {
     let config = state::take_params();
     config.validate().map_err(|e| e.to_string())?;
+    // A spool_dir that cannot be created or written refuses startup.
+    config.settings.delivery.check_spool_dir()?;
     let shared = shm::new_shared_state(config.trace_on)?;
-    stats::register()?;
+    stats::register(config.duplicate_uri.len())?;
     let (db, native_rows) = match config.uses_database().then(|| row_writer::mod_init(&config)).transpose()? {
         Some(Chosen::DbApi(db)) => (Some(db), None),
         Some(Chosen::Native(settings)) => (None, Some(*settings)),
@@ -45,6 +47,10 @@ pub fn mod_init() -> Result<(), String> {
             .resolve(&p.text, &config.settings.senders.tls_ca_file)
             .map_err(|e| format!("modparam 'duplicate_uri' has a bad value '{}': {e}", p.text))?;
         duplicates.push(dest);
+    }
+    // Their counters keep the order of duplicate_uri: dest0, dest1, ...
+    for d in &duplicates {
+        shared.counters.dest_slot(d);
     }
     let (msg_route, msg_callback) = msg_event::init(config.evcb_msg.as_deref());
     let queues = (0..config.settings.senders.count)
@@ -77,7 +83,7 @@ pub fn mod_init() -> Result<(), String> {
         );
     }
     crate::log_info!(
-        "tracing {} (trace_on={}), database: {}, duplicate_uri: {}, {} sender(s) with {} KiB queues",
+        "tracing {} (trace_on={}), database: {}, duplicate_uri: {}{}, {} sender(s) with {} KiB queues{}",
         if core_events { "core events and script calls" } else { "script calls" },
         config.trace_on as u8,
         if config.uses_database() {
@@ -94,8 +100,17 @@ pub fn mod_init() -> Result<(), String> {
                 .collect::<Vec<_>>()
                 .join(", ")
         },
+        if duplicates.len() > 1 {
+            format!(" ({})", config.settings.delivery.distribution.name())
+        } else {
+            String::new()
+        },
         config.settings.senders.count,
         config.settings.senders.queue_bytes / 1024,
+        match &config.settings.delivery.spool_dir {
+            Some(dir) => format!(", spool in {dir}"),
+            None => String::new(),
+        },
     );
     state::settle(State {
         config,

@@ -2,7 +2,7 @@
 //! with `kamcmd stats.get_statistics siptrace:`) and through the RPC
 //! command `siptrace.stats`.
 
-use crate::core::counters::{Counters, DropReason};
+use crate::core::counters::{Counters, DestStats, DropReason};
 use crate::core::ring::Ring;
 use crate::kamailio::host::stats::{self, StatGroup};
 use crate::kamailio::sessions;
@@ -21,7 +21,7 @@ fn dropped(state: &State, reason: DropReason) -> u64 {
 }
 
 /// Every statistic, with how to read it.
-pub const STATS: [(&CStr, Reader); 29] = [
+pub const STATS: [(&CStr, Reader); 37] = [
     (c"enqueued", |s| load(s, |c| &c.enqueued)),
     (c"dequeued", |s| load(s, |c| &c.dequeued)),
     (c"queue_records", |s| load(s, |c| &c.enqueued).saturating_sub(load(s, |c| &c.dequeued))),
@@ -54,6 +54,14 @@ pub const STATS: [(&CStr, Reader); 29] = [
     // Kept out by trace_skip_methods and by trace_sample.
     (c"skipped_method", |s| load(s, |c| &c.skipped_method)),
     (c"skipped_sample", |s| load(s, |c| &c.skipped_sample)),
+    (c"dropped_spool_full", |s| dropped(s, DropReason::SpoolFull)),
+    (c"dropped_spool_corrupt", |s| dropped(s, DropReason::SpoolCorrupt)),
+    (c"spooled", |s| load(s, |c| &c.spooled)),
+    (c"replayed", |s| load(s, |c| &c.replayed)),
+    (c"spool_bytes", |s| s.shared.counters.spool_bytes_total()),
+    (c"spool_records", |s| s.shared.counters.spool_records_total()),
+    (c"spool_restored", |s| load(s, |c| &c.spool_restored)),
+    (c"replay_repeated", |s| load(s, |c| &c.replay_repeated)),
 ];
 
 const NAMES: [&CStr; STATS.len()] = {
@@ -77,6 +85,51 @@ impl StatGroup for Statistics {
     }
 }
 
-pub fn register() -> Result<(), String> {
-    stats::register::<Statistics>()
+/// Reads one counter of a destination.
+type DestReader = fn(&DestStats) -> &AtomicU64;
+
+/// A destination's counters, in the order of its statistics' names.
+pub const DEST_FIELDS: [(&CStr, DestReader); 4] =
+    [(c"up", |d| &d.up), (c"sent", |d| &d.sent), (c"downs", |d| &d.downs), (c"changed", |d| &d.changed)];
+
+/// Destinations with statistics of their own (`dest0_up` ...): the first
+/// ones of duplicate_uri, whose counters mod_init claims in that order.
+/// `siptrace.stats` lists every destination.
+pub const DEST_STATS: usize = 8;
+
+#[rustfmt::skip]
+const DEST_NAMES: [&CStr; DEST_STATS * DEST_FIELDS.len()] = [
+    c"dest0_up", c"dest0_sent", c"dest0_downs", c"dest0_changed",
+    c"dest1_up", c"dest1_sent", c"dest1_downs", c"dest1_changed",
+    c"dest2_up", c"dest2_sent", c"dest2_downs", c"dest2_changed",
+    c"dest3_up", c"dest3_sent", c"dest3_downs", c"dest3_changed",
+    c"dest4_up", c"dest4_sent", c"dest4_downs", c"dest4_changed",
+    c"dest5_up", c"dest5_sent", c"dest5_downs", c"dest5_changed",
+    c"dest6_up", c"dest6_sent", c"dest6_downs", c"dest6_changed",
+    c"dest7_up", c"dest7_sent", c"dest7_downs", c"dest7_changed",
+];
+
+/// Counter `field` of destination slot `slot`.
+pub fn dest_field(state: &State, slot: usize, field: usize) -> u64 {
+    let d = &state.shared.counters.destinations[slot];
+    DEST_FIELDS[field].1(d).load(Ordering::Relaxed)
+}
+
+struct Destinations;
+
+impl StatGroup for Destinations {
+    const GROUP: &'static CStr = c"siptrace";
+    const NAMES: &'static [&'static CStr] = &DEST_NAMES;
+
+    fn read(index: usize) -> u64 {
+        let (slot, field) = (index / DEST_FIELDS.len(), index % DEST_FIELDS.len());
+        state::get().map_or(0, |s| dest_field(s, slot, field))
+    }
+}
+
+/// Registers the statistics, with those of the first `destinations` of
+/// duplicate_uri (at most [`DEST_STATS`]).
+pub fn register(destinations: usize) -> Result<(), String> {
+    stats::register::<Statistics>()?;
+    stats::register_first::<Destinations>(destinations.min(DEST_STATS) * DEST_FIELDS.len())
 }

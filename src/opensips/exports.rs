@@ -6,7 +6,8 @@ use crate::ffi::Export;
 use crate::opensips::host::{mi, modparam, process, script, stats, sys};
 use crate::opensips::mi::{SetGlobal, SetId, ShowAll, ShowId, Start, Stop};
 use crate::opensips::params::{
-    Column, FileMode, LocalIp, SyslogFacility, SyslogLevel, TraceIdNeeds, TraceIdParam, TraceOn,
+    Column, DeliveryInt, DeliveryText, FileMode, LocalIp, SyslogFacility, SyslogLevel, TraceIdNeeds,
+    TraceIdParam, TraceOn,
 };
 use crate::opensips::{sender, startup, stats as tracer_stats};
 use std::os::raw::{c_char, c_int};
@@ -14,7 +15,7 @@ use std::os::raw::{c_char, c_int};
 static CMDS: Export<[sys::cmd_export_t; 2]> =
     Export([script::export::<crate::opensips::script::TraceFn>(), script::END]);
 
-static PARAMS: Export<[sys::param_export_t; 21]> = Export([
+static PARAMS: Export<[sys::param_export_t; 26]> = Export([
     modparam::string::<TraceIdParam>(),
     modparam::int::<TraceOn>(),
     modparam::string::<LocalIp>(),
@@ -35,6 +36,11 @@ static PARAMS: Export<[sys::param_export_t; 21]> = Export([
     modparam::string::<Column<11>>(),
     modparam::string::<Column<12>>(),
     modparam::string::<Column<13>>(),
+    modparam::string::<DeliveryText<0>>(),
+    modparam::string::<DeliveryText<1>>(),
+    modparam::int::<DeliveryInt<0>>(),
+    modparam::int::<DeliveryInt<1>>(),
+    modparam::int::<DeliveryInt<2>>(),
     modparam::END,
 ]);
 

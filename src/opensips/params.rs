@@ -3,6 +3,7 @@
 //! that names the parameter and the value. exports.rs lists them.
 
 use crate::core::endpoint::Endpoint;
+use crate::core::settings::Delivery;
 use crate::core::trace_id::{self, TraceId, TraceTarget};
 use crate::ffi::lock;
 use crate::opensips::host::modparam::{Dependencies, IntSetter, Needs, StrSetter};
@@ -23,6 +24,9 @@ pub struct Params {
     pub file_mode: Option<u32>,
     pub syslog_level: Option<i32>,
     pub syslog_facility: Option<c_int>,
+    /// `hep_distribution`, `failover_return` and the spool's parameters;
+    /// `None` while none is set.
+    pub delivery: Option<Delivery>,
 }
 
 /// Set while OpenSIPS reads the configuration, before mod_init.
@@ -34,6 +38,7 @@ static PARAMS: Mutex<Params> = Mutex::new(Params {
     file_mode: None,
     syslog_level: None,
     syslog_facility: None,
+    delivery: None,
 });
 
 fn with_params<R>(f: impl FnOnce(&mut Params) -> R) -> R {
@@ -83,6 +88,48 @@ impl<const I: usize> StrSetter for Column<I> {
                     "modparam '{name}' has a bad value '{}': a column name is letters, digits, _ and .",
                     other.unwrap_or("")
                 );
+                false
+            }
+        }
+    }
+}
+
+/// The delivery's text parameters, in the order of `DeliveryText`'s index.
+pub const DELIVERY_TEXT: [&CStr; 2] = [c"hep_distribution", c"spool_dir"];
+/// The delivery's integer parameters, in the order of `DeliveryInt`'s index.
+pub const DELIVERY_INT: [&CStr; 3] = [c"failover_return", c"spool_max_size", c"spool_replay_rate"];
+
+/// How a trace id's several HEP destinations are used, and the disk spool
+/// (the same parameters as on Kamailio, `core::settings::Delivery`): the
+/// text parameter `I` of `DELIVERY_TEXT`.
+pub struct DeliveryText<const I: usize>;
+
+impl<const I: usize> StrSetter for DeliveryText<I> {
+    const NAME: &'static CStr = DELIVERY_TEXT[I];
+    fn set(value: Option<&str>) -> bool {
+        let name = Self::NAME.to_str().unwrap_or("delivery");
+        let text = value.unwrap_or("");
+        match with_params(|p| p.delivery.get_or_insert_with(Delivery::default).set_str(name, text)) {
+            Ok(()) => true,
+            Err(e) => {
+                crate::log_error!("modparam '{name}' has a bad value '{text}': {e}");
+                false
+            }
+        }
+    }
+}
+
+/// The integer parameter `I` of `DELIVERY_INT`.
+pub struct DeliveryInt<const I: usize>;
+
+impl<const I: usize> IntSetter for DeliveryInt<I> {
+    const NAME: &'static CStr = DELIVERY_INT[I];
+    fn set(value: isize) -> bool {
+        let name = Self::NAME.to_str().unwrap_or("delivery");
+        match with_params(|p| p.delivery.get_or_insert_with(Delivery::default).set_int(name, value as i64)) {
+            Ok(()) => true,
+            Err(e) => {
+                crate::log_error!("modparam '{name}' has a bad value '{value}': {e}");
                 false
             }
         }

@@ -141,6 +141,10 @@ impl SenderHost for Host {
     fn connection(&self, dest: Destination, up: bool, detail: &dyn Display) {
         supervise::log_connection(dest, up, detail);
     }
+
+    fn spool_note(&self, warn: bool, detail: &dyn Display) {
+        supervise::log_spool_note(warn, detail);
+    }
 }
 
 /// The sender processes OpenSIPS forks for the module (its `procs` export).
@@ -164,15 +168,24 @@ impl Process for Senders {
 
 /// The sending process: drains queue `index` until asked to stop.
 fn work(state: &'static State, index: i32) -> ! {
-    if let Some(queue) = usize::try_from(index).ok().and_then(|i| state.queues.get(i)) {
-        // Records from OpenSIPS never carry X-Siptrace headers.
-        let settings =
-            SenderSettings { xheaders_write: false, ..SenderSettings::from_settings(&state.settings) };
+    let slot = usize::try_from(index).ok();
+    if let Some((slot, queue)) = slot.and_then(|i| Some((i, state.queues.get(i)?))) {
+        // Records from OpenSIPS never carry X-Siptrace headers. Its rows go
+        // to every destination of their trace id, one by one: they cannot
+        // wait in the spool (see SenderSettings::spool_rows).
+        let settings = SenderSettings {
+            xheaders_write: false,
+            spool_rows: false,
+            ..SenderSettings::from_settings(&state.settings)
+        };
         let databases =
             state.sinks.databases.iter().map(|_| Database { connection: None, next_attempt: Instant::now() });
         let mut host = Host { state, databases: databases.collect(), text: Vec::new() };
         let mut sender = Sender::new(settings, &state.shared.counters);
         let name = format!("sender {index}");
+        let spool_dir = state.settings.delivery.spool_dir.as_deref();
+        let count = state.queues.len();
+        supervise::open_spool(&name, &mut sender, spool_dir, slot, count);
         supervise::send(&name, &mut sender, queue, &mut host, DRAIN_TIME, &|| {});
     }
     process::exit(0)

@@ -15,7 +15,10 @@ use std::sync::atomic::AtomicBool;
 
 pub fn mod_init() -> Result<(), String> {
     let params = params::take();
-    let mut settings = Settings::default();
+    // hep_distribution applies to the HEP destinations of each trace id.
+    let mut settings = Settings { delivery: params.delivery.unwrap_or_default(), ..Settings::default() };
+    // A spool_dir that cannot be created or written refuses startup.
+    settings.delivery.check_spool_dir()?;
     let hep_bound = hep_api::bind();
     let mut ids: Vec<(String, Outputs)> = Vec::new();
     let mut hep_version = None;
@@ -109,11 +112,16 @@ pub fn mod_init() -> Result<(), String> {
         .map(|_| shm::ring(settings.senders.queue_bytes))
         .collect::<Result<_, _>>()?;
     crate::log_info!(
-        "{} trace id(s), HEP version {}, {} sender(s) with {} KiB queues",
+        "{} trace id(s), HEP version {}, hep_distribution {}, {} sender(s) with {} KiB queues{}",
         ids.len(),
         settings.hep.version,
+        settings.delivery.distribution.name(),
         settings.senders.count,
-        settings.senders.queue_bytes / 1024
+        settings.senders.queue_bytes / 1024,
+        match &settings.delivery.spool_dir {
+            Some(dir) => format!(", spool in {dir}"),
+            None => String::new(),
+        }
     );
     let switches = shm::slice(ids.len(), |_| AtomicBool::new(trace_on)).ok_or("out of shared memory")?;
     let dynamic = Table::init(shm::alloc::<Table>().ok_or("out of shared memory")?)?;

@@ -224,6 +224,16 @@ impl Kamailio {
         stop_group(&mut self.child);
         self.crashes.check(&self.log_text());
     }
+
+    /// Kills every process of it at once (SIGKILL to its process group), as
+    /// a crash would, and waits for it.
+    pub fn kill(&mut self) {
+        // SAFETY: signalling the process group this harness created.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+        // Its children may take a moment longer to go.
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 impl Drop for Kamailio {

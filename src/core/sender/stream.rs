@@ -5,7 +5,9 @@
 //! A stream connects on first use and reconnects with a growing delay
 //! after any failure, whether or not frames are waiting. Frames queued while it is down, or beyond its
 //! backlog, are refused at once and counted by the caller; frames that
-//! were waiting when the connection broke are reported as lost.
+//! were waiting when the connection broke are reported as lost, and handed
+//! back whole with their tags ([`Stream::take_failed`]) for the caller to
+//! spool or count.
 
 use crate::core::dest::Destination;
 use crate::core::endpoint::Transport;
@@ -32,6 +34,18 @@ pub enum Refused {
     Backlog,
 }
 
+/// What the caller attaches to a frame, to know it again when it comes
+/// back undelivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tag {
+    /// The hash of the frame's call key.
+    pub key: u64,
+    /// The caller's id of where the frame was meant to go.
+    pub route: u32,
+    /// The frame is replayed from the spool, not taken from the queue.
+    pub replay: bool,
+}
+
 /// What happened on a stream during a poll.
 #[derive(Debug, Default)]
 pub struct PollReport {
@@ -41,6 +55,8 @@ pub struct PollReport {
     pub lost: u64,
     /// The connection came up after having been down.
     pub reconnected: bool,
+    /// The connection came up (first time or again).
+    pub connected: bool,
     /// Why the connection failed, when it did.
     pub error: Option<String>,
 }
@@ -68,11 +84,17 @@ pub struct Stream {
     backoff: Duration,
     /// Whether it has ever been up; a later success is a reconnection.
     was_up: bool,
-    /// Bytes of frames not yet written, and the length of each frame.
+    /// Bytes of frames not yet written whole (the first one may be in
+    /// part), and the length and tag of each frame.
     pending: VecDeque<u8>,
-    frames: VecDeque<usize>,
+    frames: VecDeque<(usize, Tag)>,
     /// Bytes of the first pending frame already written.
     written: usize,
+    /// Frames from the spool among them.
+    replay_frames: usize,
+    /// Frames of a connection that broke: the bytes, back to back, and
+    /// the length and tag of each.
+    failed: (Vec<u8>, Vec<(usize, Tag)>),
     backlog: usize,
     /// The local address connections are made from, when one is set.
     source_ip: Option<IpAddr>,
@@ -96,6 +118,8 @@ impl Stream {
             pending: VecDeque::new(),
             frames: VecDeque::new(),
             written: 0,
+            replay_frames: 0,
+            failed: (Vec::new(), Vec::new()),
             backlog,
             source_ip: None,
         }
@@ -115,9 +139,33 @@ impl Stream {
         !self.frames.is_empty()
     }
 
-    /// Frames queued and not yet written whole.
+    /// Frames queued from the sender's queue and not yet written whole.
     pub fn pending_frames(&self) -> usize {
-        self.frames.len()
+        self.frames.len() - self.replay_frames
+    }
+
+    /// Frames from the spool not yet written whole.
+    pub fn pending_replay(&self) -> usize {
+        self.replay_frames
+    }
+
+    /// The frames that were pending when the connection broke, whole, with
+    /// their tags; taken once.
+    pub fn take_failed(&mut self) -> Vec<(&[u8], Tag)> {
+        let (bytes, frames) = &mut self.failed;
+        let mut out = Vec::with_capacity(frames.len());
+        let mut at = 0;
+        for (len, tag) in frames.drain(..) {
+            out.push((&bytes[at..at + len], tag));
+            at += len;
+        }
+        out
+    }
+
+    /// Forgets the frames taken by [`Stream::take_failed`].
+    pub fn clear_failed(&mut self) {
+        self.failed.0.clear();
+        self.failed.1.clear();
     }
 
     pub fn is_up(&self) -> bool {
@@ -126,6 +174,11 @@ impl Stream {
 
     /// Queues a frame; it goes out at the next polls.
     pub fn queue(&mut self, frame: &[u8], now: Instant) -> Result<(), Refused> {
+        self.queue_tagged(frame, Tag::default(), now)
+    }
+
+    /// Queues a frame with the caller's tag.
+    pub fn queue_tagged(&mut self, frame: &[u8], tag: Tag, now: Instant) -> Result<(), Refused> {
         if let State::Down { retry_at } = self.state {
             if now < retry_at {
                 return Err(Refused::NotConnected);
@@ -135,7 +188,8 @@ impl Stream {
             return Err(Refused::Backlog);
         }
         self.pending.extend(frame);
-        self.frames.push_back(frame.len());
+        self.frames.push_back((frame.len(), tag));
+        self.replay_frames += tag.replay as usize;
         Ok(())
     }
 
@@ -144,9 +198,13 @@ impl Stream {
         let mut report = PollReport::default();
         if let Err(e) = self.advance(now, &mut report) {
             report.lost += self.frames.len() as u64;
+            let (a, b) = self.pending.as_slices();
+            self.failed.0.extend_from_slice(a);
+            self.failed.0.extend_from_slice(b);
+            self.failed.1.extend(self.frames.drain(..));
             self.pending.clear();
-            self.frames.clear();
             self.written = 0;
+            self.replay_frames = 0;
             report.error = Some(e.to_string());
             self.state = State::Down { retry_at: now + self.backoff };
             self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
@@ -189,13 +247,14 @@ impl Stream {
                     };
                     self.state = State::Up { socket, tls };
                     self.backoff = FIRST_BACKOFF;
+                    report.connected = true;
                     report.reconnected = self.was_up;
                     self.was_up = true;
                 }
                 State::Up { mut socket, mut tls } => {
                     let written = match tls.as_deref_mut() {
-                        None => write_plain(&mut socket, &mut self.pending),
-                        Some(conn) => write_tls(&mut socket, conn, &mut self.pending),
+                        None => write_plain(&mut socket, &self.pending, self.written),
+                        Some(conn) => write_tls(&mut socket, conn, &self.pending, self.written),
                     };
                     self.state = State::Up { socket, tls };
                     report.sent += self.complete_frames(written?);
@@ -205,34 +264,47 @@ impl Stream {
         }
     }
 
-    /// Counts the frames that `n` more written bytes complete.
-    fn complete_frames(&mut self, mut n: usize) -> u64 {
+    /// Counts the frames that `n` more written bytes complete, and lets
+    /// their bytes go.
+    fn complete_frames(&mut self, n: usize) -> u64 {
+        self.written += n;
         let mut done = 0;
-        while let Some(&len) = self.frames.front() {
-            let left = len - self.written;
-            if n < left {
-                self.written += n;
+        let mut gone = 0;
+        while let Some(&(len, tag)) = self.frames.front() {
+            if self.written < len {
                 break;
             }
-            n -= left;
-            self.written = 0;
+            self.written -= len;
+            gone += len;
             self.frames.pop_front();
+            self.replay_frames -= tag.replay as usize;
             done += 1;
         }
+        self.pending.drain(..gone);
         done
     }
 }
 
-/// Writes pending bytes to a plain TCP connection; returns how many.
-fn write_plain(socket: &mut TcpStream, pending: &mut VecDeque<u8>) -> io::Result<usize> {
+/// The pending bytes from `from` on, in at most two slices.
+fn unwritten(pending: &VecDeque<u8>, from: usize) -> (&[u8], &[u8]) {
+    let (a, b) = pending.as_slices();
+    if from < a.len() {
+        (&a[from..], b)
+    } else {
+        (&b[from - a.len()..], &[])
+    }
+}
+
+/// Writes the pending bytes after the first `from` to a plain TCP
+/// connection; returns how many.
+fn write_plain(socket: &mut TcpStream, pending: &VecDeque<u8>, from: usize) -> io::Result<usize> {
     check_open(socket)?;
     let mut written = 0;
-    while !pending.is_empty() {
-        let (front, _) = pending.as_slices();
+    while from + written < pending.len() {
+        let (front, _) = unwritten(pending, from + written);
         match socket.write(front) {
             Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "connection closed")),
             Ok(n) => {
-                pending.drain(..n);
                 written += n;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -248,7 +320,8 @@ fn write_plain(socket: &mut TcpStream, pending: &mut VecDeque<u8>) -> io::Result
 fn write_tls(
     socket: &mut TcpStream,
     conn: &mut ClientConnection,
-    pending: &mut VecDeque<u8>,
+    pending: &VecDeque<u8>,
+    from: usize,
 ) -> io::Result<usize> {
     // Read what the server sends: handshake messages, tickets, alerts.
     loop {
@@ -265,12 +338,11 @@ fn write_tls(
     // Hand frames over once the handshake is done and what TLS holds is
     // out, so that its buffer stays one burst deep.
     let mut taken = 0;
-    if !conn.is_handshaking() && !conn.wants_write() && !pending.is_empty() {
-        let (a, b) = pending.as_slices();
+    if !conn.is_handshaking() && !conn.wants_write() && from < pending.len() {
+        let (a, b) = unwritten(pending, from);
         conn.writer().write_all(a)?;
         conn.writer().write_all(b)?;
-        taken = pending.len();
-        pending.clear();
+        taken = pending.len() - from;
     }
     while conn.wants_write() {
         match conn.write_tls(socket) {

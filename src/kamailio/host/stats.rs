@@ -15,7 +15,7 @@ pub trait StatGroup: 'static {
     fn read(index: usize) -> u64;
 }
 
-pub const MAX_STATS: usize = 32;
+pub const MAX_STATS: usize = 48;
 
 type Reader = unsafe extern "C" fn() -> sys::counter_val_t;
 
@@ -32,13 +32,21 @@ const fn readers<G: StatGroup>() -> [Reader; MAX_STATS] {
         read::<G, 8>, read::<G, 9>, read::<G, 10>, read::<G, 11>, read::<G, 12>, read::<G, 13>, read::<G, 14>, read::<G, 15>,
         read::<G, 16>, read::<G, 17>, read::<G, 18>, read::<G, 19>, read::<G, 20>, read::<G, 21>, read::<G, 22>, read::<G, 23>,
         read::<G, 24>, read::<G, 25>, read::<G, 26>, read::<G, 27>, read::<G, 28>, read::<G, 29>, read::<G, 30>, read::<G, 31>,
+        read::<G, 32>, read::<G, 33>, read::<G, 34>, read::<G, 35>, read::<G, 36>, read::<G, 37>, read::<G, 38>, read::<G, 39>,
+        read::<G, 40>, read::<G, 41>, read::<G, 42>, read::<G, 43>, read::<G, 44>, read::<G, 45>, read::<G, 46>, read::<G, 47>,
     ]
 }
 
 /// Registers every statistic of `G`, in mod_init.
 pub fn register<G: StatGroup>() -> Result<(), String> {
+    register_first::<G>(G::NAMES.len())
+}
+
+/// Registers the first `count` statistics of `G`, in mod_init: for a group
+/// whose size the config decides.
+pub fn register_first<G: StatGroup>(count: usize) -> Result<(), String> {
     const { assert!(G::NAMES.len() <= MAX_STATS) };
-    for (name, reader) in G::NAMES.iter().zip(readers::<G>()) {
+    for (name, reader) in G::NAMES.iter().zip(readers::<G>()).take(count) {
         // SAFETY: names are static C strings; for STAT_IS_FUNC Kamailio
         // takes the reader function in place of the stat_var pointer.
         let rc = unsafe {
