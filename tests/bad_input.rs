@@ -170,6 +170,39 @@ fn malformed_huge_and_odd_messages_never_crash_and_are_traced_or_counted() {
     );
 }
 
+/// Kamailio's core drops a request without a Call-ID before the script
+/// (both 5.6 and 6.0), so only `trace_mode`, which sees the datagram as it
+/// arrives, traces it. It has nothing to correlate by: its HEP packet goes
+/// without chunk 0x0011 (doc/admin.md), and still goes.
+#[test]
+fn a_message_without_a_call_id_is_traced_without_a_correlation_chunk() {
+    let dir = TestDir::new("no-callid");
+    let hepjs = HepJs::start(&dir);
+    let (_db, db_url) = trace_db(&dir);
+    let port = free_port();
+    let target = tracing_server(&dir, port, &hepjs.uri(), &db_url, &[modparam("trace_mode", 1)]);
+    let start = "OPTIONS sip:target@127.0.0.1 SIP/2.0";
+    let probes = [
+        request(start, &refs(&well_formed_but("Call-ID", "Subject: none")), b""),
+        request(start, &WELL_FORMED, b""),
+    ];
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for probe in &probes {
+        udp.send_to(probe, ("127.0.0.1", port)).unwrap();
+    }
+    let received = |needle: &str| {
+        hepjs.packets().into_iter().find(|p| p["decoded"]["payload"].as_str().is_some_and(|sip| sip.contains(needle)))
+    };
+    wait_for(Duration::from_secs(10), || received("Subject: none").is_some() && received("probe-call").is_some());
+    let without = received("Subject: none").expect("the HEP packet of the message without a Call-ID");
+    let correlation = &without["decoded"]["rcinfo"]["correlation_id"];
+    assert!(correlation.is_null() || correlation == "", "no correlation chunk: {without}");
+    let with = received("probe-call").expect("the HEP packet of the well-formed message");
+    assert_eq!(with["decoded"]["rcinfo"]["correlation_id"], "probe-call", "{with}");
+    assert_eq!(target.log_text().matches(REACHED).count(), 1, "only the well-formed one reaches the script");
+    assert_eq!(stat(&target, "dropped"), 0);
+}
+
 #[test]
 fn a_call_from_ipv4_to_ipv6_is_traced_whole() {
     let dir = TestDir::new("mixed-family");
