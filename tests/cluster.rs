@@ -355,7 +355,8 @@ fn shard_keeps_a_calls_log_lines_with_its_sip() {
 
 /// One of three collectors is killed under load and started again 20 s
 /// later. Only its calls move; with a spool nothing is lost, without one
-/// what is lost is counted.
+/// the loss is counted or, for frames the dying collector had taken,
+/// bounded by a few calls.
 fn node_killed(spool: bool, name: &str) {
     let dir = TestDir::new(name);
     let mut collectors: Vec<Collector> = (0..3).map(|_| Collector::start(&dir)).collect();
@@ -407,7 +408,9 @@ fn node_killed(spool: bool, name: &str) {
     if spool {
         assert_eq!(dropped, 0, "with a spool nothing is dropped");
     } else {
-        assert!(dropped > 0 || unseen > 0);
+        // Nothing waits without a spool. An outage noticed before a write
+        // loses nothing, so a loss is allowed but not required.
+        assert_eq!(proxy.stat("spooled"), 0, "no spool, nothing spooled");
     }
     assert!(proxy.stat("dest1_downs") >= 1);
     println!(
@@ -426,7 +429,7 @@ fn a_killed_shard_node_moves_only_its_calls_and_a_spool_loses_nothing() {
 }
 
 #[test]
-fn a_killed_shard_node_without_a_spool_costs_counted_records() {
+fn a_killed_shard_node_without_a_spool_moves_its_calls_and_bounds_the_loss() {
     node_killed(false, "cluster-node-killed-nospool");
 }
 
@@ -447,11 +450,16 @@ fn failover_takes_the_secondary_and_returns_to_the_primary() {
     settle(&proxy, &|| total(&collectors));
     let secondary = collectors[1].count();
     assert!(secondary >= 45 * FLOW, "the secondary took over: {secondary}");
+    let primary_before = collectors[0].count();
+    let secondary_before = collectors[1].count();
     collectors[0].restart();
     let back = Instant::now();
-    // Within failover_return the secondary keeps the traffic.
+    // Within failover_return the secondary keeps the traffic: these calls
+    // are sent in the first second after the primary came back.
     calls(&dir, &proxy, 20, 50);
     settle(&proxy, &|| total(&collectors));
+    assert_eq!(collectors[0].count(), primary_before, "the primary got traffic before failover_return");
+    assert_eq!(collectors[1].count() - secondary_before, 20 * FLOW, "the secondary kept the traffic");
     // Once the sender reconnected (its back-off is at most 5 s), the primary
     // must stay up for failover_return before it gets traffic again.
     assert!(wait_for(Duration::from_secs(10), || proxy.stat("dest0_up") == 1), "the primary is up again");
