@@ -191,9 +191,14 @@ fn a_message_without_a_call_id_is_traced_without_a_correlation_chunk() {
         udp.send_to(probe, ("127.0.0.1", port)).unwrap();
     }
     let received = |needle: &str| {
-        hepjs.packets().into_iter().find(|p| p["decoded"]["payload"].as_str().is_some_and(|sip| sip.contains(needle)))
+        hepjs
+            .packets()
+            .into_iter()
+            .find(|p| p["decoded"]["payload"].as_str().is_some_and(|sip| sip.contains(needle)))
     };
-    wait_for(Duration::from_secs(10), || received("Subject: none").is_some() && received("probe-call").is_some());
+    wait_for(Duration::from_secs(10), || {
+        received("Subject: none").is_some() && received("probe-call").is_some()
+    });
     let without = received("Subject: none").expect("the HEP packet of the message without a Call-ID");
     let correlation = &without["decoded"]["rcinfo"]["correlation_id"];
     assert!(correlation.is_null() || correlation == "", "no correlation chunk: {without}");
