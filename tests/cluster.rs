@@ -281,8 +281,8 @@ fn shard_keeps_every_call_whole_on_one_of_three_collectors() {
     let collectors: Vec<Collector> = (0..3).map(|_| Collector::start(&dir)).collect();
     let refs: Vec<&Collector> = collectors.iter().collect();
     let proxy = Proxy::start(&dir, "127.0.0.1", &params(&refs, "shard", None), &Hooks::default());
-    let n = 1500;
-    calls(&dir, &proxy, n, 150);
+    let n = 3000;
+    calls(&dir, &proxy, n, 250);
     let want = n as usize * FLOW;
     wait_for(Duration::from_secs(60), || total(&collectors) >= want);
     settle(&proxy, &|| total(&collectors));
@@ -369,6 +369,7 @@ fn node_killed(spool: bool, name: &str) {
     std::thread::sleep(Duration::from_secs(5));
     collectors[1].kill();
     let killed_at = Instant::now();
+    let killed_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     std::thread::sleep(Duration::from_secs(20));
     collectors[1].restart();
     let down_for = killed_at.elapsed();
@@ -413,6 +414,17 @@ fn node_killed(spool: bool, name: &str) {
         assert_eq!(proxy.stat("spooled"), 0, "no spool, nothing spooled");
     }
     assert!(proxy.stat("dest1_downs") >= 1);
+    // destN_changed: the killed node's last change is its return, the
+    // others' is their first connection, before the kill.
+    assert_eq!(proxy.stat("dest1_up"), 1, "the killed node is up again");
+    assert!(proxy.stat("dest1_changed") >= killed_unix, "dest1 came back after the kill at {killed_unix}");
+    for i in [0, 2] {
+        assert_eq!(proxy.stat(&format!("dest{i}_downs")), 0);
+        assert!(
+            proxy.stat(&format!("dest{i}_changed")) <= killed_unix,
+            "dest{i} did not change since it connected"
+        );
+    }
     println!(
         "figures: {name}: {n} calls at {rate}/s, collector down {:.0} s: {received} of {want} records arrived, \
          {dropped} dropped and counted, {unseen} lost inside the killed collector, {dups} twice \
@@ -431,6 +443,44 @@ fn a_killed_shard_node_moves_only_its_calls_and_a_spool_loses_nothing() {
 #[test]
 fn a_killed_shard_node_without_a_spool_moves_its_calls_and_bounds_the_loss() {
     node_killed(false, "cluster-node-killed-nospool");
+}
+
+/// Over UDP the only sign of a dead collector is the ICMP error the
+/// network returns. The primary is a port nobody listens on: each datagram
+/// it bounced is counted as `unreachable`, it is marked down, and the
+/// traffic goes to the secondary. Every record arrived there or is counted.
+#[test]
+fn failover_over_udp_sees_a_dead_primary_by_its_icmp_errors() {
+    let dir = TestDir::new("cluster-udp-failover");
+    let dead = free_port();
+    let secondary = HepJs::start(&dir);
+    let p = vec![
+        modparam("trace_on", 1),
+        modparam("trace_mode", 1),
+        modparam("trace_to_database", 0),
+        modparam("hep_distribution", "failover"),
+        modparam("duplicate_uri", format!("sip:127.0.0.1:{dead}")),
+        modparam("duplicate_uri", secondary.uri()),
+    ];
+    let proxy = Proxy::start(&dir, "127.0.0.1", &p, &Hooks::default());
+    let n = 200;
+    calls(&dir, &proxy, n, 50);
+    let want = n as usize * FLOW;
+    let received = || secondary.packets().len();
+    let unreachable = || proxy.stat("dropped_unreachable") as usize;
+    wait_for(Duration::from_secs(20), || received() + unreachable() >= want);
+    settle(&proxy, &received);
+    let (got, bounced) = (received(), unreachable());
+    assert_eq!(got + bounced, want, "{got} received and {bounced} bounced, of {want}");
+    assert_eq!(proxy.stat("dropped") as usize, bounced, "every loss is a bounced datagram");
+    assert!(bounced >= 1, "the primary bounced what it was sent");
+    // A few datagrams per try of the primary: at startup, and once per
+    // 5 s hold-down while the calls ran.
+    assert!(bounced <= 3 * FLOW, "{bounced} bounced: the primary was not marked down");
+    assert!(proxy.stat("dest0_downs") >= 1);
+    assert_eq!(proxy.stat("dest1_up"), 1);
+    assert_eq!(proxy.stat("dest1_sent") as usize, got);
+    println!("figures: failover over UDP: {want} records, {got} to the secondary, {bounced} bounced by the dead primary and counted");
 }
 
 #[test]
