@@ -7,8 +7,10 @@
 #      loading the module, against Debian bookworm's Kamailio 5.6.3;
 #   3. the same against Kamailio 6.0.1, built here from Debian trixie's
 #      source package (KAMAILIO_VERSION=6.0 scripts/setup-debian.sh; about
-#      2 to 5 minutes the first time, then reused), with clippy for that
-#      build first (SIPTRACE_SKIP_60=1 leaves this out);
+#      2 to 5 minutes the first time, then reused), after the build's
+#      refusals (an unsupported release, a tree that is not the binary's:
+#      scripts/test-build-refusals.sh) and clippy for that build
+#      (SIPTRACE_SKIP_60=1 leaves this out);
 #   4. the Debian packages, built, installed and removed
 #      (SIPTRACE_SKIP_PACKAGE=1 leaves that out);
 #   5. a bounded run of the fuzz targets (SIPTRACE_SKIP_FUZZ=1 leaves that out).
@@ -40,6 +42,7 @@ if [ "${SIPTRACE_SKIP_60:-0}" != 1 ]; then
     KAMAILIO_VERSION=6.0 "$here/scripts/setup-debian.sh"
     k60="$here/.deps/kamailio-6.0"
     multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH)
+    "$here/scripts/test-build-refusals.sh"
     KAMAILIO_VERSION=6.0 cargo clippy --locked --all-targets --target-dir target/kamailio-6.0 -- -D warnings
     KAMAILIO_VERSION=6.0 KAMAILIO_BIN="$k60/sbin/kamailio" KAMCMD_BIN="$k60/sbin/kamcmd" \
         KAMAILIO_MODULES_DIR="$k60/lib/$multiarch/kamailio/modules" \
