@@ -16,11 +16,16 @@ It prints, for each variant, the instructions per call in the SIP workers
 (Kamailio's "udp receiver" processes), what tracing adds to them over the
 untraced proxy, and the instructions of our sending processes per call and
 per record. Variants: untraced; C and ours with HEPv3 over UDP, with rows
-in SQLite and in PostgreSQL (ours natively and, -dbapi, through the DB API).
+in SQLite and in PostgreSQL (ours natively and, -dbapi, through the DB API);
+and for trace sessions, ours loaded with nothing to trace (rust-idle) and
+the same with 16 running sessions that match none of the calls
+(rust-sessions16, bench/run.py's BENCH_SESSIONS): what matching costs the
+calls it does not trace, beside rust-idle.
 
 Usage (after cargo build --release):
     python3 bench/instructions.py                   # every variant, 5 calls/s for 20 s
     python3 bench/instructions.py --only untraced,c-hep,rust-hep --calls 60
+    python3 bench/instructions.py --only rust-idle,rust-sessions16 --calls 200 --rate 10
 """
 
 import argparse
@@ -78,7 +83,7 @@ def roles(ctl):
     return out
 
 
-def run_variant(name, module, params, calls, rate, workdir, kind, counter, pg, db):
+def run_variant(name, module, params, calls, rate, workdir, kind, counter, pg, db, sessions=None):
     vdir = pathlib.Path(workdir) / name
     vdir.mkdir()
     port, uas_port, uac_port = run.free_port(), run.free_port(), run.free_port()
@@ -86,18 +91,20 @@ def run_variant(name, module, params, calls, rate, workdir, kind, counter, pg, d
     cfg.write_text(run.kamailio_config(vdir, port, uas_port, module, params))
     log = open(vdir / "server.log", "w")
     command = ["valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={vdir}/callgrind.%p",
-               "kamailio", "-f", str(cfg), "-DD", "-E", "-Y", str(vdir), "-m", "256"]
+               run.KAMAILIO, "-f", str(cfg), "-DD", "-E", "-Y", str(vdir), "-m", "256"]
     kam = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
     uas = None
     try:
         for _ in range(600):
-            if subprocess.run(["kamcmd", "-s", f"unix:{vdir}/ctl.sock", "core.uptime"],
+            if subprocess.run([run.KAMCMD, "-s", f"unix:{vdir}/ctl.sock", "core.uptime"],
                               capture_output=True).returncode == 0:
                 break
             if kam.poll() is not None:
                 raise SystemExit(f"{name}: Kamailio exited; see {vdir}/server.log")
             time.sleep(0.2)
         time.sleep(3)  # the sending processes start after the socket answers
+        if sessions:
+            run.start_sessions(vdir / "ctl.sock", sessions)
         uas = subprocess.Popen(["sipp", "-sf", str(run.UAS_SCENARIO), "-i", "127.0.0.1", "-p", str(uas_port),
                                 "-nostdin", "-nd"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                cwd=vdir, start_new_session=True)
@@ -118,6 +125,7 @@ def run_variant(name, module, params, calls, rate, workdir, kind, counter, pg, d
         who = {**who, **roles(vdir / "ctl.sock")}
         counts = instructions(list(who))
         ok_calls, failed = run.sipp_counts(uac.stdout + uac.stderr)
+        matched = run.sessions_matched(vdir / "ctl.sock") if sessions else None
         if kind == "hep":
             delivered = counter.count - before
         elif kind == "sqlite":
@@ -130,7 +138,8 @@ def run_variant(name, module, params, calls, rate, workdir, kind, counter, pg, d
         for pid, n in counts.items():
             by_role[who[pid]] = by_role.get(who[pid], 0) + n
         return {"name": name, "calls": calls, "ok": ok_calls, "failed": failed, "delivered": delivered,
-                "by_role": by_role, "workers_n": sum(1 for p in counts if who[p] == "workers")}
+                "by_role": by_role, "workers_n": sum(1 for p in counts if who[p] == "workers"),
+                "matched": matched}
     finally:
         if uas:
             os.killpg(uas.pid, signal.SIGKILL)
@@ -163,6 +172,10 @@ def main():
         plan += [(f"{impl}-hep", module, hep, "hep"), (f"{impl}-sqlite", module, None, "sqlite"),
                  (f"{impl}-postgres", module, None, "postgres")]
     plan += [("rust-sqlite-dbapi", args.module, None, "sqlite"), ("rust-postgres-dbapi", args.module, None, "postgres")]
+    # Trace sessions: nothing traced, without and with 16 sessions that
+    # match none of the calls.
+    idle = {"trace_on": 0, "trace_to_database": 0, "hep_mode_on": 1, "duplicate_uri": hep["duplicate_uri"]}
+    plan += [("rust-idle", args.module, idle, "none"), ("rust-sessions16", args.module, idle, "none")]
     only = set(filter(None, args.only.split(",")))
     results = []
     try:
@@ -182,16 +195,19 @@ def main():
             if name.endswith("-dbapi"):
                 params = {**params, "db_native": 0}
             print(f"{name}: {args.calls} calls at {args.rate}/s under callgrind", file=sys.stderr, flush=True)
+            sessions = run.BENCH_SESSIONS if name == "rust-sessions16" else None
             results.append(run_variant(name, module, params, args.calls, args.rate, workdir, kind,
-                                       counter if kind == "hep" else None, pg, db))
+                                       counter if kind == "hep" else None, pg, db, sessions))
     finally:
         counter.stop()
         pg.stop()
 
     base = next((r for r in results if r["name"] == "untraced"), None)
+    idle_base = next((r for r in results if r["name"] == "rust-idle"), None)
     print("| variant | calls ok (failed) | delivered per call | workers: instructions per call "
-          "| over untraced, per call | per message | sending process: instructions per call | per record |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| over untraced, per call | per message | sending process: instructions per call | per record "
+          "| workers vs rust-idle | sessions' matches |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         per_call = r["by_role"].get("workers", 0) / r["calls"]
         over = per_call - base["by_role"].get("workers", 0) / base["calls"] if base and r is not base else None
@@ -205,6 +221,9 @@ def main():
             "-" if over is None else f"{over / run.MESSAGES_PER_CALL:+,.0f}",
             f"{senders / r['calls']:,.0f}" if senders else "-",
             f"{senders / delivered:,.0f}" if senders and delivered else "-",
+            f"{per_call / (idle_base['by_role']['workers'] / idle_base['calls']):.4f}x"
+            if idle_base and r["name"].startswith("rust-") and idle_base["by_role"].get("workers") else "-",
+            "-" if r["matched"] is None else str(r["matched"]),
         ]
         print(f"| {r['name']} | " + " | ".join(cells) + " |")
     print("\n(More than 13 delivered per call: messages sipp retransmitted to the slowed proxy, traced too.)")

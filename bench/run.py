@@ -19,11 +19,7 @@ Our module also runs with hep_distribution=shard over three UDP collectors
 (rust-hep-shard) and with a disk spool configured and idle
 (rust-hep-spool).
 
-With --callgrind CALLS, instead: rust-idle and rust-sessions16 (and no
-module) run under valgrind --tool=callgrind --trace-children=yes, CALLS
-calls at --callgrind-rate calls/s, instrumented only while the calls run;
-it prints the instructions the SIP workers executed per call, and those of
-the module's matching hook.
+The same variants in instructions, under callgrind: bench/instructions.py.
 
 Beside the ratios it prints, for our module, the sending processes' CPU
 per record (HEP packet or row) in microseconds, and for the PostgreSQL
@@ -49,7 +45,6 @@ trace("tid", "t").
 
 Usage: bench/run.py [--rate 200] [--duration 15] [--hep-rate 1000]
        [--only name,name] [--module path/to/libsiptrace.so]
-       [--callgrind CALLS [--callgrind-rate 10]]
        [--opensips path/to/opensips-tree [--opensips-module path/to/libsiptrace.so]]
 Run bench/run.sh for a fresh machine: it installs, builds and runs this.
 """
@@ -600,9 +595,6 @@ def main():
     ap.add_argument("--opensips-module",
                     help="our module built for that tree (default: target/opensips-X.Y/release/libsiptrace.so, "
                          "X.Y the tree's release)")
-    ap.add_argument("--callgrind", type=int, default=0, metavar="CALLS",
-                    help="count the workers' instructions per call under callgrind instead (trace sessions)")
-    ap.add_argument("--callgrind-rate", type=int, default=10, help="calls per second under callgrind (default 10)")
     ap.add_argument("--pin", action="store_true",
                     help="pin Kamailio to the first CPU and the load generators to the others")
     args = ap.parse_args()
@@ -615,9 +607,6 @@ def main():
 
     workdir = tempfile.mkdtemp(prefix="siptrace-bench-")
     os.chmod(workdir, 0o755)
-    if args.callgrind:
-        callgrind(args, workdir)
-        return
     counter = HepCounter()
     tcp_counter = HepTcpCounter()
     tls_counter = HepTlsCounter(workdir)
@@ -894,114 +883,6 @@ def print_row_floors(results, floors):
         print(f"| {name} | {round(r['per_call'] * r['calls'])} | {round(r['row_size'] or 0)} | {ours} "
               f"| {f['total']:.2f} ({f['count']} rows of {f['size']} B, batches of {f['batch']}) | {pg} "
               f"| {server} |")
-
-
-def callgrind_counts(path):
-    """The instructions (Ir) a callgrind output file counts in all, and in
-    the module's trace session hook (inclusive)."""
-    text = path.read_text(errors="replace")
-    # "totals:" is what the file counts; "summary:" may be left at 0.
-    counts = [int(n) for n in re.findall(r"^(?:totals|summary):\s*(\d+)", text, re.M)]
-    total = max(counts, default=0)
-    hook = 0
-    out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(path)],
-                         capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        m = re.match(r"\s*([\d,]+)\s", line)
-        if m and "BeforeRequest as" in line and "ScriptHook>::run" in line:
-            hook = max(hook, int(m.group(1).replace(",", "")))
-    return total, hook
-
-
-def callgrind_variant(name, module, params, sessions, calls, rate, workdir):
-    """One run under callgrind: the instructions of the workers, the other
-    processes and the session hook, counted while the calls run."""
-    port, uas_port, uac_port = free_port(), free_port(), free_port()
-    vdir = pathlib.Path(workdir) / name
-    vdir.mkdir()
-    cfg = vdir / "kamailio.cfg"
-    cfg.write_text(kamailio_config(vdir, port, uas_port, module, params))
-    log = open(vdir / "server.log", "w")
-    command = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--instr-atstart=no",
-               f"--callgrind-out-file={vdir}/callgrind.out.%p",
-               KAMAILIO, "-f", str(cfg), "-DD", "-E", "-Y", str(vdir), "-m", "256"]
-    kam = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
-    uas = None
-    ctl = vdir / "ctl.sock"
-    try:
-        for _ in range(600):
-            if subprocess.run([KAMCMD, "-s", f"unix:{ctl}", "core.uptime"], capture_output=True).returncode == 0:
-                break
-            if kam.poll() is not None:
-                raise SystemExit(f"{name}: the server exited; see {vdir}/server.log")
-            time.sleep(0.2)
-        if sessions:
-            start_sessions(ctl, sessions)
-        uas = subprocess.Popen(["sipp", "-sf", str(UAS_SCENARIO), "-i", "127.0.0.1", "-p", str(uas_port),
-                                "-nostdin", "-nd"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               cwd=vdir, start_new_session=True)
-        time.sleep(3)
-        pids = sorted(group_cpu(kam.pid))
-        names = process_names(ctl)
-        subprocess.run(["callgrind_control", "-i", "on"] + [str(p) for p in pids], capture_output=True)
-        uac = subprocess.run(["sipp", "-sn", "uac", f"127.0.0.1:{port}", "-i", "127.0.0.1", "-p", str(uac_port),
-                              "-r", str(rate), "-m", str(calls), "-l", str(rate * 10), "-nostdin", "-nd",
-                              "-timeout", f"{calls // rate * 10 + 60}s"], capture_output=True, text=True, cwd=vdir)
-        time.sleep(2)
-        subprocess.run(["callgrind_control", "-i", "off"] + [str(p) for p in pids], capture_output=True)
-        ok_calls, failed = sipp_counts(uac.stdout + uac.stderr)
-        matched = sessions_matched(ctl) if sessions else 0
-    finally:
-        if uas:
-            os.killpg(uas.pid, signal.SIGKILL)
-            uas.wait()
-        os.killpg(kam.pid, signal.SIGTERM)
-        try:
-            kam.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            os.killpg(kam.pid, signal.SIGKILL)
-            kam.wait()
-        log.close()
-    split = {"workers": 0, "other": 0}
-    hook = 0
-    for pid in pids:
-        path = vdir / f"callgrind.out.{pid}"
-        if not path.exists():
-            continue
-        total, in_hook = callgrind_counts(path)
-        kind = "workers" if names.get(pid, "").startswith("udp receiver") else "other"
-        split[kind] += total
-        hook += in_hook
-    return {"name": name, "calls": calls, "ok": ok_calls, "failed": failed, "split": split, "hook": hook,
-            "matched": matched}
-
-
-def callgrind(args, workdir):
-    """Trace sessions under callgrind: instructions per call."""
-    if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
-        raise SystemExit("valgrind is missing (apt-get install valgrind)")
-    idle = {"trace_on": 0, "trace_to_database": 0, "hep_mode_on": 1, "duplicate_uri": f"sip:127.0.0.1:{free_port()}"}
-    plan = [("untraced", None, {}, None), ("rust-idle", args.module, idle, None),
-            ("rust-sessions16", args.module, idle, BENCH_SESSIONS)]
-    only = set(filter(None, args.only.split(",")))
-    results = []
-    for name, module, params, sessions in plan:
-        if only and name not in only:
-            continue
-        print(f"callgrind: {name}, {args.callgrind} calls at {args.callgrind_rate} calls/s", file=sys.stderr,
-              flush=True)
-        results.append(callgrind_variant(name, module, params, sessions, args.callgrind, args.callgrind_rate,
-                                         workdir))
-    base = next((r for r in results if r["name"] == "rust-idle"), None)
-    print("| variant | calls ok / failed | worker instructions per call | vs rust-idle | session hook per call "
-          "| other processes per call | sessions' matches |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for r in results:
-        per_call = r["split"]["workers"] / r["calls"]
-        vs = f"{per_call / (base['split']['workers'] / base['calls']):.4f}x" if base else "-"
-        print(f"| {r['name']} | {r['ok']} / {r['failed']} | {per_call:,.0f} | {vs} | {r['hook'] / r['calls']:,.0f} "
-              f"| {r['split']['other'] / r['calls']:,.0f} | {r['matched']} |")
-    print(f"\nworking files: {workdir}", file=sys.stderr)
 
 
 if __name__ == "__main__":
