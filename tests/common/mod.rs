@@ -59,14 +59,24 @@ pub fn module_path() -> PathBuf {
     so
 }
 
-/// A port that is free on 127.0.0.1 for both UDP and TCP, and was not
-/// handed out before in this test process.
+/// A port that is free for UDP and TCP on 127.0.0.1 (and ::1 where the
+/// machine has it), below the kernel's ephemeral range, and was not handed
+/// out before in this test process.
 pub fn free_port() -> u16 {
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let (low, high) = fixed_port_range();
+    let span = (high - low) as usize;
+    // Each test process starts somewhere else in the range, so that two
+    // suites run at once rarely try the same ports.
+    let seed = std::process::id() as usize * 7919;
+    let v6 = UdpSocket::bind("[::1]:0").is_ok();
     loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+        let port = low + ((seed + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        let free = UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && (!v6 || UdpSocket::bind(("::1", port)).is_ok() && TcpListener::bind(("::1", port)).is_ok());
+        if !free {
             continue;
         }
         let mut given = GIVEN.lock().unwrap();
@@ -74,6 +84,18 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// Ports below the kernel's ephemeral range. A port of a server the test
+/// stops and starts again (a collector killed, PostgreSQL restarted) stays
+/// free meanwhile: the kernel numbers client sockets from the ephemeral
+/// range only, and this harness hands out each port once.
+fn fixed_port_range() -> (u16, u16) {
+    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    (ephemeral_low.saturating_sub(12_000).max(1024), ephemeral_low)
 }
 
 /// A fresh directory for one test's configs, databases and logs. It is
