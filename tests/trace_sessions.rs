@@ -455,6 +455,54 @@ fn overlapping_sessions_send_to_their_own_collectors() {
     assert_eq!(sent, ["24", "36"]);
 }
 
+/// A session's own URI takes what `duplicate_uri` takes, streams too:
+/// alice's session sends HEP over TCP, bob's over TLS (the collector's
+/// certificate verified against `tls_ca_file`), each to its own collector,
+/// and nothing goes to the configured destination.
+#[test]
+fn sessions_send_over_tcp_and_tls_to_their_own_uris() {
+    let dir = TestDir::new("session_streams");
+    let certs = test_certificates(&dir);
+    let configured = HepJs::start(&dir);
+    let tcp = HepJs::start_with(&dir, &["tcp"]);
+    let tls = HepJs::start_with(
+        &dir,
+        &["tls", certs.server_cert.to_str().unwrap(), certs.server_key.to_str().unwrap()],
+    );
+    let uas = SippUas::start(&dir, "127.0.0.1", free_port());
+    let mut params = hep_params(&configured);
+    params.push(modparam("tls_ca_file", certs.ca_cert.display()));
+    let p = simple_proxy(&dir, &uas, false, &params);
+    let k = &p.kamailio;
+    k.rpc(&[
+        "siptrace.trace_start",
+        "alice",
+        "from=alice",
+        "60",
+        &format!("{};transport=tcp", tcp.uri()),
+        "t",
+    ]);
+    k.rpc(&["siptrace.trace_start", "bob", "from=bob", "60", &format!("sips:127.0.0.1:{}", tls.port), "t"]);
+    let (alice, bob) = (call_scenario(&dir, "alice"), call_scenario(&dir, "bob"));
+    run(&dir, "127.0.0.1", &p, &alice, 2);
+    run(&dir, "127.0.0.1", &p, &bob, 1);
+
+    // Scope t: each call's INVITE transaction, 7 records.
+    let (at_tcp, at_tls) = (wait_records(&tcp, 2 * 7), wait_records(&tls, 7));
+    assert_eq!((at_tcp.len(), at_tls.len()), (14, 7), "tcp {at_tcp:?}\ntls {at_tls:?}");
+    assert_eq!(call_ids(&at_tcp).len(), 2);
+    assert_eq!(call_ids(&at_tls).len(), 1);
+    assert!(call_ids(&at_tcp).is_disjoint(&call_ids(&at_tls)), "alice's calls and bob's apart");
+    for got in [&at_tcp, &at_tls] {
+        let kinds: BTreeSet<&str> = got.iter().map(|r| r.kind.as_str()).collect();
+        assert_eq!(kinds, BTreeSet::from(["INVITE", "100 INVITE", "180 INVITE", "200 INVITE"]));
+    }
+    assert!(configured.packets().is_empty(), "nothing to the configured destination");
+    let sent: Vec<String> = list(k).iter().map(|s| member(s, "records_sent").to_string()).collect();
+    assert_eq!(sent, ["14", "7"]);
+    assert_eq!(k.stat("dropped"), 0);
+}
+
 /// Bad input is refused with an error that names what is wrong, over
 /// kamcmd and jsonrpcs, and the running sessions stay as they were.
 #[test]
