@@ -638,6 +638,34 @@ fn skipped_methods_and_the_node_name() {
     }
 }
 
+/// `trace_skip_methods` keeps a session's filter from matching the methods
+/// it names: a session that matches every request from 127.0.0.1 traces
+/// the calls, and none of the OPTIONS pings, which it does not count.
+#[test]
+fn sessions_do_not_match_skipped_methods() {
+    let dir = TestDir::new("session_skip");
+    let collector = HepJs::start(&dir);
+    let uas = SippUas::start(&dir, "127.0.0.1", free_port());
+    let mut params = hep_params(&collector);
+    params.push(modparam("trace_skip_methods", "OPTIONS"));
+    let p = simple_proxy(&dir, &uas, false, &params);
+    let k = &p.kamailio;
+    k.rpc(&["siptrace.trace_start", "lan", "src=127.0.0.1", "60", "default", "t"]);
+    let (call, ping) = (call_scenario(&dir, "alice"), request_scenario(&dir, "OPTIONS", "monitor", 200, ""));
+    run(&dir, "127.0.0.1", &p, &ping, 3);
+    run(&dir, "127.0.0.1", &p, &call, 2);
+    run(&dir, "127.0.0.1", &p, &ping, 3);
+
+    // Scope t: each call's INVITE transaction, 7 records; no OPTIONS.
+    let got = wait_records(&collector, 2 * 7);
+    assert_eq!(got.len(), 14, "{got:?}");
+    assert!(got.iter().all(|r| !r.kind.contains("OPTIONS")), "{got:?}");
+    assert_eq!(call_ids(&got).len(), 2);
+    assert_eq!(member(&list(k)[0], "calls_matched"), "2");
+    assert_eq!(k.stat("session_calls_matched"), 2);
+    assert_eq!(k.stat("dropped"), 0);
+}
+
 /// `trace_sample=100` on two proxies in a chain fed the same 2000 calls:
 /// both trace the same calls, the ones the documented hash picks, each
 /// call whole, and about a tenth of them.
