@@ -1470,21 +1470,9 @@ impl TcpCollector {
     }
 
     /// The Call-ID of each message it received (a SIP message's own, a log
-    /// line's correlation). A SIP message the server sent again unchanged
-    /// (tm retransmits a request whose reply it missed) counts once: the
-    /// server sent it twice and both were traced, but the tests count
-    /// messages. `no_record_twice` checks that no record came twice.
+    /// line's correlation), a retransmission counted once (`messages`).
     fn call_ids(&self) -> Vec<String> {
-        let mut seen = HashSet::new();
-        self.packets()
-            .iter()
-            .filter(|v| {
-                let decoded = &v["decoded"];
-                decoded["rcinfo"]["payloadType"].as_u64() != Some(1)
-                    || seen.insert(decoded["payload"].as_str().unwrap_or_default().to_string())
-            })
-            .map(packet_call_id)
-            .collect()
+        messages(&self.packets()).map(packet_call_id).collect()
     }
 
     fn count(&self) -> usize {
@@ -1509,14 +1497,28 @@ fn packet_call_id(v: &serde_json::Value) -> String {
     rc["correlation_id"].as_str().unwrap_or_default().to_string()
 }
 
+/// The packets of distinct messages: a SIP message the server sent again
+/// unchanged (tm retransmits a request whose reply it missed) is traced
+/// twice, but the tests count messages, so it counts once.
+/// `no_record_twice` checks that no record came twice.
+fn messages(packets: &[serde_json::Value]) -> impl Iterator<Item = &serde_json::Value> {
+    let mut seen = HashSet::new();
+    packets.iter().filter(move |v| {
+        let decoded = &v["decoded"];
+        decoded["rcinfo"]["payloadType"].as_u64() != Some(1)
+            || seen.insert(decoded["payload"].as_str().unwrap_or_default())
+    })
+}
+
 /// No HEP packet arrived twice (a packet carries its capture time, so a
 /// retransmitted message is another packet); returns how many SIP
 /// messages were retransmitted by the server, which `count` counts once.
 fn no_record_twice(collectors: &[TcpCollector]) -> usize {
-    let packets: Vec<serde_json::Value> = collectors.iter().flat_map(TcpCollector::packets).collect();
+    let per_collector: Vec<Vec<serde_json::Value>> = collectors.iter().map(TcpCollector::packets).collect();
+    let packets: Vec<&serde_json::Value> = per_collector.iter().flatten().collect();
     let raw: HashSet<&str> = packets.iter().map(|v| v["raw"].as_str().unwrap_or_default()).collect();
     assert_eq!(raw.len(), packets.len(), "a HEP packet arrived twice");
-    packets.len() - collectors.iter().map(TcpCollector::count).sum::<usize>()
+    packets.len() - per_collector.iter().map(|p| messages(p).count()).sum::<usize>()
 }
 
 /// Which collectors each Call-ID reached, and with how many packets.
