@@ -15,7 +15,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The server under test, from the environment, so that the same suite
@@ -65,12 +65,15 @@ pub fn module_path() -> PathBuf {
 pub fn free_port() -> u16 {
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let (low, high) = fixed_port_range();
+    static RANGE: OnceLock<(u16, u16, bool)> = OnceLock::new();
+    let &(low, high, v6) = RANGE.get_or_init(|| {
+        let (low, high) = fixed_port_range();
+        (low, high, UdpSocket::bind("[::1]:0").is_ok())
+    });
     let span = (high - low) as usize;
     // Each test process starts somewhere else in the range, so that two
     // suites run at once rarely try the same ports.
     let seed = std::process::id() as usize * 7919;
-    let v6 = UdpSocket::bind("[::1]:0").is_ok();
     loop {
         let port = low + ((seed + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
         let free = UdpSocket::bind(("127.0.0.1", port)).is_ok()
