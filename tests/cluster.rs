@@ -294,8 +294,9 @@ fn shard_keeps_every_call_whole_on_one_of_three_collectors() {
     let collectors: Vec<Collector> = (0..3).map(|_| Collector::start(&dir)).collect();
     let refs: Vec<&Collector> = collectors.iter().collect();
     let proxy = Proxy::start(&dir, "127.0.0.1", &params(&refs, "shard", None), &Hooks::default());
+    // 150/s as before: the other cluster tests run beside this one.
     let n = 3000;
-    calls(&dir, &proxy, n, 250);
+    calls(&dir, &proxy, n, 150);
     let want = n as usize * FLOW;
     wait_for(Duration::from_secs(60), || total(&collectors) >= want);
     settle(&proxy, &|| total(&collectors));
@@ -738,7 +739,10 @@ fn a_tiny_spool_counts_what_it_drops_exactly() {
     calls(&dir, &proxy, n, 100);
     wait_for(Duration::from_secs(20), || proxy.stat("enqueued") == proxy.stat("dequeued"));
     std::thread::sleep(Duration::from_secs(1));
-    let traced = n as u64 * FLOW as u64;
+    // What the module traced: every message of the calls, and any that
+    // sipp sent again under load.
+    let traced = proxy.stat("enqueued");
+    assert!(traced >= n as u64 * FLOW as u64, "{traced} traced");
     let (now, full) = (proxy.stat("spool_records"), proxy.stat("dropped_spool_full"));
     assert!(proxy.stat("spool_bytes") <= 1 << 20);
     assert!(full > 0, "the spool overflowed");
